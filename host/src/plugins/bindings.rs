@@ -1,0 +1,157 @@
+//! wasmtime's generated bindings for `wit/plugin.wit`, the per-Store state,
+//! and the host side of the `host` interface.
+
+use std::sync::Arc;
+
+use turnout_plugin_sdk::host::HostApi;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit",
+});
+
+turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::turnout::plugin::types);
+
+pub(crate) use exports::turnout::plugin::hooks::Guest;
+use turnout::plugin::types as wit;
+
+/// Caps one instance's linear memories (each) and tables, and remembers
+/// whether the cap was hit so the failure is reported as a memory limit
+/// rather than a generic trap.
+pub(crate) struct Limiter {
+    pub(crate) max_memory: usize,
+    pub(crate) max_table_elements: usize,
+    pub(crate) memory_limit_hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_limit_hit = true;
+            // An error (rather than Ok(false)) stops the guest right here
+            // instead of letting it run its out-of-memory path first.
+            wasmtime::bail!("memory limit of {} bytes reached", self.max_memory);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements)
+    }
+}
+
+/// Everything one Store owns. WASI gets an empty context: no env, args,
+/// files, sockets or stdio, only what std needs to link.
+pub(crate) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    host: Arc<dyn HostApi>,
+}
+
+impl StoreState {
+    pub(crate) fn new(host: Arc<dyn HostApi>, max_memory: usize) -> Self {
+        Self {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                max_memory,
+                max_table_elements: 100_000,
+                memory_limit_hit: false,
+            },
+            host,
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl turnout::plugin::types::Host for StoreState {}
+
+impl turnout::plugin::host::Host for StoreState {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        self.host.log(wit_conv::log_level_from_wit(level), &message);
+    }
+
+    fn monotonic_now(&mut self) -> u64 {
+        self.host.monotonic_now()
+    }
+
+    fn wall_now(&mut self) -> u64 {
+        self.host.wall_now()
+    }
+
+    fn active_connections_for_ip(&mut self, ip: wit::IpAddress) -> u32 {
+        self.host
+            .active_connections_for_ip(wit_conv::ip_from_wit(ip))
+    }
+
+    fn active_connections_for_route(&mut self, route: String) -> u32 {
+        self.host.active_connections_for_route(&route)
+    }
+
+    fn active_connections_total(&mut self) -> u32 {
+        self.host.active_connections_total()
+    }
+
+    fn recent_connections_for_ip(&mut self, ip: wit::IpAddress) -> u32 {
+        self.host
+            .recent_connections_for_ip(wit_conv::ip_from_wit(ip))
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.host.kv_get(&key)
+    }
+
+    fn kv_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<u64>,
+    ) -> Result<(), wit::KvError> {
+        self.host
+            .kv_set(&key, &value, ttl)
+            .map_err(wit_conv::kv_error_to_wit)
+    }
+
+    fn kv_increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl: Option<u64>,
+    ) -> Result<i64, wit::KvError> {
+        self.host
+            .kv_increment(&key, delta, ttl)
+            .map_err(wit_conv::kv_error_to_wit)
+    }
+
+    fn kv_delete(&mut self, key: String) -> bool {
+        self.host.kv_delete(&key)
+    }
+}
+
+/// Registers the `host` interface and WASI (empty context) on `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The plugin chain: plugins in the configured order, with design.md's
+//! semantics. `route`, `policy` and `request`: the first answer that is not
+//! `pass` wins. `admit`: every plugin is asked until one denies (an `allow`
+//! ends the asking early). A failed call follows the plugin's failure policy.
+
+use std::sync::Arc;
+
+use turnout_plugin_sdk::{
+    Connection, Forward, Hooks, IdleDecision, IdleStats, Peer, Policy, PolicyDecision, Reject,
+    RequestDecision, RequestHead, RouteDecision, Routed, TlsAlert,
+};
+
+use super::loaded::{FailurePolicy, LoadedPlugin};
+
+/// The reason recorded when a plugin with the `closed` policy fails.
+pub const PLUGIN_FAILURE_REASON: &str = "plugin-failure";
+
+/// Outcome of `admit` across the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted (someone allowed, or nobody denied).
+    Admit,
+    /// Denied by `plugin` with `reason`.
+    Deny {
+        /// Plugin name.
+        plugin: String,
+        /// Reason (`plugin-failure` when it failed closed).
+        reason: String,
+    },
+}
+
+/// Outcome of `route` across the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// Forward, as decided by `plugin`.
+    Forward {
+        /// Plugin name.
+        plugin: String,
+        /// The verdict.
+        forward: Forward,
+    },
+    /// Rejected by `plugin`.
+    Reject {
+        /// Plugin name.
+        plugin: String,
+        /// Why, and the alert to send.
+        reject: Reject,
+    },
+    /// Every plugin passed.
+    NoRoute,
+}
+
+/// An ordered, immutable set of loaded plugins. Connections hold the chain
+/// they started with, so a reload never changes a live connection's plugins.
+#[derive(Debug, Default, Clone)]
+pub struct Chain {
+    plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+impl Chain {
+    /// A chain in this order.
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> Self {
+        Self { plugins }
+    }
+
+    /// The plugins, in order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    fn with(&self, hook: Hooks) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.iter().filter(move |p| p.implements(hook))
+    }
+
+    /// Runs `admit`.
+    pub fn admit(&self, peer: &Peer) -> Admission {
+        use turnout_plugin_sdk::AdmitDecision as D;
+        for p in self.with(Hooks::ADMIT) {
+            match p.admit(peer) {
+                Ok(D::Pass) => continue,
+                Ok(D::Allow) => return Admission::Admit,
+                Ok(D::Deny(reason)) => {
+                    return Admission::Deny {
+                        plugin: p.name().to_owned(),
+                        reason,
+                    };
+                }
+                Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
+                Err(_) => {
+                    return Admission::Deny {
+                        plugin: p.name().to_owned(),
+                        reason: PLUGIN_FAILURE_REASON.to_owned(),
+                    };
+                }
+            }
+        }
+        Admission::Admit
+    }
+
+    /// Runs `route`.
+    pub fn route(&self, conn: &Connection) -> Routing {
+        for p in self.with(Hooks::ROUTE) {
+            match p.route(conn) {
+                Ok(RouteDecision::Pass) => continue,
+                Ok(RouteDecision::Forward(forward)) => {
+                    return Routing::Forward {
+                        plugin: p.name().to_owned(),
+                        forward,
+                    };
+                }
+                Ok(RouteDecision::Reject(reject)) => {
+                    return Routing::Reject {
+                        plugin: p.name().to_owned(),
+                        reject,
+                    };
+                }
+                Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
+                Err(_) => {
+                    return Routing::Reject {
+                        plugin: p.name().to_owned(),
+                        reject: Reject {
+                            reason: PLUGIN_FAILURE_REASON.to_owned(),
+                            alert: Some(TlsAlert::InternalError),
+                        },
+                    };
+                }
+            }
+        }
+        Routing::NoRoute
+    }
+
+    /// Runs `policy`; a failure or every plugin passing gives `defaults`.
+    pub fn policy(&self, conn: &Connection, route: &Routed, defaults: &Policy) -> Policy {
+        for p in self.with(Hooks::POLICY) {
+            if let Ok(PolicyDecision::Set(policy)) = p.policy(conn, route, defaults) {
+                return policy;
+            }
+        }
+        defaults.clone()
+    }
+
+    /// Runs `on-idle`; `Pass` from everyone (or failures) means close.
+    pub fn on_idle(&self, conn: &Connection, stats: &IdleStats) -> IdleDecision {
+        for p in self.with(Hooks::ON_IDLE) {
+            match p.on_idle(conn, stats) {
+                Ok(IdleDecision::Pass) | Err(_) => continue,
+                Ok(d) => return d,
+            }
+        }
+        IdleDecision::Pass
+    }
+
+    /// Runs `request`; a closed failure answers 502.
+    pub fn request(&self, head: &RequestHead) -> RequestDecision {
+        for p in self.with(Hooks::REQUEST) {
+            match p.request(head) {
+                Ok(RequestDecision::Pass) => continue,
+                Ok(d) => return d,
+                Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
+                Err(_) => {
+                    return RequestDecision::Respond(turnout_plugin_sdk::Response {
+                        status: 502,
+                        headers: vec![turnout_plugin_sdk::Header::new(
+                            "content-type",
+                            "text/plain",
+                        )],
+                        body: b"plugin failure\n".to_vec(),
+                    });
+                }
+            }
+        }
+        RequestDecision::Pass
+    }
+}

@@ -1,0 +1,280 @@
+//! The one wasmtime `Engine` and `Linker`, with Turnout's safe defaults fixed
+//! here: component model, epoch interruption (a ticker thread), the pooling
+//! allocator where the machine allows it, and an on-disk cache of compiled
+//! components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{self, StoreState};
+use super::error::LoadError;
+
+/// Runtime settings; the defaults are what `turnout run` uses.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Wall-clock budget of one hook call.
+    pub call_deadline: Duration,
+    /// Budget of `init` (instantiation included).
+    pub init_deadline: Duration,
+    /// Cap on each linear memory of an instance.
+    pub max_memory: usize,
+    /// Calls an instance serves before it is replaced by a fresh one.
+    pub max_calls_per_instance: u64,
+    /// Idle warm instances kept per plugin.
+    pub max_idle_instances: usize,
+    /// Use the pooling allocator if the machine allows it.
+    pub pooling: bool,
+    /// Component instances the pool can hold (all plugins together).
+    pub pool_capacity: u32,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Epoch tick; deadlines are rounded up to whole ticks.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            call_deadline: Duration::from_millis(5),
+            init_deadline: Duration::from_secs(1),
+            max_memory: 16 << 20,
+            max_calls_per_instance: 100_000,
+            max_idle_instances: 8,
+            pooling: true,
+            pool_capacity: 256,
+            cache_dir: default_cache_dir(),
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// `$TURNOUT_CACHE_DIR`, else `$XDG_CACHE_HOME/turnout`, else `~/.cache/turnout`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TURNOUT_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("turnout"))
+}
+
+/// The engine, linker and settings every plugin shares. One per process.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<StoreState>,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) pooling: bool,
+    _ticker: Ticker,
+}
+
+fn base_config() -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .epoch_interruption(true)
+        // Plugins are synchronous and never use component-model async; turning
+        // it off keeps instantiation cheap.
+        .concurrency_support(false)
+        // Copy-on-write init images cost more than they save at this size.
+        .memory_init_cow(false);
+    c
+}
+
+fn pooling_config(cfg: &RuntimeConfig) -> PoolingAllocationConfig {
+    let n = cfg.pool_capacity.max(1);
+    let mut p = PoolingAllocationConfig::new();
+    // A wasip2 Rust guest is one component of a few core instances and
+    // memories (the program plus WASI adapter shims).
+    p.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .max_memory_size(cfg.max_memory)
+        .decommit_batch_size(64);
+    p
+}
+
+impl Runtime {
+    /// Builds the engine (pooling if possible) and linker, and starts the
+    /// epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Self>, LoadError> {
+        let mut pooling = false;
+        let mut engine = None;
+        if config.pooling {
+            let mut c = base_config();
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(&config)));
+            match Engine::new(&c) {
+                Ok(e) => {
+                    pooling = true;
+                    engine = Some(e);
+                }
+                // Typically a small address-space limit (ulimit -v) or a
+                // kernel without enough virtual memory: the on-demand
+                // allocator is slower to instantiate but works everywhere.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "pooling allocator unavailable; falling back to on-demand allocation"
+                ),
+            }
+        }
+        let engine = match engine {
+            Some(e) => e,
+            None => Engine::new(&base_config()).map_err(|e| LoadError::Engine(e.to_string()))?,
+        };
+        let mut linker = Linker::new(&engine);
+        bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let ticker = Ticker::start(&engine, config.epoch_tick)?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            config,
+            pooling,
+            _ticker: ticker,
+        }))
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Loads one component outside any [`super::PluginSet`] (tests, benches,
+    /// tools): compile or cache, version check, link, `init`.
+    pub fn load_plugin(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+        config: &str,
+        failure_policy: super::FailurePolicy,
+        host: Arc<dyn turnout_plugin_sdk::host::HostApi>,
+    ) -> Result<Arc<super::LoadedPlugin>, LoadError> {
+        super::loaded::LoadedPlugin::load(
+            self,
+            super::loaded::LoadArgs {
+                name: name.to_owned(),
+                bytes: Arc::from(bytes),
+                origin: super::Origin::Embedded,
+                config: config.to_owned(),
+                failure_policy,
+                host,
+            },
+        )
+    }
+
+    /// Epoch ticks for a deadline: rounded up, plus one because the current
+    /// tick may be about to end.
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        u64::try_from(d.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Compiles `bytes`, or loads the cached compilation of the same bytes
+    /// by an engine with the same settings.
+    pub(crate) fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let Some(dir) = &self.config.cache_dir else {
+            return Component::new(&self.engine, bytes)
+                .map_err(|e| compile_error(plugin, bytes, e));
+        };
+        let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if path.is_file() {
+            // SAFETY: the file was written by `precompile_component` of an
+            // engine with the same compatibility hash (it is in the name), in
+            // a directory only this user writes; wasmtime re-checks the
+            // header and refuses an artifact from other settings.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(
+                    plugin, path = %path.display(), error = %e,
+                    "ignoring unusable cached compilation; recompiling"
+                ),
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| compile_error(plugin, bytes, e))?;
+        if let Err(e) = write_atomically(dir, &path, &compiled) {
+            tracing::warn!(plugin, dir = %dir.display(), error = %e, "cannot write the compilation cache");
+        }
+        // SAFETY: `compiled` was produced just above by this very engine.
+        #[allow(unsafe_code)]
+        unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|e| compile_error(plugin, bytes, e))
+    }
+
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let mut h = Sha256::new();
+        h.update(bytes);
+        h.update(engine_hash.finish().to_le_bytes());
+        h.finalize()
+            .iter()
+            .take(20)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn compile_error(plugin: &str, bytes: &[u8], e: wasmtime::Error) -> LoadError {
+    let what = if bytes.starts_with(b"\0asm\x01\0\0\0") {
+        "is a core WebAssembly module, not a component; build it with `--target wasm32-wasip2`"
+            .to_owned()
+    } else if !bytes.starts_with(b"\0asm") {
+        "is not WebAssembly".to_owned()
+    } else {
+        format!("failed to compile: {e:#}")
+    };
+    LoadError::Compile {
+        plugin: plugin.to_owned(),
+        message: what,
+    }
+}
+
+fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Advances the engine's epoch every tick; stops when the engine is dropped.
+struct Ticker;
+
+impl Ticker {
+    fn start(engine: &Engine, tick: Duration) -> Result<Self, LoadError> {
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("turnout-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })
+            // Without the ticker no deadline would ever fire: refuse to run.
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
+        Ok(Ticker)
+    }
+}

@@ -1,0 +1,455 @@
+//! One loaded plugin version: its `InstancePre`, a pool of warm instances,
+//! and the guarded call path every hook goes through.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use turnout_plugin_sdk::host::HostApi;
+use turnout_plugin_sdk::{
+    AdmitDecision, Connection, Hooks, IdleDecision, IdleStats, Peer, PluginInfo, Policy,
+    PolicyDecision, RequestDecision, RequestHead, RouteDecision, Routed,
+};
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::bindings::{Guest, Plugin, PluginPre, StoreState, wit_conv};
+use super::engine::Runtime;
+use super::error::{CallFailure, FailureKind, LoadError};
+use super::metrics::PluginMetrics;
+use super::validate;
+
+/// What to do when a plugin fails a call (trap, deadline, memory, malformed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Deny at `admit`, reject at `route`, 502 at `request`.
+    #[default]
+    Closed,
+    /// Treat the failure as "no opinion".
+    Open,
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built into the binary.
+    Embedded,
+    /// A file in the plugins directory.
+    File(std::path::PathBuf),
+}
+
+struct Instance {
+    store: Store<StoreState>,
+    bindings: Plugin,
+    calls: u64,
+}
+
+/// A plugin version that compiled, linked and initialised.
+pub struct LoadedPlugin {
+    name: String,
+    info: PluginInfo,
+    origin: Origin,
+    sha256: String,
+    loaded_at: SystemTime,
+    failure_policy: FailurePolicy,
+    config: String,
+    runtime: Arc<Runtime>,
+    pre: PluginPre<StoreState>,
+    host: Arc<dyn HostApi>,
+    pool: Mutex<Vec<Instance>>,
+    metrics: PluginMetrics,
+    deadline_ticks: u64,
+    init_ticks: u64,
+    last_failure_log_ms: AtomicU64,
+    suppressed_failure_logs: AtomicU64,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.info.version)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn classify(store: &Store<StoreState>, e: &wasmtime::Error, otherwise: FailureKind) -> CallFailure {
+    if store.data().limiter.memory_limit_hit {
+        return CallFailure::new(FailureKind::MemoryLimit, format!("{e}"));
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            CallFailure::new(FailureKind::Deadline, "deadline exceeded")
+        }
+        Some(_) => {
+            let mut msg = format!("{e:#}");
+            msg.truncate(1_000);
+            CallFailure::new(FailureKind::Trap, msg)
+        }
+        None => CallFailure::new(otherwise, format!("{e:#}")),
+    }
+}
+
+/// Everything needed to make instances, before a [`LoadedPlugin`] exists.
+pub(crate) struct Prepared<'a> {
+    pub(crate) runtime: &'a Arc<Runtime>,
+    pub(crate) pre: &'a PluginPre<StoreState>,
+    pub(crate) host: &'a Arc<dyn HostApi>,
+    pub(crate) config: &'a str,
+    pub(crate) init_ticks: u64,
+}
+
+impl Prepared<'_> {
+    /// A fresh instance with `init` already run.
+    fn instantiate(&self) -> Result<(Instance, PluginInfo), CallFailure> {
+        let mut store = Store::new(
+            &self.runtime.engine,
+            StoreState::new(self.host.clone(), self.runtime.config.max_memory),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.init_ticks);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, &e, FailureKind::Instantiate))?;
+        let info = bindings
+            .turnout_plugin_hooks()
+            .call_init(&mut store, self.config)
+            .map_err(|e| classify(&store, &e, FailureKind::Init))?
+            .map_err(|msg| CallFailure::new(FailureKind::Init, msg))?;
+        let info = wit_conv::info_from_wit(info);
+        validate::info(&info).map_err(|m| CallFailure::new(FailureKind::Malformed, m))?;
+        Ok((
+            Instance {
+                store,
+                bindings,
+                calls: 0,
+            },
+            info,
+        ))
+    }
+}
+
+/// Inputs of [`LoadedPlugin::load`].
+pub(crate) struct LoadArgs {
+    pub(crate) name: String,
+    pub(crate) bytes: Arc<[u8]>,
+    pub(crate) origin: Origin,
+    pub(crate) config: String,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) host: Arc<dyn HostApi>,
+}
+
+impl LoadedPlugin {
+    /// Compiles (or loads from cache), checks the WIT version, links,
+    /// instantiates one instance and runs `init` on it.
+    pub(crate) fn load(runtime: &Arc<Runtime>, args: LoadArgs) -> Result<Arc<Self>, LoadError> {
+        let component = runtime.compile(&args.name, &args.bytes)?;
+        check_wit_version(runtime, &args.name, &component)?;
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(|e| LoadError::Link {
+                plugin: args.name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let init_ticks = runtime.ticks(runtime.config.init_deadline);
+        let prepared = Prepared {
+            runtime,
+            pre: &pre,
+            host: &args.host,
+            config: &args.config,
+            init_ticks,
+        };
+        let (instance, info) = prepared.instantiate().map_err(|failure| LoadError::Init {
+            plugin: args.name.clone(),
+            failure,
+        })?;
+        let plugin = Arc::new(Self {
+            sha256: hex_sha256(&args.bytes),
+            name: args.name,
+            info,
+            origin: args.origin,
+            loaded_at: SystemTime::now(),
+            failure_policy: args.failure_policy,
+            config: args.config,
+            runtime: runtime.clone(),
+            pre,
+            host: args.host,
+            pool: Mutex::new(Vec::new()),
+            metrics: PluginMetrics::default(),
+            deadline_ticks: runtime.ticks(runtime.config.call_deadline),
+            init_ticks,
+            last_failure_log_ms: AtomicU64::new(0),
+            suppressed_failure_logs: AtomicU64::new(0),
+        });
+        plugin.metrics.instance_created();
+        plugin.give_back(instance);
+        Ok(plugin)
+    }
+
+    /// The name the operator knows it by (file stem or embedded name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What `init` returned.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Embedded or file.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Hex SHA-256 of the component bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// Its failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+
+    /// Call statistics.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
+    /// Whether it implements `hook`.
+    pub fn implements(&self, hook: Hooks) -> bool {
+        self.info.hooks.contains(hook)
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn give_back(&self, inst: Instance) {
+        if inst.calls >= self.runtime.config.max_calls_per_instance {
+            self.metrics.instance_dropped();
+            return;
+        }
+        let mut pool = self.lock_pool();
+        if pool.len() < self.runtime.config.max_idle_instances {
+            pool.push(inst);
+        } else {
+            drop(pool);
+            self.metrics.instance_dropped();
+        }
+    }
+
+    fn take(&self) -> Result<Instance, CallFailure> {
+        if let Some(inst) = self.lock_pool().pop() {
+            return Ok(inst);
+        }
+        let prepared = Prepared {
+            runtime: &self.runtime,
+            pre: &self.pre,
+            host: &self.host,
+            config: &self.config,
+            init_ticks: self.init_ticks,
+        };
+        let (inst, _info) = prepared.instantiate()?;
+        self.metrics.instance_created();
+        Ok(inst)
+    }
+
+    fn call<R>(
+        &self,
+        hook: &'static str,
+        f: impl FnOnce(&Guest, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
+        let start = Instant::now();
+        let result = self.take().and_then(|mut inst| {
+            inst.store.set_epoch_deadline(self.deadline_ticks);
+            match f(inst.bindings.turnout_plugin_hooks(), &mut inst.store) {
+                Ok(v) => {
+                    inst.calls += 1;
+                    self.give_back(inst);
+                    Ok(v)
+                }
+                Err(e) => {
+                    // A trapped instance cannot be entered again; an
+                    // interrupted one may hold broken invariants. Drop it.
+                    let failure = classify(&inst.store, &e, FailureKind::Trap);
+                    self.metrics.instance_dropped();
+                    Err(failure)
+                }
+            }
+        });
+        self.metrics.record_call(start.elapsed());
+        result.inspect_err(|failure| self.failed(hook, failure))
+    }
+
+    /// Counts a failure and logs it, at most once a second per plugin (with
+    /// the number of lines held back) so a broken plugin cannot flood the log.
+    pub(crate) fn failed(&self, hook: &'static str, failure: &CallFailure) {
+        self.metrics.record_failure(failure.kind);
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last_failure_log_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < 1_000
+            || self
+                .last_failure_log_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed_failure_logs.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed_failure_logs.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            plugin = %self.name,
+            hook,
+            kind = %failure.kind,
+            suppressed,
+            "plugin call failed: {}",
+            failure.message
+        );
+    }
+
+    fn malformed<T>(&self, hook: &'static str, check: Result<T, String>) -> Result<T, CallFailure> {
+        check.map_err(|m| {
+            let failure = CallFailure::new(FailureKind::Malformed, m);
+            self.failed(hook, &failure);
+            failure
+        })
+    }
+
+    /// Calls `admit`.
+    pub fn admit(&self, peer: &Peer) -> Result<AdmitDecision, CallFailure> {
+        let arg = wit_conv::peer_to_wit(peer);
+        let d = self.call("admit", |g, s| g.call_admit(s, arg))?;
+        let d = wit_conv::admit_from_wit(d);
+        self.malformed("admit", validate::admit(&d)).map(|()| d)
+    }
+
+    /// Calls `route`.
+    pub fn route(&self, conn: &Connection) -> Result<RouteDecision, CallFailure> {
+        let arg = wit_conv::connection_to_wit(conn);
+        let d = self.call("route", |g, s| g.call_route(s, &arg))?;
+        let d = wit_conv::route_from_wit(d);
+        self.malformed("route", validate::route(&d)).map(|()| d)
+    }
+
+    /// Calls `policy`.
+    pub fn policy(
+        &self,
+        conn: &Connection,
+        route: &Routed,
+        defaults: &Policy,
+    ) -> Result<PolicyDecision, CallFailure> {
+        let (c, r, p) = (
+            wit_conv::connection_to_wit(conn),
+            wit_conv::routed_to_wit(route),
+            wit_conv::policy_to_wit(defaults),
+        );
+        let d = self.call("policy", |g, s| g.call_policy(s, &c, &r, p))?;
+        Ok(wit_conv::policy_decision_from_wit(d))
+    }
+
+    /// Calls `on-idle`.
+    pub fn on_idle(
+        &self,
+        conn: &Connection,
+        stats: &IdleStats,
+    ) -> Result<IdleDecision, CallFailure> {
+        let (c, st) = (
+            wit_conv::connection_to_wit(conn),
+            wit_conv::idle_stats_to_wit(stats),
+        );
+        let d = self.call("on-idle", |g, s| g.call_on_idle(s, &c, &st))?;
+        Ok(wit_conv::idle_from_wit(d))
+    }
+
+    /// Calls `request`.
+    pub fn request(&self, head: &RequestHead) -> Result<RequestDecision, CallFailure> {
+        let arg = wit_conv::request_head_to_wit(head);
+        let d = self.call("request", |g, s| g.call_request(s, &arg))?;
+        let d = wit_conv::request_from_wit(d);
+        self.malformed("request", validate::request(&d)).map(|()| d)
+    }
+}
+
+/// The WIT package version this host speaks.
+pub const WIT_VERSION: &str = turnout_plugin_sdk::WIT_VERSION;
+
+fn check_wit_version(
+    runtime: &Runtime,
+    plugin: &str,
+    component: &Component,
+) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let mut hooks_version = None;
+    for (name, _) in ty.exports(&runtime.engine) {
+        if let Some(rest) = name.strip_prefix("turnout:plugin/hooks") {
+            hooks_version = Some(rest.strip_prefix('@').unwrap_or("(unversioned)").to_owned());
+        }
+    }
+    let imported = ty
+        .imports(&runtime.engine)
+        .filter_map(|(name, _)| name.strip_prefix("turnout:plugin/"))
+        .filter_map(|rest| rest.split_once('@').map(|(_, v)| v.to_owned()))
+        .find(|v| !compatible(v));
+    match (hooks_version, imported) {
+        (None, _) => Err(LoadError::Link {
+            plugin: plugin.to_owned(),
+            message: "it does not export turnout:plugin/hooks; is it a Turnout plugin (built with turnout-plugin-sdk)?"
+                .to_owned(),
+        }),
+        (Some(v), _) if !compatible(&v) => Err(LoadError::IncompatibleVersion {
+            plugin: plugin.to_owned(),
+            found: v,
+            expected: WIT_VERSION,
+        }),
+        (_, Some(v)) => Err(LoadError::IncompatibleVersion {
+            plugin: plugin.to_owned(),
+            found: v,
+            expected: WIT_VERSION,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Same major, and for 0.x the same minor (semver's rule for 0.x).
+fn compatible(version: &str) -> bool {
+    let ours: Vec<&str> = WIT_VERSION.split('.').collect();
+    let theirs: Vec<&str> = version.split('.').collect();
+    match (ours.as_slice(), theirs.as_slice()) {
+        (["0", minor, _], ["0", their_minor, _]) => minor == their_minor,
+        ([major, ..], [their_major, ..]) => major == their_major,
+        _ => false,
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_compatibility_follows_semver_for_0x() {
+        assert!(super::compatible("0.1.0"));
+        assert!(super::compatible("0.1.7"));
+        assert!(!super::compatible("0.2.0"));
+        assert!(!super::compatible("1.1.0"));
+        assert!(!super::compatible("garbage"));
+    }
+}

@@ -1,0 +1,357 @@
+//! The set of plugins the proxy runs: the embedded defaults, overridden and
+//! extended by `.wasm` files in the plugins directory, watched for changes.
+//!
+//! A change builds a new [`Chain`] and swaps it in atomically; connections
+//! keep the chain they started with. A file that fails to load is reported
+//! and the version already serving (file or embedded) stays.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use turnout_plugin_sdk::host::HostApi;
+use turnout_plugin_sdk::kv::KvLimits;
+
+use super::chain::Chain;
+use super::engine::Runtime;
+use super::error::LoadError;
+use super::host_api::{Counters, PluginHost};
+use super::loaded::{FailurePolicy, LoadArgs, LoadedPlugin, Origin};
+
+/// A plugin compiled into the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedPlugin {
+    /// Its name (the directory under `plugins/`).
+    pub name: &'static str,
+    /// The component.
+    pub bytes: &'static [u8],
+}
+
+/// How the operator configured plugins.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    /// Directory of `.wasm` files; a file `NAME.wasm` adds plugin NAME or
+    /// overrides the embedded one.
+    pub dir: Option<PathBuf>,
+    /// Chain order by name; plugins not listed run after, by name.
+    pub order: Vec<String>,
+    /// Each plugin's `init` configuration (JSON text), by name.
+    pub configs: HashMap<String, String>,
+    /// Failure policies by name (default `closed`).
+    pub failure: HashMap<String, FailurePolicy>,
+    /// Bounds of each plugin's key-value store.
+    pub kv_limits: KvLimits,
+}
+
+/// What a rescan did.
+#[derive(Debug)]
+pub enum ReloadEvent {
+    /// A plugin version now serves new connections.
+    Loaded {
+        /// Name.
+        name: String,
+        /// Version from `init`.
+        version: String,
+        /// Where from.
+        origin: Origin,
+    },
+    /// A directory plugin was removed (an embedded one of the same name, if
+    /// any, serves again).
+    Removed {
+        /// Name.
+        name: String,
+    },
+    /// A file failed to load; the previous version keeps serving.
+    Failed(LoadError),
+}
+
+type Signature = (u64, Option<SystemTime>);
+
+#[derive(Default)]
+struct DirState {
+    /// Signature of the file version loaded (or failed) per name.
+    settled: HashMap<String, Signature>,
+    /// Signature seen on the previous scan, for files still changing.
+    pending: HashMap<String, Signature>,
+}
+
+/// The plugins the proxy runs, and the chain new connections use.
+pub struct PluginSet {
+    runtime: Arc<Runtime>,
+    settings: PluginSettings,
+    embedded: Vec<EmbeddedPlugin>,
+    counters: Arc<dyn Counters>,
+    hosts: Mutex<HashMap<String, Arc<PluginHost>>>,
+    loaded: Mutex<BTreeMap<String, Arc<LoadedPlugin>>>,
+    dir_state: Mutex<DirState>,
+    chain: ArcSwap<Chain>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PluginSet {
+    /// Loads the embedded plugins and every `.wasm` in the directory. Every
+    /// failure is returned (for `turnout check` to list); the set is only
+    /// built when there are none.
+    pub fn load(
+        runtime: Arc<Runtime>,
+        settings: PluginSettings,
+        embedded: Vec<EmbeddedPlugin>,
+        counters: Arc<dyn Counters>,
+    ) -> Result<Arc<Self>, Vec<LoadError>> {
+        let set = Arc::new(Self {
+            runtime,
+            settings,
+            embedded,
+            counters,
+            hosts: Mutex::default(),
+            loaded: Mutex::default(),
+            dir_state: Mutex::default(),
+            chain: ArcSwap::from_pointee(Chain::default()),
+        });
+        let mut errors = Vec::new();
+        for e in set.embedded.clone() {
+            match set.load_one(e.name, Arc::from(e.bytes), Origin::Embedded) {
+                Ok(p) => {
+                    lock(&set.loaded).insert(e.name.to_owned(), p);
+                }
+                Err(err) => errors.push(err),
+            }
+        }
+        for event in set.scan_dir(true) {
+            if let ReloadEvent::Failed(err) = event {
+                errors.push(err);
+            }
+        }
+        for name in &set.settings.order {
+            if !lock(&set.loaded).contains_key(name) {
+                errors.push(LoadError::Link {
+                    plugin: name.clone(),
+                    message: "is named in plugins.order but is neither embedded nor in the plugins directory"
+                        .to_owned(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        set.publish();
+        Ok(set)
+    }
+
+    /// The chain for new connections.
+    pub fn chain(&self) -> Arc<Chain> {
+        self.chain.load_full()
+    }
+
+    /// The plugins directory, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.settings.dir.as_deref()
+    }
+
+    fn host_for(&self, name: &str) -> Arc<dyn HostApi> {
+        lock(&self.hosts)
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(PluginHost::new(
+                    name,
+                    self.counters.clone(),
+                    self.settings.kv_limits,
+                ))
+            })
+            .clone()
+    }
+
+    fn load_one(
+        &self,
+        name: &str,
+        bytes: Arc<[u8]>,
+        origin: Origin,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        LoadedPlugin::load(
+            &self.runtime,
+            LoadArgs {
+                name: name.to_owned(),
+                bytes,
+                origin,
+                config: self
+                    .settings
+                    .configs
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "{}".to_owned()),
+                failure_policy: self.settings.failure.get(name).copied().unwrap_or_default(),
+                host: self.host_for(name),
+            },
+        )
+    }
+
+    fn publish(&self) {
+        let loaded = lock(&self.loaded);
+        let mut ordered: Vec<Arc<LoadedPlugin>> = self
+            .settings
+            .order
+            .iter()
+            .filter_map(|n| loaded.get(n).cloned())
+            .collect();
+        ordered.extend(
+            loaded
+                .iter()
+                .filter(|(n, _)| !self.settings.order.contains(n))
+                .map(|(_, p)| p.clone()),
+        );
+        self.chain.store(Arc::new(Chain::new(ordered)));
+    }
+
+    /// Looks at the plugins directory once and applies what changed. A file
+    /// is loaded once its size and mtime are the same on two scans in a row,
+    /// so a copy in progress is not mistaken for a broken plugin.
+    pub fn rescan(&self) -> Vec<ReloadEvent> {
+        let events = self.scan_dir(false);
+        if events.iter().any(|e| !matches!(e, ReloadEvent::Failed(_))) {
+            self.publish();
+        }
+        for e in &events {
+            match e {
+                ReloadEvent::Loaded {
+                    name,
+                    version,
+                    origin,
+                } => {
+                    tracing::info!(plugin = %name, version = %version, origin = ?origin, "plugin loaded")
+                }
+                ReloadEvent::Removed { name } => {
+                    tracing::info!(plugin = %name, "plugin file removed")
+                }
+                ReloadEvent::Failed(err) => {
+                    tracing::error!("{err}; the previous version keeps serving")
+                }
+            }
+        }
+        events
+    }
+
+    fn scan_dir(&self, initial: bool) -> Vec<ReloadEvent> {
+        let Some(dir) = self.settings.dir.clone() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        let files = match list_wasm(&dir) {
+            Ok(files) => files,
+            Err(e) => {
+                events.push(ReloadEvent::Failed(LoadError::Read {
+                    plugin: "*".to_owned(),
+                    path: dir.display().to_string(),
+                    source: e,
+                }));
+                return events;
+            }
+        };
+        let mut state = lock(&self.dir_state);
+        for (name, (path, sig)) in &files {
+            if state.settled.get(name) == Some(sig) {
+                continue;
+            }
+            if !initial && state.pending.insert(name.clone(), *sig) != Some(*sig) {
+                continue; // still changing, or first sight: wait one scan
+            }
+            state.pending.remove(name);
+            state.settled.insert(name.clone(), *sig);
+            let loaded = std::fs::read(path)
+                .map_err(|source| LoadError::Read {
+                    plugin: name.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })
+                .and_then(|bytes| {
+                    self.load_one(name, Arc::from(bytes), Origin::File(path.clone()))
+                });
+            match loaded {
+                Ok(p) => {
+                    events.push(ReloadEvent::Loaded {
+                        name: name.clone(),
+                        version: p.info().version.clone(),
+                        origin: p.origin().clone(),
+                    });
+                    lock(&self.loaded).insert(name.clone(), p);
+                }
+                Err(err) => events.push(ReloadEvent::Failed(err)),
+            }
+        }
+        // Files that disappeared: fall back to the embedded plugin, if any.
+        let gone: Vec<String> = state
+            .settled
+            .keys()
+            .filter(|n| !files.contains_key(*n))
+            .cloned()
+            .collect();
+        state.pending.retain(|n, _| files.contains_key(n));
+        for name in gone {
+            state.settled.remove(&name);
+            let was_file = lock(&self.loaded)
+                .get(&name)
+                .is_some_and(|p| matches!(p.origin(), Origin::File(_)));
+            if !was_file {
+                continue;
+            }
+            lock(&self.loaded).remove(&name);
+            events.push(ReloadEvent::Removed { name: name.clone() });
+            if let Some(e) = self.embedded.iter().find(|e| e.name == name) {
+                match self.load_one(e.name, Arc::from(e.bytes), Origin::Embedded) {
+                    Ok(p) => {
+                        lock(&self.loaded).insert(name.clone(), p);
+                    }
+                    Err(err) => events.push(ReloadEvent::Failed(err)),
+                }
+            }
+        }
+        events
+    }
+
+    /// Rescans every `interval` until the task is dropped or aborted.
+    /// Loading compiles, so it runs on the blocking pool.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        if self.settings.dir.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let set = self.clone();
+            if tokio::task::spawn_blocking(move || set.rescan())
+                .await
+                .is_err()
+            {
+                tracing::error!("plugin rescan panicked; will retry");
+            }
+        }
+    }
+}
+
+fn list_wasm(dir: &Path) -> std::io::Result<BTreeMap<String, (PathBuf, Signature)>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") || stem.starts_with('.') {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        out.insert(
+            stem.to_owned(),
+            (path.clone(), (meta.len(), meta.modified().ok())),
+        );
+    }
+    Ok(out)
+}
