@@ -76,7 +76,11 @@ impl std::fmt::Debug for LoadedPlugin {
 
 fn classify(store: &Store<StoreState>, e: &wasmtime::Error, otherwise: FailureKind) -> CallFailure {
     if store.data().limiter.memory_limit_hit {
-        return CallFailure::new(FailureKind::MemoryLimit, format!("{e}"));
+        let max = store.data().limiter.max_memory;
+        return CallFailure::new(
+            FailureKind::MemoryLimit,
+            format!("memory limit of {max} bytes reached"),
+        );
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
