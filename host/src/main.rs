@@ -1,1 +1,114 @@
-fn main() {}
+//! The `turnout` binary: argument parsing and logging only; the library
+//! does the work.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use turnout::plugins::{NoCounters, Origin, PluginSet, PluginSettings, Runtime, RuntimeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "turnout",
+    version,
+    about = "A WebAssembly-pluggable TCP/TLS/HTTP proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the embedded plugins and those in DIR, and list them (or every
+    /// problem, exiting non-zero).
+    Plugins {
+        /// Directory of `.wasm` plugins that add to or override the embedded ones.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep running and report every change in DIR (hot reload), until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Plugins { dir, watch } => plugins(dir, watch),
+    }
+}
+
+fn plugins(dir: Option<PathBuf>, watch: bool) -> Result<()> {
+    if let Some(d) = &dir
+        && !d.is_dir()
+    {
+        bail!(
+            "plugins directory {} does not exist or is not a directory",
+            d.display()
+        );
+    }
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let settings = PluginSettings {
+        dir,
+        ..PluginSettings::default()
+    };
+    let set = match PluginSet::load(
+        runtime,
+        settings,
+        turnout::plugins::embedded(),
+        Arc::new(NoCounters),
+    ) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            bail!("{} plugin problem(s)", errors.len());
+        }
+    };
+    let mut out = String::new();
+    for p in set.chain().plugins() {
+        let origin = match p.origin() {
+            Origin::Embedded => "embedded".to_owned(),
+            Origin::File(path) => path.display().to_string(),
+        };
+        let info = p.info();
+        out.push_str(&format!(
+            "{:<16} {:<10} hooks={:#07b} ports={:?} sha256={} from {}\n",
+            p.name(),
+            info.version,
+            info.hooks.bits(),
+            info.listen
+                .iter()
+                .map(|r| (r.from, r.to))
+                .collect::<Vec<_>>(),
+            &p.sha256()[..16],
+            origin
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no plugins loaded\n");
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
+    if watch {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            tokio::select! {
+                () = set.watch(Duration::from_millis(500)) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        });
+    }
+    Ok(())
+}

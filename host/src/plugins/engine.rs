@@ -36,12 +36,18 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Epoch tick; deadlines are rounded up to whole ticks.
     pub epoch_tick: Duration,
+    /// Call deadlines (epoch interruption). Turn off only to measure what
+    /// they cost: without them a looping plugin hangs its caller.
+    pub deadlines: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            call_deadline: Duration::from_millis(5),
+            // Warm calls take about a microsecond; the margin is for the OS
+            // preempting the calling thread on a loaded machine, which the
+            // wall-clock epoch deadline would otherwise count against the plugin.
+            call_deadline: Duration::from_millis(10),
             init_deadline: Duration::from_secs(1),
             max_memory: 16 << 20,
             max_calls_per_instance: 100_000,
@@ -50,6 +56,7 @@ impl Default for RuntimeConfig {
             pool_capacity: 256,
             cache_dir: default_cache_dir(),
             epoch_tick: Duration::from_millis(1),
+            deadlines: true,
         }
     }
 }
@@ -74,10 +81,10 @@ pub struct Runtime {
     _ticker: Ticker,
 }
 
-fn base_config() -> Config {
+fn base_config(cfg: &RuntimeConfig) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true)
-        .epoch_interruption(true)
+        .epoch_interruption(cfg.deadlines)
         // Plugins are synchronous and never use component-model async; turning
         // it off keeps instantiation cheap.
         .concurrency_support(false)
@@ -107,7 +114,7 @@ impl Runtime {
         let mut pooling = false;
         let mut engine = None;
         if config.pooling {
-            let mut c = base_config();
+            let mut c = base_config(&config);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(&config)));
             match Engine::new(&c) {
                 Ok(e) => {
@@ -125,7 +132,9 @@ impl Runtime {
         }
         let engine = match engine {
             Some(e) => e,
-            None => Engine::new(&base_config()).map_err(|e| LoadError::Engine(e.to_string()))?,
+            None => {
+                Engine::new(&base_config(&config)).map_err(|e| LoadError::Engine(e.to_string()))?
+            }
         };
         let mut linker = Linker::new(&engine);
         bindings::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;

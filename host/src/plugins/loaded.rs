@@ -112,8 +112,10 @@ impl Prepared<'_> {
             StoreState::new(self.host.clone(), self.runtime.config.max_memory),
         );
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.init_ticks);
+        if self.runtime.config.deadlines {
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(self.init_ticks);
+        }
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -276,7 +278,9 @@ impl LoadedPlugin {
     ) -> Result<R, CallFailure> {
         let start = Instant::now();
         let result = self.take().and_then(|mut inst| {
-            inst.store.set_epoch_deadline(self.deadline_ticks);
+            if self.runtime.config.deadlines {
+                inst.store.set_epoch_deadline(self.deadline_ticks);
+            }
             match f(inst.bindings.turnout_plugin_hooks(), &mut inst.store) {
                 Ok(v) => {
                     inst.calls += 1;

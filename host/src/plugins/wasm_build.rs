@@ -38,12 +38,13 @@ fn cargo_build_wasm(
     if !manifest.is_file() {
         return Err(format!("no Cargo.toml in {}", manifest_dir.display()));
     }
-    if let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output() {
-        if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2") {
-            return Err("the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2` \
-                 (`cargo xtask test` and `cargo xtask demo` do it for you)"
-                .to_owned());
-        }
+    if let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output()
+        && out.status.success()
+        && !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2")
+    {
+        return Err("the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2` \
+             (`cargo xtask test` does it for you)"
+            .to_owned());
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -87,10 +88,10 @@ fn cargo_build_wasm(
         if !line.contains("\"reason\":\"compiler-artifact\"") || !line.contains(&manifest_str) {
             continue;
         }
-        if let Some(end) = line.find(".wasm\"") {
-            if let Some(start) = line[..end].rfind('"') {
-                return Ok(std::path::PathBuf::from(&line[start + 1..end + 5]));
-            }
+        if let Some(end) = line.find(".wasm\"")
+            && let Some(start) = line[..end].rfind('"')
+        {
+            return Ok(std::path::PathBuf::from(&line[start + 1..end + 5]));
         }
     }
     Err(format!(

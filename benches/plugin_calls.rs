@@ -1,0 +1,143 @@
+//! What a plugin decision costs.
+//!
+//! * a warm `route` call: trivial plugin, 1000-route table plugin;
+//! * the same with deadlines (epoch interruption) off, to price them;
+//! * a call that needs a fresh instance (instantiate from `InstancePre` +
+//!   `init` + call + drop), with and without the pooling allocator.
+//!
+//! Criterion reports medians; a second pass times calls one by one and
+//! prints p50/p99 (criterion has no tail percentiles).
+//!
+//! `cargo bench -p turnout-benches --bench plugin_calls`
+
+#![allow(clippy::print_stdout)] // a benchmark's output is its report
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use turnout::plugins::{FailurePolicy, LoadedPlugin, Runtime, RuntimeConfig};
+use turnout_plugin_sdk::testing::{FakeHost, tls_conn};
+use turnout_plugin_sdk::{Connection, RouteDecision};
+use turnout_tests::guest_bytes;
+
+fn plugin(config: RuntimeConfig, fixture: &str, plugin_config: &str) -> Arc<LoadedPlugin> {
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..config
+    })
+    .expect("runtime");
+    rt.load_plugin(
+        fixture,
+        &guest_bytes(fixture),
+        plugin_config,
+        FailurePolicy::Closed,
+        Arc::new(FakeHost::new()),
+    )
+    .expect("plugin loads")
+}
+
+fn route(p: &LoadedPlugin, conn: &Connection) {
+    match p.route(black_box(conn)) {
+        Ok(RouteDecision::Forward(f)) => {
+            black_box(f);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Times `n` calls one by one and prints p50 / p99.
+fn percentiles(name: &str, n: usize, mut f: impl FnMut()) {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "{name:<44} p50 {:>9.2?}  p99 {:>9.2?}  (n = {n}, one-by-one timing)",
+        at(0.50),
+        at(0.99)
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let conn = tls_conn("10.0.0.1:40000", 443, "svc500.example.com");
+    let pooled = RuntimeConfig::default();
+    let on_demand = RuntimeConfig {
+        pooling: false,
+        ..RuntimeConfig::default()
+    };
+    let no_deadline = RuntimeConfig {
+        deadlines: false,
+        ..RuntimeConfig::default()
+    };
+    let fresh = |pooling| RuntimeConfig {
+        pooling,
+        max_calls_per_instance: 1,
+        max_idle_instances: 0,
+        ..RuntimeConfig::default()
+    };
+
+    let cases: Vec<(&str, Arc<LoadedPlugin>, usize)> = vec![
+        (
+            "route/warm/trivial",
+            plugin(pooled.clone(), "trivial", "{}"),
+            200_000,
+        ),
+        (
+            "route/warm/table-1000",
+            plugin(pooled.clone(), "table", r#"{"routes":1000}"#),
+            200_000,
+        ),
+        (
+            "route/warm/table-1000/no-deadline",
+            plugin(no_deadline, "table", r#"{"routes":1000}"#),
+            200_000,
+        ),
+        (
+            "route/warm/trivial/on-demand-allocator",
+            plugin(on_demand, "trivial", "{}"),
+            200_000,
+        ),
+        (
+            "route/fresh-instance/pooling",
+            plugin(fresh(true), "trivial", "{}"),
+            20_000,
+        ),
+        (
+            "route/fresh-instance/on-demand",
+            plugin(fresh(false), "trivial", "{}"),
+            20_000,
+        ),
+    ];
+
+    let mut group = c.benchmark_group("plugin");
+    group.measurement_time(Duration::from_secs(4));
+    for (name, p, _) in &cases {
+        group.bench_function(*name, |b| b.iter(|| route(p, &conn)));
+    }
+    group.finish();
+
+    for (name, p, n) in &cases {
+        percentiles(name, *n, || route(p, &conn));
+    }
+    for (name, p, _) in &cases {
+        let snap = p.metrics().snapshot();
+        assert_eq!(
+            snap.failures.iter().map(|(_, n)| n).sum::<u64>(),
+            0,
+            "{name}: calls failed during the benchmark"
+        );
+    }
+}
+
+criterion_group!(plugin_calls, benches);
+criterion_main!(plugin_calls);

@@ -1,0 +1,166 @@
+//! `cargo xtask …`: the project's tasks, so that a fresh machine with only a
+//! Rust toolchain needs no other setup.
+//!
+//! * `test` — installs the `wasm32-wasip2` target if missing, checks
+//!   formatting and clippy, builds every plugin for wasm, runs every test.
+//! * `build-plugins` — builds the default plugins, example plugins and test
+//!   fixtures for `wasm32-wasip2` into `target/wasm`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("build-plugins") => build_plugins().map(|_| ()),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 test            install the wasm target, fmt + clippy, build plugins, run every test\n  \
+                 build-plugins   build every plugin crate for wasm32-wasip2"
+            );
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("    $ {}", format!("{cmd:?}").replace('"', ""));
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Installs the wasm target through rustup if it is not there yet.
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm32-wasip2 target; install Rust with rustup")?;
+    if String::from_utf8_lossy(&installed.stdout).contains("wasm32-wasip2") {
+        return Ok(());
+    }
+    step("installing the wasm32-wasip2 target (plugins compile to it)");
+    run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
+}
+
+/// Every crate that is a plugin: default plugins, examples, test fixtures.
+fn plugin_crates() -> Result<Vec<PathBuf>> {
+    let mut crates = Vec::new();
+    for dir in ["plugins", "examples/plugins", "tests/guests"] {
+        let Ok(entries) = std::fs::read_dir(root().join(dir)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e?.path();
+            if path.join("Cargo.toml").is_file() {
+                crates.push(path);
+            }
+        }
+    }
+    crates.sort();
+    Ok(crates)
+}
+
+fn build_plugins() -> Result<Vec<PathBuf>> {
+    ensure_wasm_target()?;
+    step("building plugins for wasm32-wasip2");
+    let crates = plugin_crates()?;
+    for krate in &crates {
+        run(cargo()
+            .args([
+                "build",
+                "--target",
+                "wasm32-wasip2",
+                "--profile",
+                "plugin",
+                "--lib",
+            ])
+            .arg("--manifest-path")
+            .arg(krate.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root().join("target/wasm")))?;
+    }
+    eprintln!("    built {} plugin crates into target/wasm", crates.len());
+    Ok(crates)
+}
+
+fn test() -> Result<()> {
+    ensure_wasm_target()?;
+    step("checking formatting");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    build_plugins()?;
+    step("clippy (all targets, warnings are errors)");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("clippy on the plugins as wasm32-wasip2");
+    run(cargo()
+        .args([
+            "clippy",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+            "--target-dir",
+        ])
+        .arg(root().join("target/wasm"))
+        .args([
+            "-p",
+            "turnout-plugin-sdk",
+            "-p",
+            "guest-*",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    let nextest = cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if nextest {
+        step("tests (cargo nextest)");
+        let profile = if std::env::var_os("CI").is_some() {
+            "ci"
+        } else {
+            "default"
+        };
+        run(cargo().args(["nextest", "run", "--workspace", "--profile", profile]))?;
+        step("doc tests");
+        run(cargo().args(["test", "--workspace", "--doc"]))?;
+    } else {
+        step("tests (cargo test; install cargo-nextest for per-test time limits)");
+        run(cargo().args(["test", "--workspace"]))?;
+    }
+    eprintln!("\nall checks passed");
+    Ok(())
+}
