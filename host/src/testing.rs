@@ -1,8 +1,12 @@
 //! Run a plugin's harness tests against its compiled `.wasm`.
 //!
-//! ```ignore
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // in a plugin crate's tests, with `turnout` as a dev-dependency:
 //! let mut h = turnout::testing::wasm_harness(env!("CARGO_MANIFEST_DIR"), "{}")?;
+//! println!("{}", h.info().name);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! The plugin is built with `cargo build --target wasm32-wasip2` (cached by

@@ -14,8 +14,8 @@ wasmtime::component::bindgen!({
 
 turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::turnout::plugin::types);
 
-pub(crate) use exports::turnout::plugin::hooks::Guest;
-use turnout::plugin::types as wit;
+pub(crate) use self::exports::turnout::plugin::hooks::Guest;
+use self::turnout::plugin::types as wit;
 
 /// Caps one instance's linear memories (each) and tables, and remembers
 /// whether the cap was hit so the failure is reported as a memory limit
@@ -85,9 +85,9 @@ impl WasiView for StoreState {
     }
 }
 
-impl turnout::plugin::types::Host for StoreState {}
+impl self::turnout::plugin::types::Host for StoreState {}
 
-impl turnout::plugin::host::Host for StoreState {
+impl self::turnout::plugin::host::Host for StoreState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
         self.host.log(wit_conv::log_level_from_wit(level), &message);
     }
