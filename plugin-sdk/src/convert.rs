@@ -415,6 +415,11 @@ macro_rules! __wit_conversions {
                         .into_iter()
                         .map(|r| wit::PortRange { first: r.from, last: r.to })
                         .collect(),
+                    tls_ports: i
+                        .tls_ports
+                        .into_iter()
+                        .map(|r| wit::PortRange { first: r.from, last: r.to })
+                        .collect(),
                 }
             }
 
@@ -431,9 +436,15 @@ macro_rules! __wit_conversions {
                         hooks = hooks | ours;
                     }
                 }
-                plg::PluginInfo::new(i.name, i.version)
+                let mut info = plg::PluginInfo::new(i.name, i.version)
                     .hooks(hooks)
-                    .listen(i.listen.into_iter().map(|r| plg::PortRange { from: r.first, to: r.last }))
+                    .listen(i.listen.into_iter().map(|r| plg::PortRange { from: r.first, to: r.last }));
+                info.tls_ports = i
+                    .tls_ports
+                    .into_iter()
+                    .map(|r| plg::PortRange { from: r.first, to: r.last })
+                    .collect();
+                info
             }
 
             pub fn log_level_to_wit(l: sdk::LogLevel) -> wit::LogLevel {

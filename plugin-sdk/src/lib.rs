@@ -28,7 +28,7 @@
 //!     fn info(&self) -> PluginInfo {
 //!         PluginInfo::new("example", "0.1.0")
 //!             .hooks(Hooks::ROUTE)
-//!             .listen([PortRange::single(8443)])
+//!             .listen_tls([PortRange::single(8443)])
 //!     }
 //!     fn route(&self, conn: &Connection) -> RouteDecision {
 //!         match conn.sni() {

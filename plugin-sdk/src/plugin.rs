@@ -85,6 +85,9 @@ pub struct PluginInfo {
     pub hooks: Hooks,
     /// Ports the plugin wants the host to listen on.
     pub listen: Vec<PortRange>,
+    /// Of those, ports where the client speaks TLS first; the host peeks
+    /// the ClientHello there before `route`, and nowhere else.
+    pub tls_ports: Vec<PortRange>,
 }
 
 impl PluginInfo {
@@ -95,6 +98,7 @@ impl PluginInfo {
             version: version.into(),
             hooks: Hooks::ALL,
             listen: Vec::new(),
+            tls_ports: Vec::new(),
         }
     }
 
@@ -104,9 +108,17 @@ impl PluginInfo {
         self
     }
 
-    /// Declares ports to listen on.
+    /// Declares plain ports to listen on (`route` runs right after accept).
     pub fn listen(mut self, ports: impl IntoIterator<Item = PortRange>) -> Self {
-        self.listen = ports.into_iter().collect();
+        self.listen.extend(ports);
+        self
+    }
+
+    /// Declares TLS ports to listen on (`route` runs after the ClientHello).
+    pub fn listen_tls(mut self, ports: impl IntoIterator<Item = PortRange>) -> Self {
+        let ports: Vec<PortRange> = ports.into_iter().collect();
+        self.listen.extend(ports.iter().copied());
+        self.tls_ports.extend(ports);
         self
     }
 }

@@ -20,13 +20,12 @@ impl Plugin for Probe {
     }
 
     fn info(&self) -> PluginInfo {
-        PluginInfo::new("probe", env!("CARGO_PKG_VERSION")).listen([
-            PortRange {
+        PluginInfo::new("probe", env!("CARGO_PKG_VERSION"))
+            .listen([PortRange {
                 from: 8000,
                 to: 8010,
-            },
-            PortRange::single(9443),
-        ])
+            }])
+            .listen_tls([PortRange::single(9443)])
     }
 
     fn admit(&self, peer: &Peer) -> AdmitDecision {

@@ -14,7 +14,7 @@ impl Plugin for Trivial {
     fn info(&self) -> PluginInfo {
         PluginInfo::new("trivial", env!("CARGO_PKG_VERSION"))
             .hooks(Hooks::ROUTE)
-            .listen([PortRange::single(8443)])
+            .listen_tls([PortRange::single(8443)])
     }
 
     fn route(&self, _conn: &Connection) -> RouteDecision {

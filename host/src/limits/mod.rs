@@ -1,0 +1,369 @@
+//! Connection counters: active per client IP, new per IP over the last
+//! minute, active per route, and total.
+//!
+//! Every increment is owned by a guard whose `Drop` undoes it, so the
+//! counters return to zero after any mix of successes, refusals, resets and
+//! timeouts — there is no "remember to decrement" path to forget. The per-IP
+//! table only holds IPs with an active connection or one accepted in the
+//! last minute; everything else is swept, so memory follows the live client
+//! set, not every client ever seen.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use turnout_plugin_sdk::canonical_ip;
+
+use crate::plugins::Counters;
+
+const SHARDS: usize = 16;
+/// One-second buckets covering the rate window.
+const WINDOW_SECS: usize = 60;
+
+#[derive(Debug)]
+struct IpEntry {
+    active: u32,
+    /// Connections accepted in each of the last 60 seconds; `buckets[s % 60]`
+    /// belongs to second `s` only if `s` is within 60 s of `last_second`.
+    buckets: [u16; WINDOW_SECS],
+    last_second: u64,
+}
+
+impl Default for IpEntry {
+    fn default() -> Self {
+        Self {
+            active: 0,
+            buckets: [0; WINDOW_SECS],
+            last_second: 0,
+        }
+    }
+}
+
+impl IpEntry {
+    fn advance(&mut self, now_s: u64) {
+        if now_s <= self.last_second {
+            return;
+        }
+        let gap = (now_s - self.last_second).min(WINDOW_SECS as u64);
+        for i in 1..=gap {
+            self.buckets[((self.last_second + i) % WINDOW_SECS as u64) as usize] = 0;
+        }
+        self.last_second = now_s;
+    }
+
+    fn recent(&mut self, now_s: u64) -> u32 {
+        self.advance(now_s);
+        self.buckets.iter().map(|&b| u32::from(b)).sum()
+    }
+
+    fn idle(&mut self, now_s: u64) -> bool {
+        self.active == 0 && self.recent(now_s) == 0
+    }
+}
+
+/// The proxy's connection counters. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct ConnectionTracker {
+    epoch: Instant,
+    total: AtomicU32,
+    ips: [Mutex<HashMap<IpAddr, IpEntry>>; SHARDS],
+    routes: Mutex<HashMap<Arc<str>, u32>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a route slot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLimitHit {
+    /// The route's `maxConnections`.
+    Route(u32),
+    /// The route's per-IP limit.
+    PerIp(u32),
+}
+
+impl Default for ConnectionTracker {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            total: AtomicU32::new(0),
+            ips: std::array::from_fn(|_| Mutex::default()),
+            routes: Mutex::default(),
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl ConnectionTracker {
+    /// An empty tracker.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn now_s(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, IpEntry>> {
+        let mut h = self.hasher.build_hasher();
+        ip.hash(&mut h);
+        &self.ips[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Counts an accepted connection from `ip` (active and recent, and the
+    /// total). Everything is undone when the guard drops.
+    pub fn accept(self: &Arc<Self>, ip: IpAddr) -> ClientGuard {
+        let ip = canonical_ip(ip);
+        let now = self.now_s();
+        {
+            let mut shard = lock(self.shard(&ip));
+            let e = shard.entry(ip).or_default();
+            e.advance(now);
+            e.active += 1;
+            let b = &mut e.buckets[(now % WINDOW_SECS as u64) as usize];
+            *b = b.saturating_add(1);
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ClientGuard {
+            tracker: self.clone(),
+            ip,
+            route: None,
+        }
+    }
+
+    /// Active connections, whole proxy.
+    pub fn total(&self) -> u32 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Distinct IPs currently tracked (active or seen in the last minute).
+    pub fn tracked_ips(&self) -> usize {
+        self.ips.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Routes with active connections.
+    pub fn tracked_routes(&self) -> usize {
+        lock(&self.routes).len()
+    }
+
+    /// Drops IPs with no active connection and none in the last minute.
+    /// The host calls this periodically.
+    pub fn sweep(&self) {
+        let now = self.now_s();
+        for shard in &self.ips {
+            lock(shard).retain(|_, e| !e.idle(now));
+        }
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        let now = self.now_s();
+        let mut shard = lock(self.shard(&ip));
+        if let Some(e) = shard.get_mut(&ip) {
+            e.active = e.active.saturating_sub(1);
+            if e.idle(now) {
+                shard.remove(&ip);
+            }
+        }
+        drop(shard);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn release_route(&self, route: &Arc<str>) {
+        let mut routes = lock(&self.routes);
+        if let Some(n) = routes.get_mut(route) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                routes.remove(route);
+            }
+        }
+    }
+}
+
+impl Counters for ConnectionTracker {
+    fn active_for_ip(&self, ip: IpAddr) -> u32 {
+        let ip = canonical_ip(ip);
+        lock(self.shard(&ip)).get(&ip).map_or(0, |e| e.active)
+    }
+
+    fn active_for_route(&self, route: &str) -> u32 {
+        lock(&self.routes).get(route).copied().unwrap_or(0)
+    }
+
+    fn active_total(&self) -> u32 {
+        self.total()
+    }
+
+    fn recent_for_ip(&self, ip: IpAddr) -> u32 {
+        let ip = canonical_ip(ip);
+        let now = self.now_s();
+        lock(self.shard(&ip))
+            .get_mut(&ip)
+            .map_or(0, |e| e.recent(now))
+    }
+}
+
+/// One accepted connection's share of the counters.
+#[derive(Debug)]
+pub struct ClientGuard {
+    tracker: Arc<ConnectionTracker>,
+    ip: IpAddr,
+    route: Option<Arc<str>>,
+}
+
+impl ClientGuard {
+    /// Re-attributes the connection to another client IP (the one a trusted
+    /// PROXY header carried). The socket's address stops counting.
+    pub fn rebind(self, ip: IpAddr) -> ClientGuard {
+        let tracker = self.tracker.clone();
+        drop(self);
+        tracker.accept(ip)
+    }
+
+    /// Takes a slot on `route`, unless its limits are reached. A second call
+    /// moves the slot.
+    pub fn enter_route(
+        &mut self,
+        route: &str,
+        max_connections: u32,
+        max_per_ip: u32,
+    ) -> Result<(), RouteLimitHit> {
+        if let Some(old) = self.route.take() {
+            self.tracker.release_route(&old);
+        }
+        if max_per_ip > 0 && self.tracker.active_for_ip(self.ip) > max_per_ip {
+            // Note: per-IP counts are proxy-wide; a route's per-IP limit
+            // caps this client's connections while one is on this route.
+            return Err(RouteLimitHit::PerIp(max_per_ip));
+        }
+        let mut routes = lock(&self.tracker.routes);
+        let key: Arc<str> = routes
+            .get_key_value(route)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(route));
+        let n = routes.entry(key.clone()).or_insert(0);
+        if max_connections > 0 && *n >= max_connections {
+            if *n == 0 {
+                routes.remove(route);
+            }
+            return Err(RouteLimitHit::Route(max_connections));
+        }
+        *n += 1;
+        drop(routes);
+        self.route = Some(key);
+        Ok(())
+    }
+
+    /// The IP this connection counts against.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        if let Some(route) = self.route.take() {
+            self.tracker.release_route(&route);
+        }
+        self.tracker.release_ip(self.ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn guards_return_every_counter_to_zero() {
+        let t = ConnectionTracker::new();
+        let mut a = t.accept(ip("10.0.0.1"));
+        let b = t.accept(ip("::ffff:10.0.0.1"));
+        let mut c = t.accept(ip("10.0.0.2"));
+        assert_eq!(
+            t.active_for_ip(ip("10.0.0.1")),
+            2,
+            "mapped v6 is the same client"
+        );
+        assert_eq!(t.total(), 3);
+        a.enter_route("api", 0, 0).unwrap();
+        c.enter_route("api", 0, 0).unwrap();
+        assert_eq!(t.active_for_route("api"), 2);
+        c.enter_route("web", 0, 0).unwrap();
+        assert_eq!(
+            (t.active_for_route("api"), t.active_for_route("web")),
+            (1, 1)
+        );
+        drop((a, b, c));
+        assert_eq!(t.total(), 0);
+        assert_eq!(t.active_for_ip(ip("10.0.0.1")), 0);
+        assert_eq!(t.tracked_routes(), 0);
+        assert_eq!(
+            t.recent_for_ip(ip("10.0.0.1")),
+            2,
+            "the minute window remembers"
+        );
+    }
+
+    #[test]
+    fn route_limits_are_enforced_and_refusals_leave_nothing_behind() {
+        let t = ConnectionTracker::new();
+        let mut g1 = t.accept(ip("10.0.0.1"));
+        let mut g2 = t.accept(ip("10.0.0.2"));
+        g1.enter_route("r", 1, 0).unwrap();
+        assert_eq!(g2.enter_route("r", 1, 0), Err(RouteLimitHit::Route(1)));
+        assert_eq!(t.active_for_route("r"), 1);
+        drop(g1);
+        g2.enter_route("r", 1, 0).unwrap();
+        let mut g3 = t.accept(ip("10.0.0.2"));
+        assert_eq!(g3.enter_route("s", 0, 1), Err(RouteLimitHit::PerIp(1)));
+        drop((g2, g3));
+        assert_eq!((t.total(), t.tracked_routes()), (0, 0));
+    }
+
+    #[test]
+    fn rebind_moves_the_connection_to_the_proxied_client() {
+        let t = ConnectionTracker::new();
+        let g = t.accept(ip("127.0.0.1"));
+        let g = g.rebind(ip("203.0.113.9"));
+        assert_eq!(t.active_for_ip(ip("127.0.0.1")), 0);
+        assert_eq!(t.active_for_ip(ip("203.0.113.9")), 1);
+        assert_eq!(t.total(), 1);
+        drop(g);
+        assert_eq!(t.total(), 0);
+    }
+
+    #[test]
+    fn the_ip_table_holds_only_live_or_recent_clients() {
+        let t = ConnectionTracker::new();
+        for i in 0..5_000u32 {
+            drop(t.accept(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
+        }
+        assert_eq!(t.tracked_ips(), 5_000, "seen in the last minute");
+        // Age every entry past the window instead of sleeping a minute.
+        for shard in &t.ips {
+            for e in super::lock(shard).values_mut() {
+                e.last_second = 0;
+                e.buckets = [0; WINDOW_SECS];
+            }
+        }
+        t.sweep();
+        assert_eq!(t.tracked_ips(), 0);
+    }
+
+    #[test]
+    fn the_rate_window_slides() {
+        let mut e = IpEntry::default();
+        e.advance(10);
+        e.buckets[10] = 3;
+        assert_eq!(e.recent(69), 3);
+        assert_eq!(e.recent(70), 0, "60 s later the bucket is reused");
+    }
+}
