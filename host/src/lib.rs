@@ -1,13 +1,17 @@
 //! Turnout: a WebAssembly-pluggable TCP/TLS/HTTP proxy.
 //!
 //! Map of the crate:
+//! * [`config`] — the config file: raw structs with unknown keys rejected, validated into [`config::Config`].
 //! * [`limits`] — connection counters (per IP, per route, total), exact by construction.
+//! * [`net`] — wire parsers: TLS ClientHello peek, PROXY protocol v1/v2.
 //! * [`plugins`] — the plugin runtime (wasmtime lives only there): engine,
 //!   loaded plugins, the chain, the watched plugins directory.
 //! * [`proxy`] — the connection path: relay with timers.
 //! * [`testing`] — run a plugin's SDK harness tests against its `.wasm`.
 
+pub mod config;
 pub mod limits;
+pub mod net;
 pub mod plugins;
 pub mod proxy;
 pub mod testing;

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod l4;
+
 /// The `.wasm` of fixture `tests/guests/<name>`, built if needed.
 pub fn guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

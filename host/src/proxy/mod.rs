@@ -1,3 +1,276 @@
 //! The L4 proxy: accept, admit, peek, route, connect, relay.
+//!
+//! [`Proxy::serve`] takes already-bound listeners (so tests bind
+//! `127.0.0.1:0`) and a shutdown future; [`bind`] binds the union of the
+//! ports the plugins declare.
 
+mod conn;
+mod connect;
 pub mod relay;
+mod socket;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use turnout_plugin_sdk::Policy;
+use turnout_plugin_sdk::matching::IpList;
+
+pub use conn::Refusal;
+pub use connect::{ConnectError, connect_any};
+
+use crate::limits::ConnectionTracker;
+use crate::plugins::{Chain, PluginSet};
+
+/// What the connection path needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Time to receive a PROXY header and a complete ClientHello.
+    pub initial_data_timeout: Duration,
+    /// Time to connect to one target.
+    pub connect_timeout: Duration,
+    /// Bytes buffered before the backend is connected.
+    pub max_pending_data: usize,
+    /// Read PROXY headers from trusted sources.
+    pub accept_proxy_protocol: bool,
+    /// The trusted sources.
+    pub trusted_proxies: IpList,
+    /// Applied when no plugin answers `policy` (TLS connections get at
+    /// least 5 min half-open grace and stuck detection).
+    pub default_policy: Policy,
+    /// TCP_NODELAY on client sockets.
+    pub no_delay: bool,
+    /// Drain time on shutdown.
+    pub graceful_shutdown: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut policy = Policy::new(Some(14_400_000 * 6));
+        policy.keep_alive_treatment = turnout_plugin_sdk::KeepAliveTreatment::Extended;
+        policy.max_lifetime = Some(604_800_000);
+        policy.stuck_timeout = Some(60_000);
+        Self {
+            initial_data_timeout: Duration::from_millis(120_000),
+            connect_timeout: Duration::from_millis(30_000),
+            max_pending_data: 10 << 20,
+            accept_proxy_protocol: false,
+            trusted_proxies: IpList::default(),
+            default_policy: policy,
+            no_delay: true,
+            graceful_shutdown: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// A bound listener and whether clients on it speak TLS first.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub listener: TcpListener,
+    /// Peek a ClientHello before routing.
+    pub tls: bool,
+}
+
+/// The running proxy's shared state.
+pub struct Proxy {
+    settings: ArcSwap<Settings>,
+    plugins: Arc<PluginSet>,
+    tracker: Arc<ConnectionTracker>,
+    ids: AtomicU64,
+    /// `true` tells live relays to close (end of the drain).
+    stop: watch::Sender<bool>,
+    refusals: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Proxy {
+    /// A proxy over these plugins and counters.
+    pub fn new(
+        settings: Settings,
+        plugins: Arc<PluginSet>,
+        tracker: Arc<ConnectionTracker>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings: ArcSwap::from_pointee(settings),
+            plugins,
+            tracker,
+            ids: AtomicU64::new(1),
+            stop: watch::channel(false).0,
+            refusals: Mutex::default(),
+        })
+    }
+
+    /// Replaces the settings for new connections (SIGHUP).
+    pub fn reload(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// The counters.
+    pub fn tracker(&self) -> &Arc<ConnectionTracker> {
+        &self.tracker
+    }
+
+    fn count_refusal(&self, label: &'static str) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(label)
+            .or_default() += 1;
+    }
+
+    /// Refusals so far, by reason.
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    /// Accepts on `listeners` until `shutdown` resolves, then stops
+    /// accepting, waits up to the graceful-shutdown time for connections to
+    /// finish, and closes the rest.
+    pub async fn serve(
+        self: Arc<Self>,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let (accepting_tx, accepting_rx) = watch::channel(true);
+        let mut loops = tokio::task::JoinSet::new();
+        for l in listeners {
+            loops.spawn(accept_loop(self.clone(), l, accepting_rx.clone()));
+        }
+        let sweeper = tokio::spawn({
+            let tracker = self.tracker.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    tracker.sweep();
+                }
+            }
+        });
+        shutdown.await;
+        let _ = accepting_tx.send(false);
+        while loops.join_next().await.is_some() {}
+        let grace = self.settings.load().graceful_shutdown;
+        tracing::info!(
+            active = self.tracker.total(),
+            grace_ms = grace.as_millis(),
+            "draining"
+        );
+        let drained = tokio::time::timeout(grace, async {
+            while self.tracker.total() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                active = self.tracker.total(),
+                "drain time over; closing the rest"
+            );
+            let _ = self.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while self.tracker.total() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
+        sweeper.abort();
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or host is out of
+    // something; accepting again at once would spin.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Receiver<bool>) {
+    let local = match l.listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no local address");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = l.listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let local = stream.local_addr().unwrap_or(local);
+                    tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls }));
+                }
+                Err(e) if is_resource_exhaustion(&e) => {
+                    tracing::error!(listener = %local, error = %e, "accept failed: out of resources; backing off 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => tracing::warn!(listener = %local, error = %e, "accept failed"),
+            },
+            r = accepting.changed() => {
+                if r.is_err() || !*accepting.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Binds every port the chain's plugins declare on every address in
+/// `addrs`; a port in any plugin's `tls-ports` is a TLS port.
+pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, BindError> {
+    let mut ports: BTreeMap<u16, bool> = BTreeMap::new();
+    for p in chain.plugins() {
+        let info = p.info();
+        for r in &info.listen {
+            for port in r.from..=r.to {
+                let tls = info.tls_ports.iter().any(|t| t.contains(port));
+                *ports.entry(port).or_default() |= tls;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for ip in addrs {
+        for (&port, &tls) in &ports {
+            let addr = SocketAddr::new(*ip, port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| BindError { addr, source: e })?;
+            out.push(Listener { listener, tls });
+        }
+    }
+    Ok(out)
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}{}", hint(source, addr))]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The OS error.
+    pub source: io::Error,
+}
+
+fn hint(e: &io::Error, addr: &SocketAddr) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another process is listening there; `ss -ltnp` shows which)".to_owned()
+        }
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which turnout)`, or use a port >= 1024)"
+        ),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,733 @@
+//! PROXY protocol v1 (text) and v2 (binary): parse the header a load balancer
+//! puts in front of a connection, and encode one for a backend.
+//!
+//! Follows haproxy's `proxy-protocol.txt`. Like the ClientHello parser this is
+//! stateless: the caller appends what it reads and calls [`parse`] again.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The v1 line, CRLF included, never exceeds this (the spec's own bound).
+const V1_MAX_LEN: usize = 107;
+const V1_PREFIX: &[u8] = b"PROXY ";
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+const V2_HEADER_LEN: usize = 16;
+
+const V2_LOCAL: u8 = 0x0;
+const V2_PROXY: u8 = 0x1;
+const V2_TCP4: u8 = 0x11;
+const V2_TCP6: u8 = 0x21;
+const V2_INET_LEN: usize = 12;
+const V2_INET6_LEN: usize = 36;
+const V2_UNIX_LEN: usize = 216;
+
+/// What the bytes received so far amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyParse {
+    /// A plausible header that has not fully arrived yet.
+    Incomplete,
+    /// A complete header; the connection's own data starts at `len`.
+    Header { header: ProxyHeader, len: usize },
+}
+
+/// The original connection's endpoints, when the sender disclosed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// The client; `None` when the sender had none to give (v1 `UNKNOWN`, v2
+    /// `LOCAL`, or a family other than TCP over IPv4/IPv6), in which case the
+    /// socket's own peer address is the truth.
+    pub source: Option<SocketAddr>,
+    /// The address the client connected to; `None` exactly when `source` is.
+    pub destination: Option<SocketAddr>,
+}
+
+/// Why the bytes are not an acceptable PROXY header.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProxyError {
+    #[error("not a PROXY protocol header")]
+    NotProxy,
+    #[error("PROXY v1 header has no CRLF within 107 bytes")]
+    V1NoCrlf,
+    #[error("PROXY v1 header has a lone CR or LF before its end")]
+    V1StrayLineBreak,
+    #[error("PROXY v1 header contains byte {0:#04x}, which is not printable ASCII")]
+    V1BadByte(u8),
+    #[error("PROXY v1 protocol {0:?} is not TCP4, TCP6 or UNKNOWN")]
+    V1Protocol(String),
+    #[error("PROXY v1 header has {0} fields after the protocol, expected 4")]
+    V1FieldCount(usize),
+    #[error("PROXY v1 {field} address {value:?} is not an {family} address")]
+    V1Address {
+        field: &'static str,
+        value: String,
+        family: &'static str,
+    },
+    #[error("PROXY v1 {field} port {value:?} is not a number from 0 to 65535")]
+    V1Port { field: &'static str, value: String },
+    #[error("PROXY v2 version {0} is not supported")]
+    V2Version(u8),
+    #[error("PROXY v2 command {0:#x} is neither LOCAL nor PROXY")]
+    V2Command(u8),
+    #[error("PROXY v2 address family {0:#04x} is not supported")]
+    V2Family(u8),
+    #[error(
+        "PROXY v2 address block of {len} bytes is too short for family {family:#04x}, which needs {needed}"
+    )]
+    V2ShortAddresses {
+        family: u8,
+        len: usize,
+        needed: usize,
+    },
+    #[error("PROXY v2 TLV at offset {0} overruns the header")]
+    V2TlvOverrun(usize),
+}
+
+/// Classifies `buf`, the bytes received so far on a connection that must
+/// start with a PROXY header.
+pub fn parse(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
+    if buf.starts_with(V2_SIGNATURE) {
+        parse_v2(buf)
+    } else if buf.starts_with(V1_PREFIX) {
+        parse_v1(buf)
+    } else if V2_SIGNATURE.starts_with(buf) || V1_PREFIX.starts_with(buf) {
+        Ok(ProxyParse::Incomplete)
+    } else {
+        Err(ProxyError::NotProxy)
+    }
+}
+
+/// Whether `buf` opens with a complete v1 or v2 signature, so that a header
+/// from a peer not trusted to send one is refused instead of forwarded as data.
+pub fn looks_like_header(buf: &[u8]) -> bool {
+    buf.starts_with(V1_PREFIX) || buf.starts_with(V2_SIGNATURE)
+}
+
+fn parse_v1(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
+    let window = buf.get(..V1_MAX_LEN).unwrap_or(buf);
+    let mut end = None;
+    // Bytes are vetted as they arrive so that garbage fails before 107 bytes.
+    for (i, &b) in window.iter().enumerate() {
+        match b {
+            b'\r' => match window.get(i + 1) {
+                Some(b'\n') => {
+                    end = Some(i);
+                    break;
+                }
+                Some(_) => return Err(ProxyError::V1StrayLineBreak),
+                None => break,
+            },
+            b'\n' => return Err(ProxyError::V1StrayLineBreak),
+            0x20..=0x7e => {}
+            other => return Err(ProxyError::V1BadByte(other)),
+        }
+    }
+    let Some(end) = end else {
+        return if buf.len() >= V1_MAX_LEN {
+            Err(ProxyError::V1NoCrlf)
+        } else {
+            Ok(ProxyParse::Incomplete)
+        };
+    };
+    let line = buf.get(..end).unwrap_or_default();
+    // Every byte was checked to be printable ASCII above.
+    let line = std::str::from_utf8(line).map_err(|_| ProxyError::NotProxy)?;
+    let mut fields = line.split(' ').skip(1);
+    let protocol = fields.next().unwrap_or_default();
+    let v4 = match protocol {
+        // The spec tells receivers to ignore whatever follows UNKNOWN.
+        "UNKNOWN" => return Ok(header(None, None, end + 2)),
+        "TCP4" => true,
+        "TCP6" => false,
+        other => return Err(ProxyError::V1Protocol(other.to_owned())),
+    };
+    let (Some(src), Some(dst), Some(sport), Some(dport), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err(ProxyError::V1FieldCount(
+            line.split(' ').count().saturating_sub(2),
+        ));
+    };
+    // Checked in line order, so the error names the first bad field.
+    let src = v1_ip(src, v4, "source")?;
+    let dst = v1_ip(dst, v4, "destination")?;
+    let sport = v1_port(sport, "source")?;
+    let dport = v1_port(dport, "destination")?;
+    Ok(header(
+        Some(SocketAddr::new(src, sport)),
+        Some(SocketAddr::new(dst, dport)),
+        end + 2,
+    ))
+}
+
+fn v1_ip(s: &str, v4: bool, field: &'static str) -> Result<IpAddr, ProxyError> {
+    let ip = if v4 {
+        s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    } else {
+        s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    };
+    ip.ok_or_else(|| ProxyError::V1Address {
+        field,
+        value: s.to_owned(),
+        family: if v4 { "IPv4" } else { "IPv6" },
+    })
+}
+
+fn v1_port(s: &str, field: &'static str) -> Result<u16, ProxyError> {
+    // u16's parser would also take "+80"; the spec allows digits only.
+    let digits = !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| s.parse::<u16>().ok())
+        .flatten()
+        .ok_or_else(|| ProxyError::V1Port {
+            field,
+            value: s.to_owned(),
+        })
+}
+
+fn parse_v2(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
+    let Some(&ver_cmd) = buf.get(12) else {
+        return Ok(ProxyParse::Incomplete);
+    };
+    if ver_cmd >> 4 != 2 {
+        return Err(ProxyError::V2Version(ver_cmd >> 4));
+    }
+    let command = ver_cmd & 0x0f;
+    if command != V2_LOCAL && command != V2_PROXY {
+        return Err(ProxyError::V2Command(command));
+    }
+    let Some(&family) = buf.get(13) else {
+        return Ok(ProxyParse::Incomplete);
+    };
+    // LOCAL (health checks from the balancer itself) ignores the family.
+    let addr_len = if command == V2_PROXY {
+        v2_address_len(family)?
+    } else {
+        None
+    };
+    let Some(&[hi, lo]) = buf.get(14..16) else {
+        return Ok(ProxyParse::Incomplete);
+    };
+    let block_len = usize::from(u16::from_be_bytes([hi, lo]));
+    if let Some(needed) = addr_len
+        && block_len < needed
+    {
+        return Err(ProxyError::V2ShortAddresses {
+            family,
+            len: block_len,
+            needed,
+        });
+    }
+    let len = V2_HEADER_LEN + block_len;
+    let Some(block) = buf.get(V2_HEADER_LEN..len) else {
+        return Ok(ProxyParse::Incomplete);
+    };
+    let Some(addr_len) = addr_len else {
+        return Ok(header(None, None, len));
+    };
+    check_tlvs(block, addr_len)?;
+    let mut r = block;
+    let (source, destination) = match family {
+        V2_TCP4 => {
+            let (s, d) = (take_array::<4>(&mut r), take_array::<4>(&mut r));
+            let (sp, dp) = (take_port(&mut r), take_port(&mut r));
+            (
+                SocketAddr::new(Ipv4Addr::from(s).into(), sp),
+                SocketAddr::new(Ipv4Addr::from(d).into(), dp),
+            )
+        }
+        V2_TCP6 => {
+            let (s, d) = (take_array::<16>(&mut r), take_array::<16>(&mut r));
+            let (sp, dp) = (take_port(&mut r), take_port(&mut r));
+            (
+                SocketAddr::new(Ipv6Addr::from(s).into(), sp),
+                SocketAddr::new(Ipv6Addr::from(d).into(), dp),
+            )
+        }
+        // UDP and unix sockets say nothing a TCP proxy could use; the spec
+        // asks receivers to treat them as UNSPEC.
+        _ => return Ok(header(None, None, len)),
+    };
+    Ok(header(Some(source), Some(destination), len))
+}
+
+/// The address block size for a PROXY-command family, `None` for UNSPEC;
+/// combinations the spec does not define are errors.
+fn v2_address_len(family: u8) -> Result<Option<usize>, ProxyError> {
+    Ok(match family {
+        0x00 => None,
+        0x11 | 0x12 => Some(V2_INET_LEN),
+        0x21 | 0x22 => Some(V2_INET6_LEN),
+        0x31 | 0x32 => Some(V2_UNIX_LEN),
+        other => return Err(ProxyError::V2Family(other)),
+    })
+}
+
+/// TLVs carry nothing we use, but a broken chain means a broken sender.
+fn check_tlvs(block: &[u8], start: usize) -> Result<(), ProxyError> {
+    let mut at = start;
+    while at < block.len() {
+        let value_len = match block.get(at + 1..at + 3) {
+            Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+            _ => return Err(ProxyError::V2TlvOverrun(at)),
+        };
+        let next = at + 3 + value_len;
+        if next > block.len() {
+            return Err(ProxyError::V2TlvOverrun(at));
+        }
+        at = next;
+    }
+    Ok(())
+}
+
+/// Reads from a block whose length was already checked; a short read would
+/// give zeros rather than a panic.
+fn take_array<const N: usize>(r: &mut &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some((head, tail)) = r.split_first_chunk::<N>() {
+        out = *head;
+        *r = tail;
+    }
+    out
+}
+
+fn take_port(r: &mut &[u8]) -> u16 {
+    u16::from_be_bytes(take_array::<2>(r))
+}
+
+fn header(source: Option<SocketAddr>, destination: Option<SocketAddr>, len: usize) -> ProxyParse {
+    ProxyParse::Header {
+        header: ProxyHeader {
+            source,
+            destination,
+        },
+        len,
+    }
+}
+
+/// Both addresses in one family: a v4 address next to a v6 one becomes
+/// v4-mapped v6, since a header has a single family.
+enum Pair {
+    V4(Ipv4Addr, Ipv4Addr),
+    V6(Ipv6Addr, Ipv6Addr),
+}
+
+fn pair(src: IpAddr, dst: IpAddr) -> Pair {
+    let v6 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Pair::V4(s, d),
+        (s, d) => Pair::V6(v6(s), v6(d)),
+    }
+}
+
+/// A v1 line such as `PROXY TCP4 192.0.2.1 198.51.100.2 51000 443\r\n`.
+pub fn encode_v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (sp, dp) = (src.port(), dst.port());
+    let line = match pair(src.ip(), dst.ip()) {
+        Pair::V4(s, d) => format!("PROXY TCP4 {s} {d} {sp} {dp}\r\n"),
+        Pair::V6(s, d) => format!("PROXY TCP6 {s} {d} {sp} {dp}\r\n"),
+    };
+    line.into_bytes()
+}
+
+/// A v2 PROXY-command header for TCP, with no TLVs.
+pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(V2_HEADER_LEN + V2_INET6_LEN);
+    out.extend_from_slice(V2_SIGNATURE);
+    out.push(0x20 | V2_PROXY);
+    match pair(src.ip(), dst.ip()) {
+        Pair::V4(s, d) => {
+            out.push(V2_TCP4);
+            out.extend_from_slice(&(V2_INET_LEN as u16).to_be_bytes());
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        Pair::V6(s, d) => {
+            out.push(V2_TCP6);
+            out.extend_from_slice(&(V2_INET6_LEN as u16).to_be_bytes());
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+    }
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn parsed(buf: &[u8]) -> (ProxyHeader, usize) {
+        match parse(buf) {
+            Ok(ProxyParse::Header { header, len }) => (header, len),
+            other => panic!("expected a header, got {other:?} for {buf:?}"),
+        }
+    }
+
+    fn err(buf: &[u8]) -> ProxyError {
+        match parse(buf) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?} for {buf:?}"),
+        }
+    }
+
+    fn known(src: &str, dst: &str) -> ProxyHeader {
+        ProxyHeader {
+            source: Some(addr(src)),
+            destination: Some(addr(dst)),
+        }
+    }
+
+    const NONE: ProxyHeader = ProxyHeader {
+        source: None,
+        destination: None,
+    };
+
+    /// Every proper prefix is Incomplete, and bytes after the header are not
+    /// counted in `len`.
+    fn assert_streams(header: &[u8]) {
+        for k in 0..header.len() {
+            assert_eq!(
+                parse(&header[..k]),
+                Ok(ProxyParse::Incomplete),
+                "prefix {k}"
+            );
+        }
+        let mut with_data = header.to_vec();
+        with_data.extend_from_slice(b"\x16\x03\x01GET / HTTP/1.1\r\n\0\xff");
+        assert_eq!(parsed(&with_data), parsed(header));
+        assert_eq!(parsed(header).1, header.len());
+    }
+
+    fn v2(ver_cmd: u8, family: u8, block: &[u8]) -> Vec<u8> {
+        let mut out = V2_SIGNATURE.to_vec();
+        out.push(ver_cmd);
+        out.push(family);
+        out.extend_from_slice(&u16::try_from(block.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(block);
+        out
+    }
+
+    #[test]
+    fn v1_round_trips() {
+        for (src, dst) in [
+            ("192.0.2.1:51000", "198.51.100.2:443"),
+            ("[2001:db8::1]:0", "[::1]:65535"),
+            ("0.0.0.0:1", "255.255.255.255:65535"),
+        ] {
+            let line = encode_v1(addr(src), addr(dst));
+            assert_eq!(parsed(&line), (known(src, dst), line.len()));
+            assert_streams(&line);
+        }
+        assert_eq!(
+            encode_v1(addr("192.0.2.1:51000"), addr("198.51.100.2:443")),
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 51000 443\r\n"
+        );
+    }
+
+    #[test]
+    fn v2_round_trips() {
+        for (src, dst) in [
+            ("192.0.2.1:51000", "198.51.100.2:443"),
+            (
+                "[2001:db8::1]:0",
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            ),
+        ] {
+            let header = encode_v2(addr(src), addr(dst));
+            assert_eq!(parsed(&header), (known(src, dst), header.len()));
+            assert_streams(&header);
+        }
+        let header = encode_v2(addr("192.0.2.1:1"), addr("198.51.100.2:2"));
+        assert_eq!(header.len(), 28);
+        assert_eq!(&header[12..16], &[0x21, 0x11, 0, 12]);
+    }
+
+    #[test]
+    fn mixed_families_become_v4_mapped_v6() {
+        let (src, dst) = (addr("192.0.2.1:1000"), addr("[2001:db8::2]:443"));
+        let want = known("[::ffff:192.0.2.1]:1000", "[2001:db8::2]:443");
+        let line = encode_v1(src, dst);
+        assert!(line.starts_with(b"PROXY TCP6 ::ffff:192.0.2.1 2001:db8::2 "));
+        assert_eq!(parsed(&line).0, want);
+        assert_eq!(parsed(&encode_v2(src, dst)).0, want);
+        assert_eq!(parsed(&encode_v2(dst, src)).0.destination, want.source);
+    }
+
+    #[test]
+    fn v1_unknown_has_no_addresses() {
+        let longest = b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n";
+        assert_eq!(parsed(b"PROXY UNKNOWN\r\n"), (NONE, 15));
+        assert_eq!(parsed(longest), (NONE, longest.len()));
+        // The spec's worst case is exactly 107 bytes and must fit.
+        let mut max = b"PROXY UNKNOWN ".to_vec();
+        max.resize(V1_MAX_LEN - 2, b'x');
+        max.extend_from_slice(b"\r\n");
+        assert_eq!(parsed(&max), (NONE, V1_MAX_LEN));
+        assert_streams(&max);
+    }
+
+    #[test]
+    fn v2_local_unspec_unix_and_udp_have_no_addresses() {
+        let local = v2(0x20, 0x00, &[]);
+        assert_eq!(parsed(&local), (NONE, 16));
+        assert_streams(&local);
+        // LOCAL ignores the family, even an undefined one.
+        assert_eq!(parsed(&v2(0x20, 0x77, &[1, 2, 3])), (NONE, 19));
+        assert_eq!(parsed(&v2(0x21, 0x00, &[9; 5])), (NONE, 21));
+        assert_eq!(parsed(&v2(0x21, 0x31, &[0; 216])), (NONE, 232));
+        assert_eq!(parsed(&v2(0x21, 0x12, &[0; 12])), (NONE, 28));
+        assert_eq!(parsed(&v2(0x21, 0x22, &[0; 36])), (NONE, 52));
+    }
+
+    #[test]
+    fn v2_tlvs_are_skipped() {
+        let mut block = vec![192, 0, 2, 1, 198, 51, 100, 2, 0x1f, 0x90, 0x01, 0xbb];
+        block.extend_from_slice(&[0x01, 0, 2, b'h', b'2', 0x04, 0, 0, 0x20, 0, 1, 0]);
+        let header = v2(0x21, 0x11, &block);
+        assert_eq!(
+            parsed(&header),
+            (known("192.0.2.1:8080", "198.51.100.2:443"), header.len())
+        );
+        assert_streams(&header);
+
+        block.extend_from_slice(&[0x05, 0, 9, 1]);
+        assert_eq!(err(&v2(0x21, 0x11, &block)), ProxyError::V2TlvOverrun(24));
+        block.truncate(block.len() - 2);
+        assert_eq!(err(&v2(0x21, 0x11, &block)), ProxyError::V2TlvOverrun(24));
+    }
+
+    #[test]
+    fn malformed_v1() {
+        let cases: &[(&[u8], ProxyError)] = &[
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+                ProxyError::V1StrayLineBreak,
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4\r5.6.7.8 1 2\r\n",
+                ProxyError::V1StrayLineBreak,
+            ),
+            (b"PROXY TCP4 1.2.3.4 \t", ProxyError::V1BadByte(b'\t')),
+            (b"PROXY TCP4 \xc3\xa9", ProxyError::V1BadByte(0xc3)),
+            (
+                b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+                ProxyError::V1Protocol("UDP4".into()),
+            ),
+            (
+                b"PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n",
+                ProxyError::V1Protocol("tcp4".into()),
+            ),
+            (b"PROXY \r\n", ProxyError::V1Protocol(String::new())),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+                ProxyError::V1FieldCount(3),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+                ProxyError::V1FieldCount(5),
+            ),
+            (b"PROXY TCP4\r\n", ProxyError::V1FieldCount(0)),
+        ];
+        for (buf, want) in cases {
+            assert_eq!(&err(buf), want, "{:?}", String::from_utf8_lossy(buf));
+        }
+
+        let address = |line: &[u8], field, value: &str, family| {
+            assert_eq!(
+                err(line),
+                ProxyError::V1Address {
+                    field,
+                    value: value.into(),
+                    family
+                }
+            );
+        };
+        address(b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n", "source", "::1", "IPv4");
+        address(
+            b"PROXY TCP6 ::1 5.6.7.8 1 2\r\n",
+            "destination",
+            "5.6.7.8",
+            "IPv6",
+        );
+        address(
+            b"PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",
+            "source",
+            "1.2.3",
+            "IPv4",
+        );
+        address(
+            b"PROXY TCP4 1.2.3.4  5.6.7.8 1\r\n",
+            "destination",
+            "",
+            "IPv4",
+        );
+        address(
+            b"PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n",
+            "source",
+            "1.2.3.256",
+            "IPv4",
+        );
+
+        for port in ["65536", "+80", "-1", "", "8o", "000443"] {
+            let line = format!("PROXY TCP4 1.2.3.4 5.6.7.8 {port} 2\r\n");
+            assert_eq!(
+                err(line.as_bytes()),
+                ProxyError::V1Port {
+                    field: "source",
+                    value: port.into()
+                }
+            );
+        }
+        assert_eq!(
+            parsed(b"PROXY TCP4 1.2.3.4 5.6.7.8 080 0\r\n").0,
+            known("1.2.3.4:80", "5.6.7.8:0")
+        );
+
+        let mut long = b"PROXY UNKNOWN ".to_vec();
+        long.resize(V1_MAX_LEN - 1, b'x');
+        assert_eq!(parse(&long), Ok(ProxyParse::Incomplete));
+        long.push(b'\r');
+        assert_eq!(err(&long), ProxyError::V1NoCrlf);
+        long.push(b'\n');
+        assert_eq!(err(&long), ProxyError::V1NoCrlf);
+        assert_eq!(
+            err(&long).to_string(),
+            "PROXY v1 header has no CRLF within 107 bytes"
+        );
+    }
+
+    #[test]
+    fn malformed_v2() {
+        assert_eq!(err(&v2(0x11, 0x11, &[0; 12])), ProxyError::V2Version(1));
+        assert_eq!(
+            err(&V2_SIGNATURE
+                .iter()
+                .copied()
+                .chain([0x22])
+                .collect::<Vec<_>>()),
+            ProxyError::V2Command(2)
+        );
+        for family in [0x31u8, 0x32] {
+            assert!(parse(&v2(0x21, family, &[0; 216])).is_ok());
+        }
+        for family in [0x41u8, 0x13, 0x10, 0x01, 0xff] {
+            assert_eq!(err(&v2(0x21, family, &[])), ProxyError::V2Family(family));
+        }
+        assert_eq!(
+            err(&v2(0x21, 0x41, &[])).to_string(),
+            "PROXY v2 address family 0x41 is not supported"
+        );
+        let short = v2(0x21, 0x21, &[0; 12]);
+        assert_eq!(
+            err(&short),
+            ProxyError::V2ShortAddresses {
+                family: 0x21,
+                len: 12,
+                needed: 36
+            }
+        );
+        // The declared length alone is enough to tell.
+        assert!(parse(&short[..16]).is_err());
+        assert_eq!(
+            err(&v2(0x21, 0x31, &[0; 215])).to_string(),
+            "PROXY v2 address block of 215 bytes is too short for family 0x31, which needs 216"
+        );
+    }
+
+    #[test]
+    fn other_protocols_are_not_proxy() {
+        for buf in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"\x16\x03\x01\x02\x00",
+            b"PROXYTCP4",
+            b"proxy ",
+            b"\r\n\r\n\0\r\nQUIX",
+            b"\r\n\r\n\x01",
+        ] {
+            assert_eq!(err(buf), ProxyError::NotProxy, "{buf:?}");
+        }
+        assert_eq!(
+            ProxyError::NotProxy.to_string(),
+            "not a PROXY protocol header"
+        );
+        assert!(looks_like_header(b"PROXY UNKNOWN\r\n"));
+        assert!(looks_like_header(&v2(0x20, 0, &[])[..12]));
+        assert!(!looks_like_header(b"PROXY"));
+        assert!(!looks_like_header(b"\x16\x03\x01"));
+        for buf in [&b""[..], b"P", b"PROXY", b"\r\n\r\n\0\r\nQUIT"] {
+            assert_eq!(parse(buf), Ok(ProxyParse::Incomplete), "{buf:?}");
+        }
+    }
+
+    fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+        (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
+    }
+
+    /// What a header carries once both addresses share one family.
+    fn same_family(src: SocketAddr, dst: SocketAddr) -> ProxyHeader {
+        let v6 = |a: SocketAddr| match a.ip() {
+            IpAddr::V4(ip) => SocketAddr::new(ip.to_ipv6_mapped().into(), a.port()),
+            IpAddr::V6(_) => a,
+        };
+        let (src, dst) = if src.is_ipv4() && dst.is_ipv4() {
+            (src, dst)
+        } else {
+            (v6(src), v6(dst))
+        };
+        ProxyHeader {
+            source: Some(src),
+            destination: Some(dst),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&buf);
+            let mut v1 = V1_PREFIX.to_vec();
+            v1.extend_from_slice(&buf);
+            let _ = parse(&v1);
+            let mut v2 = V2_SIGNATURE.to_vec();
+            v2.extend_from_slice(&buf);
+            let _ = parse(&v2);
+        }
+
+        #[test]
+        fn printable_v1_lines_never_panic(line in "PROXY (TCP4|TCP6|UNKNOWN)[ -~]{0,110}") {
+            let mut buf = line.into_bytes();
+            buf.extend_from_slice(b"\r\n");
+            let _ = parse(&buf);
+        }
+
+        #[test]
+        fn encoded_headers_round_trip(
+            src in socket_addr(),
+            dst in socket_addr(),
+            payload in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let want = same_family(src, dst);
+            let v2 = encode_v2(src, dst);
+            prop_assert!(v2.len() == 28 || v2.len() == 52);
+            for mut header in [encode_v1(src, dst), v2] {
+                prop_assert!(header.len() <= V1_MAX_LEN);
+                let len = header.len();
+                let cut = payload.len() % len;
+                prop_assert_eq!(parse(&header[..cut]), Ok(ProxyParse::Incomplete));
+                header.extend_from_slice(&payload);
+                prop_assert_eq!(parse(&header), Ok(ProxyParse::Header { header: want, len }));
+            }
+        }
+    }
+}

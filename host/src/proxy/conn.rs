@@ -1,0 +1,349 @@
+//! One client connection, from accept to close: PROXY header in, `admit`,
+//! ClientHello peek, `route`, route limits, `policy`, connect, PROXY header
+//! out, relay. Every exit path logs one line with the close reason, and the
+//! counters are released by their guard whatever happens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use turnout_plugin_sdk::{
+    ClientHello, Connection, IdleDecision, IdleStats, Peer, ProxyProtocol, Routed, TlsAlert,
+    TlsMode,
+};
+
+use super::relay::{self, IdleVerdict, Timers, Traffic};
+use super::{Proxy, Settings};
+use crate::net::{client_hello, proxy_protocol};
+use crate::plugins::{Admission, Routing};
+
+/// Why a connection ended before the relay began (a metrics label each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed or untrusted PROXY header.
+    ProxyHeader(String),
+    /// A plugin's `admit` denied.
+    Denied { plugin: String, reason: String },
+    /// The ClientHello did not arrive in time or was malformed.
+    Hello(String),
+    /// Data before routing exceeded `maxPendingDataSize`.
+    TooMuchPending,
+    /// No plugin routed it.
+    NoRoute,
+    /// A plugin's `route` rejected it.
+    Rejected { plugin: String, reason: String },
+    /// The route's connection limit.
+    RouteLimit(String),
+    /// A TLS mode this build does not implement yet.
+    Unsupported(&'static str),
+    /// No target answered.
+    Backend(String),
+    /// The client went away before routing.
+    ClientGone,
+}
+
+impl Refusal {
+    /// Stable metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::ProxyHeader(_) => "bad-proxy-header",
+            Refusal::Denied { .. } => "denied",
+            Refusal::Hello(_) => "bad-client-hello",
+            Refusal::TooMuchPending => "pending-data-limit",
+            Refusal::NoRoute => "no-route",
+            Refusal::Rejected { .. } => "rejected",
+            Refusal::RouteLimit(_) => "route-limit",
+            Refusal::Unsupported(_) => "unsupported",
+            Refusal::Backend(_) => "backend-unreachable",
+            Refusal::ClientGone => "client-gone",
+        }
+    }
+}
+
+/// A fatal TLS alert record (TLS 1.2 record version, as servers send to
+/// clients that may speak either).
+fn alert_record(alert: TlsAlert) -> [u8; 7] {
+    let code = match alert {
+        TlsAlert::UnrecognizedName => 112,
+        TlsAlert::HandshakeFailure => 40,
+        TlsAlert::AccessDenied => 49,
+        TlsAlert::InternalError => 80,
+    };
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]
+}
+
+/// Reads more client bytes into `buf` before `deadline`.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    limit: usize,
+) -> Result<(), Refusal> {
+    if buf.len() >= limit {
+        return Err(Refusal::TooMuchPending);
+    }
+    let mut chunk = [0u8; 4096];
+    let room = (limit - buf.len()).min(chunk.len());
+    match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
+        Err(_) => Err(Refusal::Hello("initial data timeout".to_owned())),
+        Ok(Ok(0)) => Err(Refusal::ClientGone),
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        Ok(Err(_)) => Err(Refusal::ClientGone),
+    }
+}
+
+/// State carried from accept to close.
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls_port: bool,
+}
+
+/// Runs one connection to the end.
+pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
+    let started = Instant::now();
+    let id = proxy.ids.fetch_add(1, Ordering::Relaxed);
+    let settings = proxy.settings.load_full();
+    let chain = proxy.plugins.chain();
+    let Accepted {
+        mut stream,
+        peer,
+        local,
+        tls_port,
+    } = accepted;
+    let _ = stream.set_nodelay(settings.no_delay);
+    let mut guard = proxy.tracker.accept(peer.ip());
+    let deadline = started + settings.initial_data_timeout;
+    let mut buf = Vec::new();
+    let mut client = peer;
+    let mut via_proxy = false;
+
+    let outcome: Result<Closed, Refusal> = async {
+        // PROXY header: only from trusted sources; from anyone else the
+        // signature is a protocol error (checked after the peek, below).
+        if settings.accept_proxy_protocol && settings.trusted_proxies.matches(peer.ip()) {
+            loop {
+                match proxy_protocol::parse(&buf) {
+                    Ok(proxy_protocol::ProxyParse::Incomplete) => {
+                        read_more(&mut stream, &mut buf, deadline, settings.max_pending_data)
+                            .await
+                            .map_err(|r| match r {
+                                Refusal::Hello(_) => {
+                                    Refusal::ProxyHeader("PROXY header timeout".into())
+                                }
+                                other => other,
+                            })?
+                    }
+                    Ok(proxy_protocol::ProxyParse::Header { header, len }) => {
+                        buf.drain(..len);
+                        if let Some(src) = header.source {
+                            client = src;
+                            via_proxy = true;
+                            guard = guard.rebind(src.ip());
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(Refusal::ProxyHeader(e.to_string())),
+                }
+            }
+        }
+        let peer_rec = Peer::new(client, local.port()).via_proxy_protocol(via_proxy);
+        if let Admission::Deny { plugin, reason } = chain.admit(&peer_rec) {
+            return Err(Refusal::Denied { plugin, reason });
+        }
+
+        let mut hello: Option<ClientHello> = None;
+        if tls_port {
+            loop {
+                match client_hello::parse(&buf) {
+                    Ok(client_hello::Parsed::Incomplete { .. }) => {
+                        read_more(&mut stream, &mut buf, deadline, settings.max_pending_data)
+                            .await?
+                    }
+                    Ok(client_hello::Parsed::NotTls) => break,
+                    Ok(client_hello::Parsed::Hello(info)) => {
+                        let mut h = ClientHello::without_sni()
+                            .alpn(info.alpn)
+                            .versions(&info.versions)
+                            .resumption_without_sni(info.resumption_without_sni);
+                        h.sni = info.sni;
+                        hello = Some(h);
+                        break;
+                    }
+                    Err(e) => return Err(Refusal::Hello(e.to_string())),
+                }
+            }
+        }
+        if !via_proxy && proxy_protocol::looks_like_header(&buf) {
+            return Err(Refusal::ProxyHeader(format!(
+                "PROXY header from untrusted peer {}",
+                peer.ip()
+            )));
+        }
+        let is_tls = hello.is_some();
+        let conn = match hello {
+            Some(h) => Connection::tls(id, peer_rec, h),
+            None => Connection::plain(id, peer_rec),
+        };
+
+        let forward = match chain.route(&conn) {
+            Routing::Forward { forward, .. } => forward,
+            Routing::NoRoute => {
+                if is_tls {
+                    let _ = stream
+                        .write_all(&alert_record(TlsAlert::UnrecognizedName))
+                        .await;
+                }
+                return Err(Refusal::NoRoute);
+            }
+            Routing::Reject { plugin, reject } => {
+                if let (true, Some(alert)) = (is_tls, reject.alert) {
+                    let _ = stream.write_all(&alert_record(alert)).await;
+                }
+                return Err(Refusal::Rejected {
+                    plugin,
+                    reason: reject.reason,
+                });
+            }
+        };
+        if forward.tls_mode != TlsMode::Passthrough && is_tls {
+            // Termination lands with the HTTP issue; refusing is better than
+            // silently passing ciphertext to a backend expecting plaintext.
+            let _ = stream
+                .write_all(&alert_record(TlsAlert::InternalError))
+                .await;
+            return Err(Refusal::Unsupported("tls termination"));
+        }
+        guard
+            .enter_route(
+                &forward.route,
+                forward.limits.max_connections,
+                forward.limits.max_connections_per_ip,
+            )
+            .map_err(|hit| Refusal::RouteLimit(format!("{hit:?}")))?;
+        let first = forward
+            .targets
+            .first()
+            .cloned()
+            .unwrap_or_else(|| turnout_plugin_sdk::Target::new("", 0));
+        let policy = chain.policy(
+            &conn,
+            &Routed::new(forward.route.clone(), first, forward.tls_mode),
+            &settings.policy_for(is_tls),
+        );
+
+        let (mut backend, target) =
+            super::connect::connect_any(&forward.targets, settings.connect_timeout)
+                .await
+                .map_err(|e| Refusal::Backend(e.to_string()))?;
+        let _ = backend.set_nodelay(policy.no_delay);
+        if let Some(delay) = policy.tcp_keep_alive {
+            super::socket::keepalive(&stream, Duration::from_millis(delay));
+            super::socket::keepalive(&backend, Duration::from_millis(delay));
+        }
+        let header = match forward.proxy_protocol {
+            ProxyProtocol::None => Vec::new(),
+            ProxyProtocol::V1 => proxy_protocol::encode_v1(client, local),
+            ProxyProtocol::V2 => proxy_protocol::encode_v2(client, local),
+        };
+        let traffic = Traffic::default();
+        // The peeked bytes crossed the client socket: they count as "in".
+        traffic.bytes_in.store(buf.len() as u64, Ordering::Relaxed);
+        let mut first_bytes = header;
+        first_bytes.extend_from_slice(&buf);
+        if !first_bytes.is_empty() {
+            backend
+                .write_all(&first_bytes)
+                .await
+                .map_err(|e| Refusal::Backend(format!("{target}: {e}")))?;
+        }
+        let timers = Timers {
+            inactivity: policy.inactivity_timeout.map(Duration::from_millis),
+            max_lifetime: policy.max_lifetime.map(Duration::from_millis),
+            half_open_grace: Duration::from_millis(policy.half_open_grace),
+            stuck: policy.stuck_timeout.map(Duration::from_millis),
+        };
+        let route = forward.route.clone();
+        let on_idle = |idle: Duration| {
+            let stats = IdleStats::new(
+                route.clone(),
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+                traffic.bytes_in.load(Ordering::Relaxed),
+                traffic.bytes_out.load(Ordering::Relaxed),
+            );
+            match chain.on_idle(&conn, &stats) {
+                IdleDecision::Extend(ms) => IdleVerdict::Extend(Duration::from_millis(ms)),
+                IdleDecision::Close | IdleDecision::Pass => IdleVerdict::Close,
+            }
+        };
+        let mut stop = proxy.stop.subscribe();
+        let stop = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let reason = relay::relay(
+            &mut stream,
+            &mut backend,
+            timers,
+            &traffic,
+            started,
+            on_idle,
+            stop,
+        )
+        .await;
+        Ok(Closed {
+            route: forward.route,
+            target,
+            reason: reason.as_str(),
+            bytes_in: traffic.bytes_in.load(Ordering::Relaxed),
+            bytes_out: traffic.bytes_out.load(Ordering::Relaxed),
+            sni: conn.sni().map(str::to_owned),
+        })
+    }
+    .await;
+
+    let duration_ms = started.elapsed().as_millis();
+    match outcome {
+        Ok(c) => tracing::info!(
+            conn = id, client = %client, sni = c.sni.as_deref().unwrap_or("-"), route = %c.route,
+            target = %c.target, bytes_in = c.bytes_in, bytes_out = c.bytes_out, duration_ms,
+            reason = c.reason, "closed"
+        ),
+        Err(refusal) => {
+            proxy.count_refusal(refusal.label());
+            tracing::info!(
+                conn = id, client = %client, duration_ms, reason = refusal.label(),
+                detail = ?refusal, "refused"
+            );
+        }
+    }
+}
+
+struct Closed {
+    route: String,
+    target: SocketAddr,
+    reason: &'static str,
+    bytes_in: u64,
+    bytes_out: u64,
+    sni: Option<String>,
+}
+
+impl Settings {
+    /// The policy the host applies when no plugin answers `policy`.
+    pub fn policy_for(&self, tls: bool) -> turnout_plugin_sdk::Policy {
+        let mut p = self.default_policy.clone();
+        if tls {
+            p.half_open_grace = p.half_open_grace.max(300_000);
+            p.stuck_timeout = p.stuck_timeout.map(|s| s.max(300_000));
+        }
+        p
+    }
+}

@@ -1,0 +1,378 @@
+//! The L4 path end to end on loopback: real TLS clients (rustls and the
+//! `openssl` CLI), real backends, and the counters back to zero after each.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turnout::proxy::Settings;
+use turnout_tests::l4::*;
+
+fn route(
+    name: &str,
+    port: u16,
+    sni: Option<&str>,
+    targets: &[std::net::SocketAddr],
+    pp: Option<&str>,
+) -> String {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|t| format!("[\"{}\", {}]", t.ip(), t.port()))
+        .collect();
+    format!(
+        r#"{{"name": "{name}", "port": {port}, "sni": {}, "targets": [{}], "proxyProtocol": {}}}"#,
+        sni.map_or("null".to_owned(), |s| format!("\"{s}\"")),
+        targets.join(","),
+        pp.map_or("null".to_owned(), |s| format!("\"{s}\"")),
+    )
+}
+
+fn router(tls: u16, plain: u16, routes: &[String], policy: &str) -> String {
+    format!(
+        r#"{{"tlsPorts": [{tls}], "plainPorts": [{plain}], "routes": [{}]{policy}}}"#,
+        routes.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_routing_with_rustls_and_openssl_clients() {
+    let a = tls_backend("a.test", "backend A").await;
+    let b = tls_backend("b.test", "backend B").await;
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[
+                route("a", tls, Some("a.test"), &[a], None),
+                route("b", tls, Some("b.test"), &[b], None),
+            ],
+            "",
+        )
+    })
+    .await;
+
+    assert_eq!(tls_greeting(p.tls, "a.test").await.unwrap(), "backend A");
+    assert_eq!(
+        tls_greeting(p.tls, "B.TEST").await.unwrap(),
+        "backend B",
+        "SNI is case-insensitive"
+    );
+
+    // The openssl CLI as the client: read its output until the greeting,
+    // then end it (with -quiet it waits for the server to close).
+    let port = p.tls.port();
+    let mut child = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "b.test",
+            "-quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(STEP, async {
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("backend B") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "openssl exited early: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "openssl never printed the greeting: {:?}",
+            String::from_utf8_lossy(&seen)
+        )
+    });
+    child.kill().await.unwrap();
+
+    p.settled().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_sent_one_byte_at_a_time_reaches_the_backend_untouched() {
+    let (echo, mut first) = echo_backend().await;
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[route("e", tls, Some("slow.test"), &[echo], None)],
+            "",
+        )
+    })
+    .await;
+    let hello = client_hello_bytes(Some("slow.test"));
+    assert!(hello.len() > 100);
+    let mut s = TcpStream::connect(p.tls).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for byte in &hello {
+        s.write_all(std::slice::from_ref(byte)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    // The backend echoes: everything the proxy peeked must come back intact.
+    let mut back = vec![0u8; hello.len()];
+    tokio::time::timeout(STEP, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, hello);
+    let seen = tokio::time::timeout(STEP, first.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, hello[..seen.len()], "no PROXY header, no rewriting");
+    drop(s);
+    p.settled().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sni_unknown_sni_and_slow_hellos_are_refused_cleanly() {
+    let a = tls_backend("a.test", "backend A").await;
+    let settings = Settings {
+        initial_data_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let p = start_proxy(settings, |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[route("a", tls, Some("a.test"), &[a], None)],
+            "",
+        )
+    })
+    .await;
+    let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+    for sni in [None, Some("unknown.test")] {
+        let mut s = TcpStream::connect(p.tls).await.unwrap();
+        s.write_all(&client_hello_bytes(sni)).await.unwrap();
+        assert_eq!(
+            read_to_end(&mut s).await,
+            alert,
+            "fatal unrecognized_name for {sni:?}"
+        );
+    }
+
+    // Half a ClientHello, then nothing: closed after initialDataTimeout.
+    let hello = client_hello_bytes(Some("a.test"));
+    let mut s = TcpStream::connect(p.tls).await.unwrap();
+    s.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, b"");
+
+    // Garbage that claims to be a handshake.
+    let mut s = TcpStream::connect(p.tls).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x02, 0, 0, 1, 0])
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(&mut s).await, b"");
+
+    p.settled().await;
+    let refusals = p.proxy.refusals();
+    assert_eq!(refusals.get("no-route"), Some(&2), "{refusals:?}");
+    assert_eq!(refusals.get("bad-client-hello"), Some(&2), "{refusals:?}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_passes_the_fin_and_the_other_direction_keeps_flowing() {
+    let (echo, _) = echo_backend().await;
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[route("plain", plain, None, &[echo], None)],
+            "",
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.plain).await.unwrap();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&payload).await.unwrap();
+    s.shutdown().await.unwrap(); // FIN: the backend sees EOF, then finishes echoing
+    assert_eq!(read_to_end(&mut s).await, payload);
+    p.settled().await;
+    p.stop().await;
+}
+
+fn checksum(data: &[u8], mut acc: u64) -> u64 {
+    for chunk in data.chunks(8) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        acc = acc.rotate_left(5) ^ u64::from_le_bytes(b);
+    }
+    acc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_transfer_each_way_arrives_intact() {
+    let (echo, _) = echo_backend().await;
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        router(tls, plain, &[route("bulk", plain, None, &[echo], None)], "")
+    })
+    .await;
+    const TOTAL: usize = 256 << 20;
+    let s = TcpStream::connect(p.plain).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut sum = 0;
+        for i in 0..TOTAL / chunk.len() {
+            for (j, b) in chunk.iter_mut().enumerate() {
+                *b = (i * 31 + j * 7) as u8;
+            }
+            sum = checksum(&chunk, sum);
+            w.write_all(&chunk).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        sum
+    });
+    let mut got = 0usize;
+    let mut sum = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pending = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+            pending.extend_from_slice(&buf[..n]);
+            let whole = pending.len() / 8 * 8;
+            sum = checksum(&pending[..whole], sum);
+            pending.drain(..whole);
+        }
+    })
+    .await
+    .expect("transfer completes");
+    let sum = checksum(&pending, sum);
+    assert_eq!(got, TOTAL);
+    assert_eq!(sum, writer.await.unwrap(), "checksums match");
+    p.settled().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_resetting_backends_fail_over_or_close_and_leave_no_count() {
+    let (echo, _) = echo_backend().await;
+    let dead = closed_port().await;
+    // A backend that accepts, reads a little, then resets.
+    let resetter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = resetter.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = resetter.accept().await {
+            let mut b = [0u8; 4];
+            let _ = s.read_exact(&mut b).await;
+            // SO_LINGER 0 makes the close a reset, which is the point here.
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        let routes = [
+            route("failover", plain, None, &[dead, echo], None),
+            route("dead", tls, None, &[dead], None),
+        ];
+        router(tls, plain, &routes, "")
+    })
+    .await;
+
+    let mut s = TcpStream::connect(p.plain).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(STEP, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"ping", "second target used after the first refused");
+    drop(s);
+
+    // Plain bytes on the TLS listener route on port alone: to a dead target.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(p.tls).await.unwrap();
+        s.write_all(b"hello").await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, b"");
+    }
+    p.settled().await;
+    assert_eq!(p.proxy.refusals().get("backend-unreachable"), Some(&20));
+    p.stop().await;
+
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[route("reset", plain, None, &[reset_addr], None)],
+            "",
+        )
+    })
+    .await;
+    let mut s = TcpStream::connect(p.plain).await.unwrap();
+    s.write_all(b"abcdefgh").await.unwrap();
+    let _ = tokio::time::timeout(STEP, s.read_to_end(&mut Vec::new()))
+        .await
+        .expect("closed after the reset");
+    p.settled().await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_close_idle_stuck_and_half_open_connections() {
+    // A backend that accepts and never reads or writes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let policy = r#", "policy": {"inactivityMs": 400, "stuckMs": 300, "halfOpenMs": 300}"#;
+    let p = start_proxy(Settings::default(), |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[route("silent", plain, None, &[silent_addr], None)],
+            policy,
+        )
+    })
+    .await;
+
+    // Idle: no bytes either way -> closed by inactivity.
+    let started = std::time::Instant::now();
+    let mut idle = TcpStream::connect(p.plain).await.unwrap();
+    assert_eq!(read_to_end(&mut idle).await, b"");
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "not before the timeout"
+    );
+
+    // Stuck: the client sends, nothing comes back.
+    let mut stuck = TcpStream::connect(p.plain).await.unwrap();
+    stuck.write_all(b"anyone there?").await.unwrap();
+    assert_eq!(read_to_end(&mut stuck).await, b"");
+
+    // Half-open: the client closes its side; the backend never does.
+    let mut half = TcpStream::connect(p.plain).await.unwrap();
+    half.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut half).await, b"");
+
+    p.settled().await;
+    p.stop().await;
+}
