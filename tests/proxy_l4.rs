@@ -376,3 +376,101 @@ async fn timers_close_idle_stuck_and_half_open_connections() {
     p.settled().await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
+    use turnout::net::proxy_protocol::{ProxyParse, encode_v1, encode_v2, parse};
+    use turnout_plugin_sdk::matching::IpList;
+
+    let (echo, mut first) = echo_backend().await;
+    let trusted = Settings {
+        accept_proxy_protocol: true,
+        trusted_proxies: IpList::parse(&["127.0.0.0/8"]).unwrap(),
+        ..Settings::default()
+    };
+    let p = start_proxy(trusted, |tls, plain| {
+        let routes = [
+            route("v2out", plain, None, &[echo], Some("v2")),
+            route("v1out", tls, None, &[echo], Some("v1")),
+        ];
+        router(tls, plain, &routes, "")
+    })
+    .await;
+    let real: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let dst: std::net::SocketAddr = "198.51.100.1:443".parse().unwrap();
+
+    // v1 in on the plain port (route sends v2 out), v2 in on the TLS port
+    // (plain bytes after it; route sends v1 out).
+    for (header_in, listener, v1_out) in [
+        (encode_v1(real, dst), p.plain, false),
+        (encode_v2(real, dst), p.tls, true),
+    ] {
+        let expected_out = if v1_out {
+            encode_v1(real, listener)
+        } else {
+            encode_v2(real, listener)
+        };
+        let mut s = TcpStream::connect(listener).await.unwrap();
+        let mut msg = header_in.clone();
+        msg.extend_from_slice(b"payload");
+        s.write_all(&msg).await.unwrap();
+        // The echo backend returns what it received: the proxy's header
+        // (carrying the real client), then the payload — and not the
+        // client's own header, which the proxy consumed.
+        let mut back = vec![0u8; expected_out.len() + 7];
+        tokio::time::timeout(STEP, s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, [expected_out.as_slice(), b"payload"].concat());
+        let seen = tokio::time::timeout(STEP, first.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let Ok(ProxyParse::Header { header: out, .. }) = parse(&seen) else {
+            panic!("backend did not get a PROXY header: {seen:?}")
+        };
+        assert_eq!(out.source, Some(real));
+        drop(s);
+    }
+    p.settled().await;
+    p.stop().await;
+
+    // acceptProxyProtocol on, but loopback is not a trusted source: a
+    // PROXY header from it is a protocol error — closed, counted.
+    let (echo, _) = echo_backend().await;
+    let untrusted = Settings {
+        accept_proxy_protocol: true,
+        trusted_proxies: IpList::parse(&["10.0.0.0/8"]).unwrap(),
+        ..Settings::default()
+    };
+    let p = start_proxy(untrusted, |tls, plain| {
+        router(tls, plain, &[route("any", tls, None, &[echo], None)], "")
+    })
+    .await;
+    for header in [encode_v1(real, dst), encode_v2(real, dst)] {
+        let mut s = TcpStream::connect(p.tls).await.unwrap();
+        s.write_all(&header).await.unwrap();
+        s.write_all(b"payload").await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, b"");
+    }
+    // A malformed header from a trusted peer is refused too.
+    p.proxy.reload(Settings {
+        accept_proxy_protocol: true,
+        trusted_proxies: IpList::parse(&["127.0.0.1"]).unwrap(),
+        ..Settings::default()
+    });
+    let mut s = TcpStream::connect(p.tls).await.unwrap();
+    s.write_all(b"PROXY TCP4 1.2.3.4 nonsense\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(&mut s).await, b"");
+    p.settled().await;
+    assert_eq!(
+        p.proxy.refusals().get("bad-proxy-header"),
+        Some(&3),
+        "{:?}",
+        p.proxy.refusals()
+    );
+    p.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Turnout: a WebAssembly-pluggable TCP/TLS/HTTP proxy.
 //!
 //! Map of the crate:
+//! * [`app`] — `turnout run` / `turnout check` as functions: config → plugins → listeners → proxy.
 //! * [`config`] — the config file: raw structs with unknown keys rejected, validated into [`config::Config`].
 //! * [`limits`] — connection counters (per IP, per route, total), exact by construction.
 //! * [`net`] — wire parsers: TLS ClientHello peek, PROXY protocol v1/v2.
@@ -9,6 +10,7 @@
 //! * [`proxy`] — the connection path: relay with timers.
 //! * [`testing`] — run a plugin's SDK harness tests against its `.wasm`.
 
+pub mod app;
 pub mod config;
 pub mod limits;
 pub mod net;

@@ -1,6 +1,9 @@
 //! The `turnout` binary: argument parsing and logging only; the library
 //! does the work.
 
+// Printing to stdout is what a CLI does.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy. SIGTERM/SIGINT drain and stop; SIGHUP reloads FILE.
+    Run {
+        /// Config file (.json or .toml).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Plugins directory (overrides `plugins.dir`).
+        #[arg(long, value_name = "DIR")]
+        plugins: Option<PathBuf>,
+    },
+    /// Validate the config file and load every plugin; list every problem.
+    Check {
+        /// Config file (.json or .toml).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Plugins directory (overrides `plugins.dir`).
+        #[arg(long, value_name = "DIR")]
+        plugins: Option<PathBuf>,
+    },
     /// Load the embedded plugins and those in DIR, and list them (or every
     /// problem, exiting non-zero).
     Plugins {
@@ -44,6 +65,8 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Plugins { dir, watch } => plugins(dir, watch),
+        Command::Run { config, plugins } => run(config, plugins),
+        Command::Check { config, plugins } => check(&config, plugins),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -54,6 +77,63 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn check(config: &std::path::Path, plugins: Option<PathBuf>) -> Result<()> {
+    let (cfg, set) = turnout::app::prepare(
+        config,
+        plugins,
+        Arc::new(turnout::limits::ConnectionTracker::default()),
+    )
+    .map_err(|e| anyhow::anyhow!("{} is not usable:\n{e}", config.display()))?;
+    for w in cfg.warnings() {
+        eprintln!("warning: {}: {}", w.path, w.message);
+    }
+    let names: Vec<String> = set
+        .chain()
+        .plugins()
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
+    println!(
+        "{}: ok ({} routes, plugins: {})",
+        config.display(),
+        cfg.routes.len(),
+        names.join(", ")
+    );
+    Ok(())
+}
+
+fn run(config: PathBuf, plugins: Option<PathBuf>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                if reload_tx.send(()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+            }
+        };
+        turnout::app::run(&config, plugins, reload_rx, shutdown, |addrs| {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            eprintln!("turnout listening on {}", list.join(", "));
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    })
 }
 
 fn plugins(dir: Option<PathBuf>, watch: bool) -> Result<()> {

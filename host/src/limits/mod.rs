@@ -9,7 +9,7 @@
 //! set, not every client ever seen.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,9 +110,7 @@ impl ConnectionTracker {
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, IpEntry>> {
-        let mut h = self.hasher.build_hasher();
-        ip.hash(&mut h);
-        &self.ips[(h.finish() as usize) % SHARDS]
+        &self.ips[(self.hasher.hash_one(ip) as usize) % SHARDS]
     }
 
     /// Counts an accepted connection from `ip` (active and recent, and the

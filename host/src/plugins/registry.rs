@@ -80,7 +80,7 @@ struct DirState {
 /// The plugins the proxy runs, and the chain new connections use.
 pub struct PluginSet {
     runtime: Arc<Runtime>,
-    settings: PluginSettings,
+    settings: arc_swap::ArcSwap<PluginSettings>,
     embedded: Vec<EmbeddedPlugin>,
     counters: Arc<dyn Counters>,
     hosts: Mutex<HashMap<String, Arc<PluginHost>>>,
@@ -105,7 +105,7 @@ impl PluginSet {
     ) -> Result<Arc<Self>, Vec<LoadError>> {
         let set = Arc::new(Self {
             runtime,
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             embedded,
             counters,
             hosts: Mutex::default(),
@@ -114,8 +114,9 @@ impl PluginSet {
             chain: ArcSwap::from_pointee(Chain::default()),
         });
         let mut errors = Vec::new();
+        let settings = set.settings.load_full();
         for e in set.embedded.clone() {
-            match set.load_one(e.name, Arc::from(e.bytes), Origin::Embedded) {
+            match set.load_one(e.name, Arc::from(e.bytes), Origin::Embedded, &settings) {
                 Ok(p) => {
                     lock(&set.loaded).insert(e.name.to_owned(), p);
                 }
@@ -127,7 +128,7 @@ impl PluginSet {
                 errors.push(err);
             }
         }
-        for name in &set.settings.order {
+        for name in &settings.order {
             if !lock(&set.loaded).contains_key(name) {
                 errors.push(LoadError::Link {
                     plugin: name.clone(),
@@ -149,18 +150,68 @@ impl PluginSet {
     }
 
     /// The plugins directory, if any.
-    pub fn dir(&self) -> Option<&Path> {
-        self.settings.dir.as_deref()
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.settings.load().dir.clone()
     }
 
-    fn host_for(&self, name: &str) -> Arc<dyn HostApi> {
+    /// Re-initialises every loaded plugin with new settings (SIGHUP): all
+    /// or nothing — if any plugin refuses its new config, every plugin keeps
+    /// its current version and config. The plugins directory itself is not
+    /// changed by a reconfigure.
+    pub fn reconfigure(&self, mut settings: PluginSettings) -> Result<(), Vec<LoadError>> {
+        let current = self.settings.load_full();
+        settings.dir = current.dir.clone();
+        let plugins: Vec<(String, Origin)> = lock(&self.loaded)
+            .iter()
+            .map(|(n, p)| (n.clone(), p.origin().clone()))
+            .collect();
+        let mut fresh = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, origin) in plugins {
+            let bytes: Result<Arc<[u8]>, LoadError> = match &origin {
+                Origin::Embedded => self
+                    .embedded
+                    .iter()
+                    .find(|e| e.name == name)
+                    .map(|e| Arc::from(e.bytes))
+                    .ok_or_else(|| LoadError::Link {
+                        plugin: name.clone(),
+                        message: "embedded plugin vanished".to_owned(),
+                    }),
+                Origin::File(path) => {
+                    std::fs::read(path)
+                        .map(Arc::from)
+                        .map_err(|source| LoadError::Read {
+                            plugin: name.clone(),
+                            path: path.display().to_string(),
+                            source,
+                        })
+                }
+            };
+            match bytes.and_then(|b| self.load_one(&name, b, origin, &settings)) {
+                Ok(p) => {
+                    fresh.insert(name, p);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.settings.store(Arc::new(settings));
+        *lock(&self.loaded) = fresh;
+        self.publish();
+        Ok(())
+    }
+
+    fn host_for(&self, name: &str, settings: &PluginSettings) -> Arc<dyn HostApi> {
         lock(&self.hosts)
             .entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(PluginHost::new(
                     name,
                     self.counters.clone(),
-                    self.settings.kv_limits,
+                    settings.kv_limits,
                 ))
             })
             .clone()
@@ -171,6 +222,7 @@ impl PluginSet {
         name: &str,
         bytes: Arc<[u8]>,
         origin: Origin,
+        settings: &PluginSettings,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         LoadedPlugin::load(
             &self.runtime,
@@ -178,22 +230,21 @@ impl PluginSet {
                 name: name.to_owned(),
                 bytes,
                 origin,
-                config: self
-                    .settings
+                config: settings
                     .configs
                     .get(name)
                     .cloned()
                     .unwrap_or_else(|| "{}".to_owned()),
-                failure_policy: self.settings.failure.get(name).copied().unwrap_or_default(),
-                host: self.host_for(name),
+                failure_policy: settings.failure.get(name).copied().unwrap_or_default(),
+                host: self.host_for(name, settings),
             },
         )
     }
 
     fn publish(&self) {
+        let settings = self.settings.load();
         let loaded = lock(&self.loaded);
-        let mut ordered: Vec<Arc<LoadedPlugin>> = self
-            .settings
+        let mut ordered: Vec<Arc<LoadedPlugin>> = settings
             .order
             .iter()
             .filter_map(|n| loaded.get(n).cloned())
@@ -201,7 +252,7 @@ impl PluginSet {
         ordered.extend(
             loaded
                 .iter()
-                .filter(|(n, _)| !self.settings.order.contains(n))
+                .filter(|(n, _)| !settings.order.contains(n))
                 .map(|(_, p)| p.clone()),
         );
         self.chain.store(Arc::new(Chain::new(ordered)));
@@ -236,7 +287,8 @@ impl PluginSet {
     }
 
     fn scan_dir(&self, initial: bool) -> Vec<ReloadEvent> {
-        let Some(dir) = self.settings.dir.clone() else {
+        let settings = self.settings.load_full();
+        let Some(dir) = settings.dir.clone() else {
             return Vec::new();
         };
         let mut events = Vec::new();
@@ -268,7 +320,12 @@ impl PluginSet {
                     source,
                 })
                 .and_then(|bytes| {
-                    self.load_one(name, Arc::from(bytes), Origin::File(path.clone()))
+                    self.load_one(
+                        name,
+                        Arc::from(bytes),
+                        Origin::File(path.clone()),
+                        &settings,
+                    )
                 });
             match loaded {
                 Ok(p) => {
@@ -301,7 +358,7 @@ impl PluginSet {
             lock(&self.loaded).remove(&name);
             events.push(ReloadEvent::Removed { name: name.clone() });
             if let Some(e) = self.embedded.iter().find(|e| e.name == name) {
-                match self.load_one(e.name, Arc::from(e.bytes), Origin::Embedded) {
+                match self.load_one(e.name, Arc::from(e.bytes), Origin::Embedded, &settings) {
                     Ok(p) => {
                         lock(&self.loaded).insert(name.clone(), p);
                     }
@@ -315,7 +372,7 @@ impl PluginSet {
     /// Rescans every `interval` until the task is dropped or aborted.
     /// Loading compiles, so it runs on the blocking pool.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
-        if self.settings.dir.is_none() {
+        if self.settings.load().dir.is_none() {
             return;
         }
         let mut tick = tokio::time::interval(interval);

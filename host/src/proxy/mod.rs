@@ -268,9 +268,9 @@ fn hint(e: &io::Error, addr: &SocketAddr) -> String {
         io::ErrorKind::AddrInUse => {
             " (another process is listening there; `ss -ltnp` shows which)".to_owned()
         }
-        io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which turnout)`, or use a port >= 1024)"
-        ),
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which turnout)`, or use a port >= 1024)".to_owned()
+        }
         _ => String::new(),
     }
 }

@@ -1,0 +1,175 @@
+//! What `turnout run` and `turnout check` do, as a library: config file →
+//! plugin runtime → listeners → proxy, with reload and drain. The binary
+//! only parses arguments and wires signals to [`run`].
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use turnout_plugin_sdk::Policy;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::limits::ConnectionTracker;
+use crate::plugins::{LoadError, PluginSet, PluginSettings, Runtime, RuntimeConfig};
+use crate::proxy::{self, BindError, Proxy, Settings};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file has problems (all of them).
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// Plugins failed to load (all of them).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Plugins(Vec<LoadError>),
+    /// The plugin runtime could not start.
+    #[error("{0}")]
+    Runtime(LoadError),
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    /// No plugin declared a port to listen on.
+    #[error(
+        "no plugin declares a port to listen on: add routes with `match.ports`, or a plugin that listens"
+    )]
+    NoPorts,
+}
+
+/// The connection-path settings a config implies.
+pub fn settings(config: &Config) -> Settings {
+    let mut policy = Policy::new(Some(config.timeouts.inactivity.as_millis() as u64));
+    policy.keep_alive_treatment = config.keep_alive.treatment;
+    policy.max_lifetime = Some(config.timeouts.max_lifetime.as_millis() as u64);
+    policy.stuck_timeout = Some(60_000);
+    policy.tcp_keep_alive = config
+        .keep_alive
+        .tcp_keep_alive
+        .then_some(config.keep_alive.tcp_keep_alive_delay.as_millis() as u64);
+    policy.no_delay = config.keep_alive.no_delay;
+    Settings {
+        initial_data_timeout: config.timeouts.initial_data,
+        connect_timeout: config.timeouts.connect,
+        max_pending_data: config.limits.max_pending_data,
+        accept_proxy_protocol: config.proxy_protocol.accept,
+        trusted_proxies: config.proxy_protocol.trusted.clone(),
+        default_policy: policy,
+        no_delay: config.keep_alive.no_delay,
+        graceful_shutdown: config.timeouts.graceful_shutdown,
+    }
+}
+
+/// The plugin settings a config implies. The embedded `keepalive` plugin
+/// gets the global keep-alive options unless `plugins.config.keepalive`
+/// overrides them; `dir` (from `--plugins`) overrides `plugins.dir`.
+pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings {
+    let mut configs: std::collections::HashMap<String, String> = config
+        .plugins
+        .config
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_string()))
+        .collect();
+    configs
+        .entry("keepalive".to_owned())
+        .or_insert_with(|| config.keepalive_plugin_config().to_string());
+    PluginSettings {
+        dir: dir.or_else(|| config.plugins.dir.clone()),
+        order: config.plugins.order.clone(),
+        configs,
+        failure: config.plugins.failure.clone(),
+        ..PluginSettings::default()
+    }
+}
+
+/// The runtime settings a config implies.
+pub fn runtime_config(config: &Config) -> RuntimeConfig {
+    RuntimeConfig {
+        call_deadline: config.plugins.deadline,
+        max_memory: config.plugins.memory_limit,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// Loads the config and the plugins: what `turnout check` reports and what
+/// `run` starts from.
+pub fn prepare(
+    path: &Path,
+    plugins_dir: Option<PathBuf>,
+    tracker: Arc<ConnectionTracker>,
+) -> Result<(Config, Arc<PluginSet>), StartError> {
+    let config = config::load(path).map_err(StartError::Config)?;
+    let runtime = Runtime::new(runtime_config(&config)).map_err(StartError::Runtime)?;
+    let set = PluginSet::load(
+        runtime,
+        plugin_settings(&config, plugins_dir),
+        crate::plugins::embedded(),
+        tracker,
+    )
+    .map_err(StartError::Plugins)?;
+    Ok((config, set))
+}
+
+/// Runs the proxy until `shutdown` resolves; every message on `reload`
+/// re-reads the config file (a broken file is logged and ignored).
+/// `ready` is called with the bound addresses once listening.
+pub async fn run(
+    path: &Path,
+    plugins_dir: Option<PathBuf>,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Vec<std::net::SocketAddr>),
+) -> Result<(), StartError> {
+    let tracker = ConnectionTracker::new();
+    let (config, set) = prepare(path, plugins_dir, tracker.clone())?;
+    for w in config.warnings() {
+        tracing::warn!(key = %w.path, "{}", w.message);
+    }
+    let listeners = proxy::bind(&config.bind, &set.chain()).await?;
+    if listeners.is_empty() {
+        return Err(StartError::NoPorts);
+    }
+    let addrs: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.listener.local_addr().ok())
+        .collect();
+    tracing::info!(listeners = ?addrs, plugins = set.chain().plugins().len(), "listening");
+    ready(addrs);
+    let proxy = Proxy::new(settings(&config), set.clone(), tracker);
+    let watcher = tokio::spawn(set.clone().watch(config.plugins.poll_interval));
+    let reloader = tokio::spawn({
+        let proxy = proxy.clone();
+        let set = set.clone();
+        let path = path.to_owned();
+        async move {
+            while reload.recv().await.is_some() {
+                let loaded = config::load(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|new| {
+                        set.reconfigure(plugin_settings(&new, None))
+                            .map(|()| new)
+                            .map_err(|errs| {
+                                errs.iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join("\n")
+                            })
+                    });
+                match loaded {
+                    Ok(new) => {
+                        // Listeners stay as they are: a reload changes
+                        // decisions and timers, not the ports bound.
+                        proxy.reload(settings(&new));
+                        tracing::info!(file = %path.display(), "config reloaded");
+                    }
+                    Err(errors) => tracing::error!(
+                        file = %path.display(),
+                        "config reload refused; the running config stays:\n{errors}"
+                    ),
+                }
+            }
+        }
+    });
+    proxy.serve(listeners, shutdown).await;
+    watcher.abort();
+    reloader.abort();
+    Ok(())
+}
