@@ -160,9 +160,11 @@ pub async fn run(
                         proxy.reload(settings(&new));
                         tracing::info!(file = %path.display(), "config reloaded");
                     }
+                    // One line, so log pipelines keep the problems with the event.
                     Err(errors) => tracing::error!(
-                        file = %path.display(),
-                        "config reload refused; the running config stays:\n{errors}"
+                        "config reload of {} refused; the running config stays: {}",
+                        path.display(),
+                        errors.replace('\n', "; ")
                     ),
                 }
             }

@@ -38,6 +38,8 @@ fn cargo_build_wasm(
     if !manifest.is_file() {
         return Err(format!("no Cargo.toml in {}", manifest_dir.display()));
     }
+    // Cargo reports canonical paths; match against the same form.
+    let manifest = std::fs::canonicalize(&manifest).unwrap_or(manifest);
     if let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output()
         && out.status.success()
         && !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2")

@@ -1,0 +1,192 @@
+//! `turnout run` as an operator drives it: a config file, a plugins
+//! directory, SIGHUP with a broken and then a changed file, SIGTERM drain.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const STEP: Duration = Duration::from_secs(30);
+
+/// A backend that answers every connection with `tag` and then echoes.
+fn backend(tag: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = s.write_all(tag.as_bytes());
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(path: &Path, port: u16, backend: u16) {
+    let config = format!(
+        r#"{{
+  "bind": ["127.0.0.1"],
+  "gracefulShutdownTimeout": 1500,
+  "plugins": {{
+    "dir": "plugins",
+    "config": {{ "router": {{ "plainPorts": [{port}],
+      "routes": [{{ "name": "r", "port": {port}, "targets": [["127.0.0.1", {backend}]] }}] }} }}
+  }}
+}}"#
+    );
+    std::fs::write(path, config).unwrap();
+}
+
+fn greeting(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn wait_for(lines: &mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = std::time::Instant::now() + STEP;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    panic!("turnout never logged {what:?}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn run_reloads_on_sighup_keeps_serving_on_a_broken_file_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/router");
+    let wasm = turnout::testing::built_wasm(&router).unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(wasm, dir.path().join("plugins/router.wasm")).unwrap();
+    let (one, two) = (backend("one"), backend("two"));
+    let port = free_port();
+    let config = dir.path().join("turnout.json");
+    write_config(&config, port, one);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    wait_for(&lines, "turnout listening on");
+    assert_eq!(greeting(port), "one");
+
+    // A connection that stays open across the reloads.
+    let mut live = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    live.set_read_timeout(Some(STEP)).unwrap();
+    let mut buf = [0u8; 3];
+    live.read_exact(&mut buf).unwrap();
+
+    // A broken file is refused; the running config keeps serving.
+    std::fs::write(&config, r#"{ "inactivityTimout": 5 }"#).unwrap();
+    signal(&child, "-HUP");
+    let refused = wait_for(&lines, "refused; the running config stays");
+    assert!(
+        refused.contains("turnout.json") && refused.contains("inactivityTimout"),
+        "{refused}"
+    );
+    assert_eq!(greeting(port), "one");
+
+    // A good file takes effect for new connections.
+    write_config(&config, port, two);
+    signal(&child, "-HUP");
+    wait_for(&lines, "config reloaded");
+    assert_eq!(greeting(port), "two");
+    live.write_all(b"hey").unwrap();
+    live.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hey", "the live connection was not touched");
+
+    // SIGTERM: stop accepting, drain (the live connection holds it open
+    // for the 1.5 s grace), then close it and exit cleanly.
+    signal(&child, "-TERM");
+    wait_for(&lines, "draining");
+    let status = {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "turnout did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        live.read(&mut buf).unwrap_or(0),
+        0,
+        "the live connection was closed at the end of the drain"
+    );
+}
+
+#[test]
+fn check_lists_every_config_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.json");
+    std::fs::write(
+        &config,
+        r#"{ "acme": {}, "keepAliveInactivityMultiplier": 0, "acceptProxyProtocol": true, "routes": [] }"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "acme: not supported by Turnout",
+        "keepAliveInactivityMultiplier",
+        "proxyIPs is empty",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
