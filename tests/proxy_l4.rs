@@ -474,3 +474,57 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
     );
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_answers_the_handshake_times_out_and_fails_over() {
+    // A listener whose accept queue is full and never drained: further
+    // SYNs go unanswered, as with a black-holed host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(1).unwrap();
+    let blackhole = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let attempt = std::net::TcpStream::connect_timeout(&blackhole, Duration::from_millis(200));
+        match attempt {
+            Ok(s) => fillers.push(s),
+            Err(_) => break, // the queue is full: connects now hang
+        }
+    }
+    let (echo, _) = echo_backend().await;
+    let settings = Settings {
+        connect_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let p = start_proxy(settings, |tls, plain| {
+        let routes = [
+            route("hole", plain, None, &[blackhole], None),
+            route("failover", tls, None, &[blackhole, echo], None),
+        ];
+        router(tls, plain, &routes, "")
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(p.plain).await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, b"");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "closed only after the connect timeout: {took:?}"
+    );
+
+    let mut s = TcpStream::connect(p.tls).await.unwrap();
+    s.write_all(b"not tls").await.unwrap();
+    let mut back = [0u8; 7];
+    tokio::time::timeout(STEP, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"not tls", "the next target after the timeout");
+    drop(s);
+    p.settled().await;
+    assert_eq!(p.proxy.refusals().get("backend-unreachable"), Some(&1));
+    p.stop().await;
+    drop((full, fillers));
+}

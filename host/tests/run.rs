@@ -42,7 +42,7 @@ fn free_port() -> u16 {
 fn write_config(path: &Path, port: u16, backend: u16) {
     let config = format!(
         r#"{{
-  "bind": ["127.0.0.1"],
+  "bind": ["127.0.0.1", "::1"],
   "gracefulShutdownTimeout": 1500,
   "plugins": {{
     "dir": "plugins",
@@ -55,7 +55,11 @@ fn write_config(path: &Path, port: u16, backend: u16) {
 }
 
 fn greeting(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    greeting_at("127.0.0.1", port)
+}
+
+fn greeting_at(ip: &str, port: u16) -> String {
+    let mut s = TcpStream::connect((ip, port)).unwrap();
     s.set_read_timeout(Some(STEP)).unwrap();
     let mut buf = [0u8; 3];
     s.read_exact(&mut buf).unwrap();
@@ -110,8 +114,10 @@ fn run_reloads_on_sighup_keeps_serving_on_a_broken_file_and_drains_on_sigterm() 
             let _ = tx.send(line);
         }
     });
-    wait_for(&lines, "turnout listening on");
+    let listening = wait_for(&lines, "turnout listening on");
+    assert!(listening.contains(&format!("[::1]:{port}")), "{listening}");
     assert_eq!(greeting(port), "one");
+    assert_eq!(greeting_at("::1", port), "one", "IPv6 listener");
 
     // A connection that stays open across the reloads.
     let mut live = TcpStream::connect(("127.0.0.1", port)).unwrap();
