@@ -58,9 +58,10 @@ pub fn settings(config: &Config) -> Settings {
     }
 }
 
-/// The plugin settings a config implies. The embedded `keepalive` plugin
-/// gets the global keep-alive options unless `plugins.config.keepalive`
-/// overrides them; `dir` (from `--plugins`) overrides `plugins.dir`.
+/// The plugin settings a config implies. The embedded `routes` plugin gets
+/// the route list and `defaults`, the embedded `keepalive` plugin the
+/// global keep-alive options — unless `plugins.config.<name>` overrides
+/// them; `dir` (from `--plugins`) overrides `plugins.dir`.
 pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings {
     let mut configs: std::collections::HashMap<String, String> = config
         .plugins
@@ -71,6 +72,9 @@ pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings 
     configs
         .entry("keepalive".to_owned())
         .or_insert_with(|| config.keepalive_plugin_config().to_string());
+    configs.entry("routes".to_owned()).or_insert_with(|| {
+        serde_json::json!({ "routes": config.routes, "defaults": config.defaults }).to_string()
+    });
     PluginSettings {
         dir: dir.or_else(|| config.plugins.dir.clone()),
         order: config.plugins.order.clone(),
