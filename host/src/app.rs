@@ -59,8 +59,8 @@ pub fn settings(config: &Config) -> Settings {
 }
 
 /// The plugin settings a config implies. The embedded `routes` plugin gets
-/// the route list and `defaults`, the embedded `keepalive` plugin the
-/// global keep-alive options — unless `plugins.config.<name>` overrides
+/// the route list and `defaults`, `guard` the global limits and
+/// `defaults`, `keepalive` the global keep-alive options — unless `plugins.config.<name>` overrides
 /// them; `dir` (from `--plugins`) overrides `plugins.dir`.
 pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings {
     let mut configs: std::collections::HashMap<String, String> = config
@@ -72,6 +72,15 @@ pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings 
     configs
         .entry("keepalive".to_owned())
         .or_insert_with(|| config.keepalive_plugin_config().to_string());
+    configs.entry("guard".to_owned()).or_insert_with(|| {
+        serde_json::json!({
+            "maxConnectionsPerIP": config.limits.max_connections_per_ip,
+            "connectionRateLimitPerMinute": config.limits.connection_rate_per_minute,
+            "maxConnections": config.limits.max_connections,
+            "defaults": config.defaults,
+        })
+        .to_string()
+    });
     configs.entry("routes".to_owned()).or_insert_with(|| {
         serde_json::json!({ "routes": config.routes, "defaults": config.defaults }).to_string()
     });
