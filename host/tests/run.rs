@@ -40,13 +40,17 @@ fn free_port() -> u16 {
 }
 
 fn write_config(path: &Path, port: u16, backend: u16) {
+    write_config_with(path, port, backend, "[]");
+}
+
+fn write_config_with(path: &Path, port: u16, backend: u16, tls_ports: &str) {
     let config = format!(
         r#"{{
   "bind": ["127.0.0.1", "::1"],
   "gracefulShutdownTimeout": 1500,
   "plugins": {{
     "dir": "plugins",
-    "config": {{ "router": {{ "plainPorts": [{port}],
+    "config": {{ "router": {{ "plainPorts": [{port}], "tlsPorts": {tls_ports},
       "routes": [{{ "name": "r", "port": {port}, "targets": [["127.0.0.1", {backend}]] }}] }} }}
   }}
 }}"#
@@ -54,16 +58,48 @@ fn write_config(path: &Path, port: u16, backend: u16) {
     std::fs::write(path, config).unwrap();
 }
 
+/// A temp dir with the router fixture in `plugins/`.
+fn with_router() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/router");
+    let wasm = turnout::testing::built_wasm(&router).unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(wasm, dir.path().join("plugins/router.wasm")).unwrap();
+    dir
+}
+
+fn spawn_logged(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
 fn greeting(port: u16) -> String {
     greeting_at("127.0.0.1", port)
 }
 
 fn greeting_at(ip: &str, port: u16) -> String {
-    let mut s = TcpStream::connect((ip, port)).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
+    try_greeting(ip, port).unwrap_or_else(|e| panic!("no greeting through {ip}:{port}: {e}"))
+}
+
+fn try_greeting(ip: &str, port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect((ip, port))?;
+    s.set_read_timeout(Some(STEP))?;
     let mut buf = [0u8; 3];
-    s.read_exact(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf).into_owned()
+    s.read_exact(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 fn wait_for(lines: &mpsc::Receiver<String>, what: &str) -> String {
@@ -88,32 +124,16 @@ fn signal(child: &Child, sig: &str) {
 
 #[test]
 fn run_reloads_on_sighup_keeps_serving_on_a_broken_file_and_drains_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/router");
-    let wasm = turnout::testing::built_wasm(&router).unwrap();
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::fs::copy(wasm, dir.path().join("plugins/router.wasm")).unwrap();
+    let dir = with_router();
     let (one, two) = (backend("one"), backend("two"));
     let port = free_port();
     let config = dir.path().join("turnout.json");
     write_config(&config, port, one);
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnout"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, lines) = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_turnout"))
+            .args(["run", "-c"])
+            .arg(&config),
+    );
     let listening = wait_for(&lines, "turnout listening on");
     assert!(listening.contains(&format!("[::1]:{port}")), "{listening}");
     assert_eq!(greeting(port), "one");
@@ -195,4 +215,45 @@ fn check_lists_every_config_problem() {
             "missing {expected:?} in:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
+    let dir = with_router();
+    let one = backend("one");
+    let (port, tls_port) = (free_port(), free_port());
+    let config = dir.path().join("turnout.json");
+    write_config_with(&config, port, one, &format!("[{tls_port}]"));
+    let (mut child, lines) = spawn_logged(
+        Command::new("prlimit")
+            .arg("--nofile=96:96")
+            .arg(env!("CARGO_BIN_EXE_turnout"))
+            .args(["run", "-c"])
+            .arg(&config),
+    );
+    wait_for(&lines, "turnout listening on");
+    assert_eq!(greeting(port), "one");
+
+    // Connections on the TLS port that never send a ClientHello each hold
+    // one descriptor until initialDataTimeout: enough of them exhaust 96.
+    let idle: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", tls_port)).ok())
+        .collect();
+    wait_for(&lines, "out of resources; backing off");
+    drop(idle);
+
+    // Once the clients are gone, the proxy serves again.
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        if try_greeting("127.0.0.1", port).is_ok_and(|g| g == "one") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "proxy did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
 }
