@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod app;
 pub mod l4;
 
 /// The `.wasm` of fixture `tests/guests/<name>`, built if needed.
