@@ -50,9 +50,9 @@ async fn proxy_to(target: std::net::SocketAddr) -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((client, _)) = l.accept().await {
+        while let Ok((mut client, _)) = l.accept().await {
             tokio::spawn(async move {
-                let backend = TcpStream::connect(target).await.unwrap();
+                let mut backend = TcpStream::connect(target).await.unwrap();
                 let timers = Timers {
                     inactivity: Some(Duration::from_secs(60)),
                     max_lifetime: None,
@@ -61,8 +61,8 @@ async fn proxy_to(target: std::net::SocketAddr) -> std::net::SocketAddr {
                 };
                 let traffic = Traffic::default();
                 relay(
-                    client,
-                    backend,
+                    &mut client,
+                    &mut backend,
                     timers,
                     &traffic,
                     tokio::time::Instant::now(),

@@ -82,7 +82,12 @@ pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings 
         .to_string()
     });
     configs.entry("routes".to_owned()).or_insert_with(|| {
-        serde_json::json!({ "routes": config.routes, "defaults": config.defaults }).to_string()
+        serde_json::json!({
+            "routes": config.routes,
+            "defaults": config.defaults,
+            "sendProxyProtocol": config.proxy_protocol.send,
+        })
+        .to_string()
     });
     PluginSettings {
         dir: dir.or_else(|| config.plugins.dir.clone()),

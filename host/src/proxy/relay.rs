@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Buffer per direction. Larger buffers did not raise loopback throughput
@@ -163,9 +164,9 @@ fn error_reason((side, kind): (Side, io::ErrorKind)) -> CloseReason {
 
 /// Relays until both sides are done or a timer fires. `on_idle` is asked
 /// when the inactivity timer fires; `shutdown` ends the relay early.
-pub async fn relay<C, B, I, S>(
-    client: C,
-    backend: B,
+pub async fn relay<I, S>(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
     timers: Timers,
     traffic: &Traffic,
     started: Instant,
@@ -173,13 +174,13 @@ pub async fn relay<C, B, I, S>(
     shutdown: S,
 ) -> CloseReason
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
     I: FnMut(Duration) -> IdleVerdict,
     S: Future<Output = ()>,
 {
-    let (client_r, client_w) = tokio::io::split(client);
-    let (backend_r, backend_w) = tokio::io::split(backend);
+    // Borrowed halves: no lock around each read and write, unlike
+    // `tokio::io::split`.
+    let (client_r, client_w) = client.split();
+    let (backend_r, backend_w) = backend.split();
     let up = pump(client_r, backend_w, true, traffic, started);
     let down = pump(backend_r, client_w, false, traffic, started);
     tokio::pin!(up, down, shutdown);

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+use turnout_plugin_sdk::matching::IpList;
 use turnout_plugin_sdk::{ProxyProtocol, RouteLimits, Target, TlsMode};
 
 use crate::config::{Result, err, kind, strict, strings};
@@ -268,9 +269,21 @@ pub(crate) fn proxy_protocol(v: &Value, at: &str) -> Result<ProxyProtocol> {
     }
 }
 
-/// `security.maxConnections` and `security.maxConnectionsPerIP` (0 or
-/// missing = unlimited); the rest of `security` is the guard plugin's.
-pub(crate) fn limits(v: &Value, at: &str) -> Result<RouteLimits> {
+/// What a route's `security` says that the routes plugin enforces.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Security {
+    /// `maxConnections` / `maxConnectionsPerIP` (0 or missing = unlimited),
+    /// handed to the host, which counts.
+    pub(crate) limits: RouteLimits,
+    /// `ipAllowList`; empty allows everyone.
+    pub(crate) allow: IpList,
+    /// `ipBlockList`; wins over the allow list.
+    pub(crate) block: IpList,
+}
+
+/// Reads `security`; keys other than the limits and the two lists
+/// (`rateLimit`, `basicAuth`, …) are HTTP concerns and ignored here.
+pub(crate) fn security(v: &Value, at: &str) -> Result<Security> {
     let Value::Object(map) = v else {
         return err(at, format_args!("must be an object, got {}", kind(v)));
     };
@@ -286,8 +299,17 @@ pub(crate) fn limits(v: &Value, at: &str) -> Result<RouteLimits> {
             },
         }
     };
-    Ok(RouteLimits::new(
-        read("maxConnections")?,
-        read("maxConnectionsPerIP")?,
-    ))
+    let list = |key: &str| -> Result<IpList> {
+        let path = format!("{at}.{key}");
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(IpList::default()),
+            Some(Value::Array(a)) if a.is_empty() => Ok(IpList::default()),
+            Some(v) => IpList::parse(&strings(v, &path)?).or_else(|e| err(&path, e)),
+        }
+    };
+    Ok(Security {
+        limits: RouteLimits::new(read("maxConnections")?, read("maxConnectionsPerIP")?),
+        allow: list("ipAllowList")?,
+        block: list("ipBlockList")?,
+    })
 }

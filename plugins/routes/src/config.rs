@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 use turnout_plugin_sdk::matching::{DomainPattern, IpList, PathPattern};
-use turnout_plugin_sdk::{InitError, PortRange, ProxyProtocol, RouteLimits, TlsVersion};
+use turnout_plugin_sdk::{InitError, PortRange, ProxyProtocol, TlsVersion};
 
 use crate::action::{self, Action, TargetSpec};
 use crate::matcher;
@@ -47,8 +47,8 @@ pub(crate) struct Route {
     pub(crate) headers: Vec<(String, String)>,
     /// `action`.
     pub(crate) action: Action,
-    /// `security.maxConnections` / `security.maxConnectionsPerIP`.
-    pub(crate) limits: RouteLimits,
+    /// `security`: limits and client lists.
+    pub(crate) security: action::Security,
 }
 
 impl Route {
@@ -273,7 +273,7 @@ fn parse_route(i: usize, v: &Value) -> Result<Route> {
     };
     route.action = action::parse(a, &format!("{at}.action"))?;
     if let Some(s) = &raw.security {
-        route.limits = action::limits(s, &format!("{at}.security"))?;
+        route.security = action::security(s, &format!("{at}.security"))?;
     }
     route.name = name;
     route.priority = priority;

@@ -42,7 +42,11 @@
 //! `sendProxyProtocol` is `true` (v1), `"v2"` or `false`.
 //!
 //! `security.maxConnections` / `maxConnectionsPerIP` become the route's
-//! limits (0 = unlimited); the rest of `security` is the guard plugin's.
+//! limits (0 = unlimited, counted by the host); `security.ipBlockList` and
+//! `ipAllowList` are checked against the client once the route is chosen
+//! (block wins; an empty allow list allows all) and refuse with
+//! `ip-blocked` / `ip-not-allowed` and an `access_denied` alert. Proxy-wide
+//! lists and limits are the `guard` plugin's.
 //! `enabled: false` turns a route off; `id`, `description`, `tags` are
 //! ignored. SmartProxy keys Turnout does not implement (`action.nftables`,
 //! `action.websocket`, …) are refused by name, unknown keys too, and every
@@ -87,6 +91,13 @@ impl Plugin for Routes {
             return RouteDecision::Pass;
         };
         let route = self.table.route(index);
+        let client = conn.peer.ip();
+        if route.security.block.matches(client) {
+            return RouteDecision::reject("ip-blocked", Some(TlsAlert::AccessDenied));
+        }
+        if !route.security.allow.is_empty() && !route.security.allow.matches(client) {
+            return RouteDecision::reject("ip-not-allowed", Some(TlsAlert::AccessDenied));
+        }
         let action = &route.action;
         let turn = if action.round_robin() {
             next_turn(index)
@@ -98,7 +109,7 @@ impl Plugin for Routes {
             Forward::new(route.name.clone(), targets)
                 .tls_mode(action.tls.unwrap_or_default())
                 .proxy_protocol(action.proxy_protocol.unwrap_or_default())
-                .limits(route.limits),
+                .limits(route.security.limits),
         )
     }
 }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use turnout_plugin_sdk::matching::{DomainPattern, IpList, PathPattern};
-use turnout_plugin_sdk::{PortRange, RouteLimits, TlsVersion};
+use turnout_plugin_sdk::{PortRange, TlsVersion};
 
 use crate::action::Action;
 use crate::config::{Result, Route, err, kind, strict, strings};
@@ -115,7 +115,7 @@ pub(crate) fn parse_match(v: &Value, at: &str) -> Result<Route> {
         path,
         headers,
         action: Action::default(),
-        limits: RouteLimits::unlimited(),
+        security: crate::action::Security::default(),
     })
 }
 

@@ -66,6 +66,23 @@ pub(crate) fn forward_fields(init: Init<'_>) {
     assert_eq!(f.proxy_protocol, ProxyProtocol::V1);
     assert_eq!(f.limits, RouteLimits::new(5, 2));
 
+    // The chosen route's own lists: block wins, then the allow list.
+    for (client, reason) in [
+        ("10.66.1.2:5000", "ip-blocked"),
+        ("[::ffff:10.66.0.9]:5000", "ip-blocked"),
+        ("192.0.2.1:5000", "ip-not-allowed"),
+    ] {
+        assert_eq!(
+            h.route(&tls_conn(client, 3002, "www.example.com")),
+            RouteDecision::reject(reason, Some(TlsAlert::AccessDenied)),
+            "{client}"
+        );
+    }
+    assert_eq!(
+        forward(h, &tls_conn("10.65.0.1:5000", 3002, "www.example.com")).route,
+        "term"
+    );
+
     let f = forward(h, &tls_conn("10.0.0.1:5000", 3003, "any"));
     assert_eq!(f.route, "reenc");
     assert_eq!(f.tls_mode, TlsMode::TerminateAndReencrypt);
