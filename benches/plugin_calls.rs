@@ -23,14 +23,46 @@ use turnout_plugin_sdk::{Connection, RouteDecision};
 use turnout_tests::guest_bytes;
 
 fn plugin(config: RuntimeConfig, fixture: &str, plugin_config: &str) -> Arc<LoadedPlugin> {
+    load(config, fixture, &guest_bytes(fixture), plugin_config)
+}
+
+/// The embedded `routes` default plugin with `n` SmartProxy routes: exact
+/// domains `svcI.example.com` plus one wildcard per hundred.
+fn routes_plugin(n: usize) -> Arc<LoadedPlugin> {
+    let routes: Vec<String> = (0..n)
+        .map(|i| {
+            let domain = if i % 100 == 99 {
+                format!("*.zone{i}.example.com")
+            } else {
+                format!("svc{i}.example.com")
+            };
+            format!(
+                r#"{{"name":"r{i}","match":{{"ports":443,"domains":"{domain}"}},"action":{{"type":"forward","targets":[{{"host":"10.0.{}.{}","port":443}}],"tls":{{"mode":"passthrough"}}}}}}"#,
+                i / 250,
+                i % 250
+            )
+        })
+        .collect();
+    let config = format!(r#"{{"routes":[{}]}}"#, routes.join(","));
+    let bytes = turnout::plugins::embedded()
+        .into_iter()
+        .find(|p| p.name == "routes")
+        .expect("routes is embedded")
+        .bytes;
+    load(RuntimeConfig::default(), "routes", bytes, &config)
+}
+
+fn load(config: RuntimeConfig, name: &str, bytes: &[u8], plugin_config: &str) -> Arc<LoadedPlugin> {
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: None,
+        // Building a 10 000-route table at init takes longer than a call.
+        init_deadline: Duration::from_secs(30),
         ..config
     })
     .expect("runtime");
     rt.load_plugin(
-        fixture,
-        &guest_bytes(fixture),
+        name,
+        bytes,
         plugin_config,
         FailurePolicy::Closed,
         Arc::new(FakeHost::new()),
@@ -69,7 +101,8 @@ fn percentiles(name: &str, n: usize, mut f: impl FnMut()) {
 }
 
 fn benches(c: &mut Criterion) {
-    let conn = tls_conn("10.0.0.1:40000", 443, "svc500.example.com");
+    // svc5 exists in every table size (10, 1000, 10 000 routes).
+    let conn = tls_conn("10.0.0.1:40000", 443, "svc5.example.com");
     let pooled = RuntimeConfig::default();
     let on_demand = RuntimeConfig {
         pooling: false,
@@ -105,6 +138,17 @@ fn benches(c: &mut Criterion) {
         (
             "route/warm/trivial/on-demand-allocator",
             plugin(on_demand, "trivial", "{}"),
+            200_000,
+        ),
+        ("route/warm/routes-plugin-10", routes_plugin(10), 200_000),
+        (
+            "route/warm/routes-plugin-1000",
+            routes_plugin(1_000),
+            200_000,
+        ),
+        (
+            "route/warm/routes-plugin-10000",
+            routes_plugin(10_000),
             200_000,
         ),
         (

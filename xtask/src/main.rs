@@ -138,6 +138,8 @@ fn test() -> Result<()> {
             "-p",
             "turnout-plugin-sdk",
             "-p",
+            "turnout-plugin-*",
+            "-p",
             "guest-*",
             "--",
             "-D",
