@@ -10,6 +10,7 @@
 //! * [`types`] — what hooks receive and return (mirrors `wit/plugin.wit`).
 //! * [`host`] — logging, clocks, the host's connection counters and the
 //!   per-plugin key-value store.
+//! * [`config`] — reading a JSON plugin config with errors that name the key path.
 //! * [`matching`] — SmartProxy's domain-wildcard, IP-pattern and path rules.
 //! * `testing` (native builds) — [`testing::Harness`] and [`testing::FakeHost`]:
 //!   unit-test a plugin natively with `cargo test`, and run the very same
@@ -54,6 +55,7 @@
 #[allow(unused_extern_crates)]
 extern crate self as turnout_plugin_sdk;
 
+pub mod config;
 mod convert;
 pub mod host;
 pub mod kv;

@@ -13,6 +13,7 @@ use turnout_plugin_sdk::matching::{IpList, IpPattern};
 
 use super::raw::{RawConfig, RawPlugins};
 use super::{Config, ConfigError, DEFAULT_ADMIN_LISTEN, FailurePolicy};
+use turnout_plugin_sdk::config::kind;
 
 /// Problems found so far.
 #[derive(Default)]
@@ -187,17 +188,6 @@ fn proxy_ips(list: &[String], p: &mut Problems) -> IpList {
         IpList::parse(list).unwrap_or_default()
     } else {
         IpList::default()
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

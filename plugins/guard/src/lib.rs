@@ -55,6 +55,7 @@
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
+use turnout_plugin_sdk::config::kind;
 use turnout_plugin_sdk::prelude::*;
 
 /// SmartProxy's default for `maxConnectionsPerIP`.
@@ -84,17 +85,6 @@ pub struct Guard {
 
 fn fail(path: &str, message: impl std::fmt::Display) -> InitError {
     InitError::new(format!("{path}: {message}"))
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// A limit: absent or `null` is `default`; otherwise a whole number that

@@ -18,6 +18,7 @@ use turnout_plugin_sdk::{InitError, PortRange, ProxyProtocol, TlsVersion};
 
 use crate::action::{self, Action, TargetSpec};
 use crate::matcher;
+pub(crate) use turnout_plugin_sdk::config::kind;
 
 pub(crate) type Result<T, E = InitError> = std::result::Result<T, E>;
 
@@ -74,18 +75,6 @@ impl Route {
 /// `Err` with `path: message`.
 pub(crate) fn err<T>(path: impl Display, message: impl Display) -> Result<T> {
     Err(InitError::new(format!("{path}: {message}")))
-}
-
-/// `"a string"`, `"a number"`… for messages.
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Reads the object at `path` into `T` (which denies unknown fields), after
