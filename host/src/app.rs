@@ -37,15 +37,28 @@ pub enum StartError {
 
 /// The connection-path settings a config implies.
 pub fn settings(config: &Config) -> Settings {
-    let mut policy = Policy::new(Some(config.timeouts.inactivity.as_millis() as u64));
-    policy.keep_alive_treatment = config.keep_alive.treatment;
-    policy.max_lifetime = Some(config.timeouts.max_lifetime.as_millis() as u64);
+    use turnout_plugin_sdk::KeepAliveTreatment as T;
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    // The fallback when no plugin answers `policy`: the same arithmetic
+    // as the keepalive plugin, so removing it changes nothing.
+    let ka = &config.keep_alive;
+    let (inactivity, lifetime) = match ka.treatment {
+        T::Standard => (
+            Some(ms(config.timeouts.inactivity)),
+            Some(ms(config.timeouts.max_lifetime)),
+        ),
+        T::Extended => (
+            Some(ms(config.timeouts.inactivity).saturating_mul(ka.multiplier)),
+            Some(ms(config.timeouts.extended_lifetime)),
+        ),
+        T::Immortal => (None, None),
+    };
+    let mut policy = Policy::new(inactivity);
+    policy.keep_alive_treatment = ka.treatment;
+    policy.max_lifetime = lifetime;
     policy.stuck_timeout = Some(60_000);
-    policy.tcp_keep_alive = config
-        .keep_alive
-        .tcp_keep_alive
-        .then_some(config.keep_alive.tcp_keep_alive_delay.as_millis() as u64);
-    policy.no_delay = config.keep_alive.no_delay;
+    policy.tcp_keep_alive = ka.tcp_keep_alive.then_some(ms(ka.tcp_keep_alive_delay));
+    policy.no_delay = ka.no_delay;
     Settings {
         initial_data_timeout: config.timeouts.initial_data,
         connect_timeout: config.timeouts.connect,
@@ -192,4 +205,27 @@ pub async fn run(
     watcher.abort();
     reloader.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use turnout_plugin_sdk::KeepAliveTreatment;
+
+    #[test]
+    fn the_fallback_policy_applies_the_keep_alive_treatment() {
+        let mut config = crate::config::Config::default();
+        let p = super::settings(&config).default_policy;
+        assert_eq!(p.keep_alive_treatment, KeepAliveTreatment::Extended);
+        assert_eq!(p.inactivity_timeout, Some(14_400_000 * 6));
+        assert_eq!(p.max_lifetime, Some(604_800_000));
+        config.keep_alive.treatment = KeepAliveTreatment::Standard;
+        let p = super::settings(&config).default_policy;
+        assert_eq!(
+            (p.inactivity_timeout, p.max_lifetime),
+            (Some(14_400_000), Some(86_400_000))
+        );
+        config.keep_alive.treatment = KeepAliveTreatment::Immortal;
+        let p = super::settings(&config).default_policy;
+        assert_eq!((p.inactivity_timeout, p.max_lifetime), (None, None));
+    }
 }
