@@ -1,6 +1,7 @@
 //! Relay throughput and CPU per GiB: 1 GiB through `turnout::proxy::relay`
-//! on loopback, against the same transfer with no proxy. Decides whether
-//! zero-copy `splice(2)` is worth its complexity.
+//! on loopback, against the same transfer with no proxy and, when
+//! `haproxy` is installed, through HAProxy (TCP mode) in the same run.
+//! Decides whether zero-copy `splice(2)` is worth its complexity.
 //!
 //! `cargo bench -p turnout-benches --bench relay`
 
@@ -15,8 +16,12 @@ use turnout::proxy::relay::{IdleVerdict, Timers, Traffic, relay};
 const TOTAL: usize = 1 << 30;
 
 fn cpu_time() -> Duration {
-    // utime + stime of this process, from /proc (clock ticks of 10 ms).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_time_of("self")
+}
+
+fn cpu_time_of(pid: &str) -> Duration {
+    // utime + stime, from /proc (clock ticks of 10 ms).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -90,6 +95,63 @@ async fn send(to: std::net::SocketAddr) -> (Duration, Duration) {
     (start.elapsed(), cpu_time().saturating_sub(cpu))
 }
 
+/// HAProxy in TCP mode in front of `target`, if it is installed; killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(target: std::net::SocketAddr) -> Option<Haproxy> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("turnout-relay-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten relay\n  bind 127.0.0.1:{port}\n  server sink {target}\n"
+            ),
+        )
+        .ok()?;
+        let child = std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Some(Haproxy {
+                    child,
+                    addr,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn cpu(&self) -> Duration {
+        cpu_time_of(&self.child.id().to_string())
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -99,6 +161,10 @@ fn main() {
     rt.block_on(async {
         let target = sink().await;
         let proxied = proxy_to(target).await;
+        let haproxy = Haproxy::start(target);
+        if haproxy.is_none() {
+            println!("haproxy not installed: no peer comparison (apt-get install haproxy)");
+        }
         for round in 1..=3 {
             let (direct, direct_cpu) = send(target).await;
             let (through, through_cpu) = send(proxied).await;
@@ -111,6 +177,21 @@ fn main() {
                 through_cpu.as_secs_f64(),
                 (through_cpu.saturating_sub(direct_cpu)).as_secs_f64()
             );
+            if let Some(h) = &haproxy {
+                let before = h.cpu();
+                let (peer, bench_cpu) = send(h.addr).await;
+                // HAProxy's own CPU, read from its /proc entry; the bench
+                // process's share is the client and sink, like `direct`.
+                let peer_cpu = h.cpu().saturating_sub(before);
+                let ours = through_cpu.saturating_sub(direct_cpu);
+                println!(
+                    "round {round}: haproxy {:.2} GiB/s, haproxy CPU {:.2} s/GiB (client+sink {:.2}) | turnout relay / haproxy CPU per GiB = {:.2}",
+                    gib(peer),
+                    peer_cpu.as_secs_f64(),
+                    bench_cpu.as_secs_f64(),
+                    ours.as_secs_f64() / peer_cpu.as_secs_f64().max(0.001)
+                );
+            }
         }
     });
 }
