@@ -170,6 +170,12 @@ pub async fn run(
         let proxy = proxy.clone();
         let set = set.clone();
         let path = path.to_owned();
+        // What a reload cannot change without a restart.
+        let bound = (
+            config.bind.clone(),
+            config.plugins.dir.clone(),
+            proxy::declared_ports(&set.chain()),
+        );
         async move {
             while reload.recv().await.is_some() {
                 let loaded = config::load(&path)
@@ -187,9 +193,18 @@ pub async fn run(
                 match loaded {
                     Ok(new) => {
                         // Listeners stay as they are: a reload changes
-                        // decisions and timers, not the ports bound.
+                        // decisions and timers, not what is bound — say so
+                        // rather than let an operator wait for a new port.
                         proxy.reload(settings(&new));
                         tracing::info!(file = %path.display(), "config reloaded");
+                        let ports = proxy::declared_ports(&set.chain());
+                        if new.bind != bound.0 || new.plugins.dir != bound.1 || ports != bound.2 {
+                            tracing::warn!(
+                                "config reload changed bind addresses, plugins.dir or the ports routes listen on; \
+                                 those take effect after a restart (listening on ports {:?})",
+                                bound.2.keys().collect::<Vec<_>>()
+                            );
+                        }
                     }
                     // One line, so log pipelines keep the problems with the event.
                     Err(errors) => tracing::error!(

@@ -164,6 +164,13 @@ fn run_reloads_on_sighup_keeps_serving_on_a_broken_file_and_drains_on_sigterm() 
     live.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hey", "the live connection was not touched");
 
+    // A reload that moves the route to another port cannot bind it: the
+    // operator is told a restart is needed.
+    write_config(&config, free_port(), two);
+    signal(&child, "-HUP");
+    let warning = wait_for(&lines, "take effect after a restart");
+    assert!(warning.contains(&port.to_string()), "{warning}");
+
     // SIGTERM: stop accepting, drain (the live connection holds it open
     // for the 1.5 s grace), then close it and exit cleanly.
     signal(&child, "-TERM");

@@ -125,6 +125,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
     let mut buf = Vec::new();
     let mut client = peer;
     let mut via_proxy = false;
+    let mut sni: Option<String> = None;
 
     let outcome: Result<Closed, Refusal> = async {
         // PROXY header: only from trusted sources; from anyone else the
@@ -174,6 +175,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                             .alpn(info.alpn)
                             .versions(&info.versions)
                             .resumption_without_sni(info.resumption_without_sni);
+                        sni.clone_from(&info.sni);
                         h.sni = info.sni;
                         hello = Some(h);
                         break;
@@ -305,7 +307,6 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             reason: reason.as_str(),
             bytes_in: traffic.bytes_in.load(Ordering::Relaxed),
             bytes_out: traffic.bytes_out.load(Ordering::Relaxed),
-            sni: conn.sni().map(str::to_owned),
         })
     }
     .await;
@@ -313,15 +314,15 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
     let duration_ms = started.elapsed().as_millis();
     match outcome {
         Ok(c) => tracing::info!(
-            conn = id, client = %client, sni = c.sni.as_deref().unwrap_or("-"), route = %c.route,
+            conn = id, client = %client, sni = sni.as_deref().unwrap_or("-"), route = %c.route,
             target = %c.target, bytes_in = c.bytes_in, bytes_out = c.bytes_out, duration_ms,
             reason = c.reason, "closed"
         ),
         Err(refusal) => {
             proxy.count_refusal(refusal.label());
             tracing::info!(
-                conn = id, client = %client, duration_ms, reason = refusal.label(),
-                detail = ?refusal, "refused"
+                conn = id, client = %client, sni = sni.as_deref().unwrap_or("-"), duration_ms,
+                reason = refusal.label(), detail = ?refusal, "refused"
             );
         }
     }
@@ -333,7 +334,6 @@ struct Closed {
     reason: &'static str,
     bytes_in: u64,
     bytes_out: u64,
-    sni: Option<String>,
 }
 
 impl Settings {

@@ -227,9 +227,9 @@ async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Recei
     }
 }
 
-/// Binds every port the chain's plugins declare on every address in
-/// `addrs`; a port in any plugin's `tls-ports` is a TLS port.
-pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, BindError> {
+/// Every port the chain's plugins declare, and whether it is a TLS port
+/// (declared in any plugin's `tls-ports`).
+pub fn declared_ports(chain: &Chain) -> BTreeMap<u16, bool> {
     let mut ports: BTreeMap<u16, bool> = BTreeMap::new();
     for p in chain.plugins() {
         let info = p.info();
@@ -240,6 +240,13 @@ pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, Bind
             }
         }
     }
+    ports
+}
+
+/// Binds every port the chain's plugins declare on every address in
+/// `addrs`.
+pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, BindError> {
+    let ports = declared_ports(chain);
     let mut out = Vec::new();
     for ip in addrs {
         for (&port, &tls) in &ports {
