@@ -76,12 +76,14 @@ fn alert_record(alert: TlsAlert) -> [u8; 7] {
     [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]
 }
 
-/// Reads more client bytes into `buf` before `deadline`.
+/// Reads more client bytes into `buf` before `deadline`; `timed_out` says
+/// what the caller was waiting for when the deadline passes.
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     deadline: Instant,
     limit: usize,
+    timed_out: fn() -> Refusal,
 ) -> Result<(), Refusal> {
     if buf.len() >= limit {
         return Err(Refusal::TooMuchPending);
@@ -89,7 +91,7 @@ async fn read_more(
     let mut chunk = [0u8; 4096];
     let room = (limit - buf.len()).min(chunk.len());
     match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
-        Err(_) => Err(Refusal::Hello("initial data timeout".to_owned())),
+        Err(_) => Err(timed_out()),
         Ok(Ok(0)) => Err(Refusal::ClientGone),
         Ok(Ok(n)) => {
             buf.extend_from_slice(&chunk[..n]);
@@ -134,14 +136,18 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             loop {
                 match proxy_protocol::parse(&buf) {
                     Ok(proxy_protocol::ProxyParse::Incomplete) => {
-                        read_more(&mut stream, &mut buf, deadline, settings.max_pending_data)
-                            .await
-                            .map_err(|r| match r {
-                                Refusal::Hello(_) => {
-                                    Refusal::ProxyHeader("PROXY header timeout".into())
-                                }
-                                other => other,
-                            })?
+                        read_more(
+                            &mut stream,
+                            &mut buf,
+                            deadline,
+                            settings.max_pending_data,
+                            || {
+                                Refusal::ProxyHeader(
+                                    "no complete PROXY header within initialDataTimeout".into(),
+                                )
+                            },
+                        )
+                        .await?
                     }
                     Ok(proxy_protocol::ProxyParse::Header { header, len }) => {
                         buf.drain(..len);
@@ -166,8 +172,18 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             loop {
                 match client_hello::parse(&buf) {
                     Ok(client_hello::Parsed::Incomplete { .. }) => {
-                        read_more(&mut stream, &mut buf, deadline, settings.max_pending_data)
-                            .await?
+                        read_more(
+                            &mut stream,
+                            &mut buf,
+                            deadline,
+                            settings.max_pending_data,
+                            || {
+                                Refusal::Hello(
+                                    "no complete ClientHello within initialDataTimeout".into(),
+                                )
+                            },
+                        )
+                        .await?
                     }
                     Ok(client_hello::Parsed::NotTls) => break,
                     Ok(client_hello::Parsed::Hello(info)) => {
