@@ -41,14 +41,14 @@ impl RunningProxy {
 
     /// Waits (bounded) until every counter is back to zero.
     pub async fn settled(&self) {
-        let tracker = self.proxy.tracker().clone();
-        tokio::time::timeout(STEP, async move {
-            while tracker.total() != 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{} connections still counted", self.proxy.tracker().total()));
+        let tracker = self.proxy.tracker();
+        if tokio::time::timeout(STEP, tracker.wait_idle())
+            .await
+            .is_err()
+        {
+            panic!("{} connections still counted", tracker.total());
+        }
+        assert_eq!(tracker.tracked_routes(), 0, "route counters back to zero");
     }
 }
 

@@ -72,6 +72,8 @@ pub struct ConnectionTracker {
     ips: [Mutex<HashMap<IpAddr, IpEntry>>; SHARDS],
     routes: Mutex<HashMap<Arc<str>, u32>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Woken when the last active connection is released (drain, tests).
+    idle: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +97,7 @@ impl Default for ConnectionTracker {
             ips: std::array::from_fn(|_| Mutex::default()),
             routes: Mutex::default(),
             hasher: Default::default(),
+            idle: tokio::sync::Notify::new(),
         }
     }
 }
@@ -139,6 +142,20 @@ impl ConnectionTracker {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// Resolves once no connection is active (at once if none is).
+    pub async fn wait_idle(&self) {
+        loop {
+            // Register before checking, so a release in between is not missed.
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.total() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Distinct IPs currently tracked (active or seen in the last minute).
     pub fn tracked_ips(&self) -> usize {
         self.ips.iter().map(|s| lock(s).len()).sum()
@@ -168,7 +185,9 @@ impl ConnectionTracker {
             }
         }
         drop(shard);
-        self.total.fetch_sub(1, Ordering::Relaxed);
+        if self.total.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 
     fn release_route(&self, route: &Arc<str>) {
@@ -324,6 +343,25 @@ mod tests {
         assert_eq!(g3.enter_route("s", 0, 1), Err(RouteLimitHit::PerIp(1)));
         drop((g2, g3));
         assert_eq!((t.total(), t.tracked_routes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn wait_idle_wakes_when_the_last_connection_goes() {
+        let t = ConnectionTracker::new();
+        t.wait_idle().await; // nothing active: immediate
+        let (a, b) = (t.accept(ip("10.0.0.1")), t.accept(ip("10.0.0.2")));
+        let waiter = tokio::spawn({
+            let t = t.clone();
+            async move { t.wait_idle().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still active");
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the last release")
+            .unwrap();
     }
 
     #[test]

@@ -168,24 +168,16 @@ impl Proxy {
             grace_ms = grace.as_millis(),
             "draining"
         );
-        let drained = tokio::time::timeout(grace, async {
-            while self.tracker.total() > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, self.tracker.wait_idle()).await;
         if drained.is_err() {
             tracing::warn!(
                 active = self.tracker.total(),
                 "drain time over; closing the rest"
             );
             let _ = self.stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while self.tracker.total() > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await;
+            // Relays close at once on `stop`; connections still waiting for
+            // a ClientHello end with the process.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait_idle()).await;
         }
         sweeper.abort();
     }
