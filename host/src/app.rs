@@ -6,8 +6,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use turnout_plugin_sdk::Policy;
-
 use crate::config::{self, Config, ConfigErrors};
 use crate::limits::ConnectionTracker;
 use crate::plugins::{LoadError, PluginSet, PluginSettings, Runtime, RuntimeConfig};
@@ -33,42 +31,6 @@ pub enum StartError {
         "no plugin declares a port to listen on: add routes with `match.ports`, or a plugin that listens"
     )]
     NoPorts,
-}
-
-/// The connection-path settings a config implies.
-pub fn settings(config: &Config) -> Settings {
-    use turnout_plugin_sdk::KeepAliveTreatment as T;
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    // The fallback when no plugin answers `policy`: the same arithmetic
-    // as the keepalive plugin, so removing it changes nothing.
-    let ka = &config.keep_alive;
-    let (inactivity, lifetime) = match ka.treatment {
-        T::Standard => (
-            Some(ms(config.timeouts.inactivity)),
-            Some(ms(config.timeouts.max_lifetime)),
-        ),
-        T::Extended => (
-            Some(ms(config.timeouts.inactivity).saturating_mul(ka.multiplier)),
-            Some(ms(config.timeouts.extended_lifetime)),
-        ),
-        T::Immortal => (None, None),
-    };
-    let mut policy = Policy::new(inactivity);
-    policy.keep_alive_treatment = ka.treatment;
-    policy.max_lifetime = lifetime;
-    policy.stuck_timeout = Some(60_000);
-    policy.tcp_keep_alive = ka.tcp_keep_alive.then_some(ms(ka.tcp_keep_alive_delay));
-    policy.no_delay = ka.no_delay;
-    Settings {
-        initial_data_timeout: config.timeouts.initial_data,
-        connect_timeout: config.timeouts.connect,
-        max_pending_data: config.limits.max_pending_data,
-        accept_proxy_protocol: config.proxy_protocol.accept,
-        trusted_proxies: config.proxy_protocol.trusted.clone(),
-        default_policy: policy,
-        no_delay: config.keep_alive.no_delay,
-        graceful_shutdown: config.timeouts.graceful_shutdown,
-    }
 }
 
 /// The plugin settings a config implies. The embedded `routes` plugin gets
@@ -164,7 +126,7 @@ pub async fn run(
         .collect();
     tracing::info!(listeners = ?addrs, plugins = set.chain().plugins().len(), "listening");
     ready(addrs);
-    let proxy = Proxy::new(settings(&config), set.clone(), tracker);
+    let proxy = Proxy::new(Settings::from_config(&config), set.clone(), tracker);
     let watcher = tokio::spawn(set.clone().watch(config.plugins.poll_interval));
     let reloader = tokio::spawn({
         let proxy = proxy.clone();
@@ -195,7 +157,7 @@ pub async fn run(
                         // Listeners stay as they are: a reload changes
                         // decisions and timers, not what is bound — say so
                         // rather than let an operator wait for a new port.
-                        proxy.reload(settings(&new));
+                        proxy.reload(Settings::from_config(&new));
                         tracing::info!(file = %path.display(), "config reloaded");
                         let ports = proxy::declared_ports(&set.chain());
                         if new.bind != bound.0 || new.plugins.dir != bound.1 || ports != bound.2 {
@@ -220,27 +182,4 @@ pub async fn run(
     watcher.abort();
     reloader.abort();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use turnout_plugin_sdk::KeepAliveTreatment;
-
-    #[test]
-    fn the_fallback_policy_applies_the_keep_alive_treatment() {
-        let mut config = crate::config::Config::default();
-        let p = super::settings(&config).default_policy;
-        assert_eq!(p.keep_alive_treatment, KeepAliveTreatment::Extended);
-        assert_eq!(p.inactivity_timeout, Some(14_400_000 * 6));
-        assert_eq!(p.max_lifetime, Some(604_800_000));
-        config.keep_alive.treatment = KeepAliveTreatment::Standard;
-        let p = super::settings(&config).default_policy;
-        assert_eq!(
-            (p.inactivity_timeout, p.max_lifetime),
-            (Some(14_400_000), Some(86_400_000))
-        );
-        config.keep_alive.treatment = KeepAliveTreatment::Immortal;
-        let p = super::settings(&config).default_policy;
-        assert_eq!((p.inactivity_timeout, p.max_lifetime), (None, None));
-    }
 }

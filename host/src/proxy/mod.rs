@@ -51,22 +51,48 @@ pub struct Settings {
     pub graceful_shutdown: Duration,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        let mut policy = Policy::new(Some(14_400_000 * 6));
-        policy.keep_alive_treatment = turnout_plugin_sdk::KeepAliveTreatment::Extended;
-        policy.max_lifetime = Some(604_800_000);
+impl Settings {
+    /// The connection-path settings a config implies.
+    pub fn from_config(config: &crate::config::Config) -> Settings {
+        use turnout_plugin_sdk::KeepAliveTreatment as T;
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // The fallback when no plugin answers `policy`: the same arithmetic
+        // as the keepalive plugin, so removing it changes nothing.
+        let ka = &config.keep_alive;
+        let (inactivity, lifetime) = match ka.treatment {
+            T::Standard => (
+                Some(ms(config.timeouts.inactivity)),
+                Some(ms(config.timeouts.max_lifetime)),
+            ),
+            T::Extended => (
+                Some(ms(config.timeouts.inactivity).saturating_mul(ka.multiplier)),
+                Some(ms(config.timeouts.extended_lifetime)),
+            ),
+            T::Immortal => (None, None),
+        };
+        let mut policy = Policy::new(inactivity);
+        policy.keep_alive_treatment = ka.treatment;
+        policy.max_lifetime = lifetime;
         policy.stuck_timeout = Some(60_000);
-        Self {
-            initial_data_timeout: Duration::from_millis(120_000),
-            connect_timeout: Duration::from_millis(30_000),
-            max_pending_data: 10 << 20,
-            accept_proxy_protocol: false,
-            trusted_proxies: IpList::default(),
+        policy.tcp_keep_alive = ka.tcp_keep_alive.then_some(ms(ka.tcp_keep_alive_delay));
+        policy.no_delay = ka.no_delay;
+        Settings {
+            initial_data_timeout: config.timeouts.initial_data,
+            connect_timeout: config.timeouts.connect,
+            max_pending_data: config.limits.max_pending_data,
+            accept_proxy_protocol: config.proxy_protocol.accept,
+            trusted_proxies: config.proxy_protocol.trusted.clone(),
             default_policy: policy,
-            no_delay: true,
-            graceful_shutdown: Duration::from_millis(30_000),
+            no_delay: config.keep_alive.no_delay,
+            graceful_shutdown: config.timeouts.graceful_shutdown,
         }
+    }
+}
+
+impl Default for Settings {
+    /// What an empty config file gives.
+    fn default() -> Self {
+        Self::from_config(&crate::config::Config::default())
     }
 }
 
@@ -271,5 +297,28 @@ fn hint(e: &io::Error, addr: &SocketAddr) -> String {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which turnout)`, or use a port >= 1024)".to_owned()
         }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use turnout_plugin_sdk::KeepAliveTreatment;
+
+    #[test]
+    fn the_fallback_policy_applies_the_keep_alive_treatment() {
+        let mut config = crate::config::Config::default();
+        let p = super::Settings::from_config(&config).default_policy;
+        assert_eq!(p.keep_alive_treatment, KeepAliveTreatment::Extended);
+        assert_eq!(p.inactivity_timeout, Some(14_400_000 * 6));
+        assert_eq!(p.max_lifetime, Some(604_800_000));
+        config.keep_alive.treatment = KeepAliveTreatment::Standard;
+        let p = super::Settings::from_config(&config).default_policy;
+        assert_eq!(
+            (p.inactivity_timeout, p.max_lifetime),
+            (Some(14_400_000), Some(86_400_000))
+        );
+        config.keep_alive.treatment = KeepAliveTreatment::Immortal;
+        let p = super::Settings::from_config(&config).default_policy;
+        assert_eq!((p.inactivity_timeout, p.max_lifetime), (None, None));
     }
 }
