@@ -1,0 +1,211 @@
+//! Reading the maintenance plugin's JSON config; every error names its key
+//! path (`windows[1].from: "25:00" is not a time of day (00:00 to 23:59)`).
+
+use serde_json::{Map, Value};
+use turnout_plugin_sdk::config::{error_at, kind};
+use turnout_plugin_sdk::prelude::*;
+
+use crate::schedule::{self, Days, Window};
+
+const KEYS: [&str; 6] = [
+    "windows",
+    "timezoneOffsetMinutes",
+    "reason",
+    "alert",
+    "ports",
+    "domains",
+];
+const WINDOW_KEYS: [&str; 3] = ["days", "from", "to"];
+/// ±23:59; real zones are within -12:00 and +14:00.
+const MAX_OFFSET: i64 = 23 * 60 + 59;
+
+/// The checked configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) windows: Vec<Window>,
+    pub(crate) offset_minutes: i16,
+    pub(crate) reason: String,
+    pub(crate) alert: Option<TlsAlert>,
+    /// Empty: every port.
+    pub(crate) ports: Vec<u16>,
+    /// Empty: every connection, with or without SNI.
+    pub(crate) domains: Vec<DomainPattern>,
+}
+
+/// `key` of `map`, with JSON `null` read as absent.
+fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+fn unknown_keys(map: &Map<String, Value>, path: &str, known: &[&str]) -> Result<(), InitError> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(error_at(
+            format_args!("{path}{key}"),
+            format_args!("unknown key (expected one of {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn string<'a>(v: &'a Value, path: &str) -> Result<&'a str, InitError> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err(error_at(path, "must not be empty")),
+        Value::String(s) => Ok(s),
+        other => Err(error_at(
+            path,
+            format_args!("expected a string, got {}", kind(other)),
+        )),
+    }
+}
+
+/// A list, each item read by `item`; `allow_empty` or `path: must not be empty`.
+fn list<T>(
+    v: &Value,
+    path: &str,
+    allow_empty: bool,
+    item: impl Fn(&Value, &str) -> Result<T, InitError>,
+) -> Result<Vec<T>, InitError> {
+    match v {
+        Value::Array(items) if items.is_empty() && !allow_empty => {
+            Err(error_at(path, "must not be empty (leave it out instead)"))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| item(x, &format!("{path}[{i}]")))
+            .collect(),
+        other => Err(error_at(
+            path,
+            format_args!("expected a list, got {}", kind(other)),
+        )),
+    }
+}
+
+fn port(v: &Value, path: &str) -> Result<u16, InitError> {
+    match v.as_u64().map(u16::try_from) {
+        Some(Ok(p)) if p != 0 => Ok(p),
+        _ if v.is_number() => Err(error_at(path, format_args!("{v} is not a port 1-65535"))),
+        _ => Err(error_at(
+            path,
+            format_args!("expected a port number, got {}", kind(v)),
+        )),
+    }
+}
+
+fn domain(v: &Value, path: &str) -> Result<DomainPattern, InitError> {
+    DomainPattern::parse(string(v, path)?).map_err(|e| error_at(path, e))
+}
+
+fn day(v: &Value, path: &str) -> Result<Days, InitError> {
+    let name = string(v, path)?;
+    Days::parse_one(name).ok_or_else(|| {
+        let names: Vec<&str> = schedule::DAYS.iter().map(|(short, _)| *short).collect();
+        error_at(
+            path,
+            format_args!("{name:?} is not a day ({})", names.join(", ")),
+        )
+    })
+}
+
+fn time(map: &Map<String, Value>, path: &str, key: &str) -> Result<u16, InitError> {
+    let at = format!("{path}.{key}");
+    let text = match get(map, key) {
+        Some(v) => string(v, &at)?,
+        None => return Err(error_at(at, "required")),
+    };
+    schedule::parse_time(text, key == "to").map_err(|e| error_at(&at, e))
+}
+
+fn window(v: &Value, path: &str) -> Result<Window, InitError> {
+    let Value::Object(map) = v else {
+        return Err(error_at(
+            path,
+            format_args!("expected an object, got {}", kind(v)),
+        ));
+    };
+    unknown_keys(map, &format!("{path}."), &WINDOW_KEYS)?;
+    let days = match get(map, "days") {
+        None => Days::ALL,
+        Some(v) => list(v, &format!("{path}.days"), false, day)?
+            .into_iter()
+            .fold(Days::NONE, Days::with),
+    };
+    let from = time(map, path, "from")?;
+    let to = time(map, path, "to")?;
+    if from == to {
+        return Err(error_at(
+            path,
+            "from and to are equal (for a whole day use 00:00 to 24:00)",
+        ));
+    }
+    Ok(Window { days, from, to })
+}
+
+fn alert(v: &Value) -> Result<Option<TlsAlert>, InitError> {
+    const NAMES: &str = "\"access-denied\", \"handshake-failure\", \"unrecognized-name\", \"internal-error\", \"none\"";
+    Ok(Some(match string(v, "alert")? {
+        "access-denied" => TlsAlert::AccessDenied,
+        "handshake-failure" => TlsAlert::HandshakeFailure,
+        "unrecognized-name" => TlsAlert::UnrecognizedName,
+        "internal-error" => TlsAlert::InternalError,
+        "none" => return Ok(None),
+        other => {
+            return Err(error_at(
+                "alert",
+                format_args!("{other:?} is not one of {NAMES}"),
+            ));
+        }
+    }))
+}
+
+fn offset(v: &Value) -> Result<i16, InitError> {
+    match v.as_i64() {
+        Some(m) if m.abs() <= MAX_OFFSET => Ok(i16::try_from(m).unwrap_or(0)),
+        Some(m) => Err(error_at(
+            "timezoneOffsetMinutes",
+            format_args!("{m} is out of range -{MAX_OFFSET} to {MAX_OFFSET}"),
+        )),
+        None if v.is_number() => Err(error_at(
+            "timezoneOffsetMinutes",
+            format_args!("{v} is not a whole number of minutes"),
+        )),
+        None => Err(error_at(
+            "timezoneOffsetMinutes",
+            format_args!("expected a number, got {}", kind(v)),
+        )),
+    }
+}
+
+/// Reads and checks the config text.
+pub(crate) fn parse(text: &str) -> Result<Config, InitError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| InitError::new(format!("maintenance config: {e}")))?;
+    let Value::Object(map) = &value else {
+        return Err(InitError::new(format!(
+            "maintenance config: expected an object, got {}",
+            kind(&value)
+        )));
+    };
+    unknown_keys(map, "", &KEYS)?;
+    let windows = match get(map, "windows") {
+        Some(v) => list(v, "windows", true, window)?,
+        None => return Err(error_at("windows", "required (a list; [] for none)")),
+    };
+    Ok(Config {
+        windows,
+        offset_minutes: get(map, "timezoneOffsetMinutes").map_or(Ok(0), offset)?,
+        reason: match get(map, "reason") {
+            Some(v) => string(v, "reason")?.to_owned(),
+            None => "maintenance".to_owned(),
+        },
+        alert: get(map, "alert").map_or(Ok(Some(TlsAlert::AccessDenied)), alert)?,
+        ports: match get(map, "ports") {
+            Some(v) => list(v, "ports", false, port)?,
+            None => Vec::new(),
+        },
+        domains: match get(map, "domains") {
+            Some(v) => list(v, "domains", false, domain)?,
+            None => Vec::new(),
+        },
+    })
+}
