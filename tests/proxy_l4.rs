@@ -183,9 +183,11 @@ async fn no_sni_unknown_sni_and_slow_hellos_are_refused_cleanly() {
     assert_eq!(read_to_end(&mut s).await, b"");
 
     p.settled().await;
-    let refusals = p.proxy.refusals();
-    assert_eq!(refusals.get("no-route"), Some(&2), "{refusals:?}");
-    assert_eq!(refusals.get("bad-client-hello"), Some(&2), "{refusals:?}");
+    let refusals = p.proxy.metrics().refusals();
+    let count = |label: &str| p.proxy.metrics().refusal_count(label);
+    assert_eq!(count("no-route"), 2, "{refusals:?}");
+    assert_eq!(count("timeout"), 1, "{refusals:?}");
+    assert_eq!(count("bad-client-hello"), 1, "{refusals:?}");
     p.stop().await;
 }
 
@@ -311,7 +313,7 @@ async fn refused_and_resetting_backends_fail_over_or_close_and_leave_no_count() 
         assert_eq!(read_to_end(&mut s).await, b"");
     }
     p.settled().await;
-    assert_eq!(p.proxy.refusals().get("backend-unreachable"), Some(&20));
+    assert_eq!(p.proxy.metrics().refusal_count("backend-unreachable"), 20);
     p.stop().await;
 
     let p = start_proxy(Settings::default(), |tls, plain| {
@@ -467,10 +469,10 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
     assert_eq!(read_to_end(&mut s).await, b"");
     p.settled().await;
     assert_eq!(
-        p.proxy.refusals().get("bad-proxy-header"),
-        Some(&3),
+        p.proxy.metrics().refusal_count("bad-proxy-header"),
+        3,
         "{:?}",
-        p.proxy.refusals()
+        p.proxy.metrics().refusals()
     );
     p.stop().await;
 }
@@ -524,7 +526,7 @@ async fn a_backend_that_never_answers_the_handshake_times_out_and_fails_over() {
     assert_eq!(&back, b"not tls", "the next target after the timeout");
     drop(s);
     p.settled().await;
-    assert_eq!(p.proxy.refusals().get("backend-unreachable"), Some(&1));
+    assert_eq!(p.proxy.metrics().refusal_count("backend-unreachable"), 1);
     p.stop().await;
     drop((full, fillers));
 }

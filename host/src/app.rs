@@ -3,11 +3,14 @@
 //! only parses arguments and wires signals to [`run`].
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::admin::{self, AdminState};
 use crate::config::{self, Config, ConfigErrors};
 use crate::limits::ConnectionTracker;
+use crate::metrics::Metrics;
 use crate::plugins::{LoadError, PluginSet, PluginSettings, Runtime, RuntimeConfig};
 use crate::proxy::{self, BindError, Proxy, Settings};
 
@@ -101,17 +104,31 @@ pub fn prepare(
     Ok((config, set))
 }
 
+/// What [`run`] bound, handed to its `ready` callback.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The proxy's listeners.
+    pub listeners: Vec<SocketAddr>,
+    /// The admin API, when `admin` is configured.
+    pub admin: Option<SocketAddr>,
+    /// The metrics registry (what the admin API reports).
+    pub metrics: Arc<Metrics>,
+    /// The limit counters.
+    pub tracker: Arc<ConnectionTracker>,
+}
+
 /// Runs the proxy until `shutdown` resolves; every message on `reload`
 /// re-reads the config file (a broken file is logged and ignored).
-/// `ready` is called with the bound addresses once listening.
+/// `ready` is called once listening (and `/readyz` turns ready).
 pub async fn run(
     path: &Path,
     plugins_dir: Option<PathBuf>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(Vec<std::net::SocketAddr>),
+    ready: impl FnOnce(Started),
 ) -> Result<(), StartError> {
     let tracker = ConnectionTracker::new();
+    let metrics = Metrics::new();
     let (config, set) = prepare(path, plugins_dir, tracker.clone())?;
     for w in config.warnings() {
         tracing::warn!(key = %w.path, "{}", w.message);
@@ -124,9 +141,43 @@ pub async fn run(
         .iter()
         .filter_map(|l| l.listener.local_addr().ok())
         .collect();
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut admin_task = None;
+    let mut admin_addr = None;
+    let mut admin_state = None;
+    if let Some(a) = config.admin {
+        let listener = admin::bind(a.listen).await?;
+        admin_addr = listener.local_addr().ok();
+        let state = AdminState::new(metrics.clone(), set.clone(), tracker.clone(), a.top_ips);
+        admin_state = Some(state.clone());
+        admin_task = Some(tokio::spawn(admin::serve(listener, state, async move {
+            let _ = admin_stopped.await;
+        })));
+        tracing::info!(listen = ?admin_addr, "admin API");
+    }
     tracing::info!(listeners = ?addrs, plugins = set.chain().plugins().len(), "listening");
-    ready(addrs);
-    let proxy = Proxy::new(Settings::from_config(&config), set.clone(), tracker);
+    let proxy = Proxy::new(
+        Settings::from_config(&config),
+        set.clone(),
+        tracker.clone(),
+        metrics.clone(),
+    );
+    if let Some(state) = &admin_state {
+        state.set_ready(true);
+    }
+    ready(Started {
+        listeners: addrs,
+        admin: admin_addr,
+        metrics,
+        tracker,
+    });
+    // Draining: tell load balancers through `/readyz` first.
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(state) = &admin_state {
+            state.set_ready(false);
+        }
+    };
     let watcher = tokio::spawn(set.clone().watch(config.plugins.poll_interval));
     let reloader = tokio::spawn({
         let proxy = proxy.clone();
@@ -181,5 +232,9 @@ pub async fn run(
     proxy.serve(listeners, shutdown).await;
     watcher.abort();
     reloader.abort();
+    let _ = admin_stop.send(());
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     Ok(())
 }

@@ -1,18 +1,22 @@
 //! Turnout: a WebAssembly-pluggable TCP/TLS/HTTP proxy.
 //!
 //! Map of the crate:
+//! * [`admin`] — the admin HTTP API: Prometheus metrics, stats, live connections, plugins, health.
 //! * [`app`] — `turnout run` / `turnout check` as functions: config → plugins → listeners → proxy.
 //! * [`config`] — the config file: raw structs with unknown keys rejected, validated into [`config::Config`].
 //! * [`limits`] — connection counters (per IP, per route, total), exact by construction.
+//! * [`metrics`] — counters, throughput windows, per-route and per-IP tables, percentiles, the live connection list.
 //! * [`net`] — wire parsers: TLS ClientHello peek, PROXY protocol v1/v2.
 //! * [`plugins`] — the plugin runtime (wasmtime lives only there): engine,
 //!   loaded plugins, the chain, the watched plugins directory.
 //! * [`proxy`] — the connection path: relay with timers.
 //! * [`testing`] — run a plugin's SDK harness tests against its `.wasm`.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod net;
 pub mod plugins;
 pub mod proxy;

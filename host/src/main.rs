@@ -127,9 +127,12 @@ fn run(config: PathBuf, plugins: Option<PathBuf>) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
             }
         };
-        turnout::app::run(&config, plugins, reload_rx, shutdown, |addrs| {
-            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        turnout::app::run(&config, plugins, reload_rx, shutdown, |started| {
+            let list: Vec<String> = started.listeners.iter().map(ToString::to_string).collect();
             eprintln!("turnout listening on {}", list.join(", "));
+            if let Some(admin) = started.admin {
+                eprintln!("admin API on http://{admin}/ (/metrics, /api/stats, /api/connections, /api/plugins)");
+            }
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))

@@ -19,6 +19,12 @@ pub fn free_port() -> u16 {
 pub struct RunningApp {
     /// Bound listener addresses.
     pub addrs: Vec<SocketAddr>,
+    /// The admin API, when configured.
+    pub admin: Option<SocketAddr>,
+    /// The metrics registry.
+    pub metrics: std::sync::Arc<turnout::metrics::Metrics>,
+    /// The limit counters.
+    pub tracker: std::sync::Arc<turnout::limits::ConnectionTracker>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
     _reload: mpsc::Sender<()>,
@@ -42,22 +48,25 @@ impl RunningApp {
                 async move {
                     let _ = stop_rx.await;
                 },
-                move |addrs| {
-                    let _ = ready_tx.send(addrs);
+                move |started| {
+                    let _ = ready_tx.send(started);
                 },
             )
             .await
             .map_err(|e| e.to_string())
         });
-        let addrs = match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
-            Ok(Ok(addrs)) => addrs,
+        let started = match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
+            Ok(Ok(started)) => started,
             _ => match task.await {
                 Ok(Err(e)) => panic!("turnout did not start: {e}"),
                 other => panic!("turnout did not start: {other:?}"),
             },
         };
         RunningApp {
-            addrs,
+            addrs: started.listeners,
+            admin: started.admin,
+            metrics: started.metrics,
+            tracker: started.tracker,
             stop: Some(stop_tx),
             task,
             _reload: reload_tx,

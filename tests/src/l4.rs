@@ -84,7 +84,7 @@ pub async fn start_proxy(
         tracker.clone(),
     )
     .unwrap_or_else(|e| panic!("plugins: {e:?}"));
-    let proxy = Proxy::new(settings, set, tracker);
+    let proxy = Proxy::new(settings, set, tracker, turnout::metrics::Metrics::new());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let listeners = vec![
         Listener {

@@ -112,10 +112,21 @@ pub struct Config {
     pub proxy_protocol: ProxyProtocolConfig,
     /// The plugin chain and runtime bounds.
     pub plugins: PluginsConfig,
-    /// Where the admin API listens; `None` (no `admin` key) means nowhere.
-    pub admin: Option<SocketAddr>,
+    /// The admin API; `None` (no `admin` key) means off.
+    pub admin: Option<AdminConfig>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
+}
+
+/// `admin`: the admin HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens (`admin.listen`, default 127.0.0.1:9900).
+    pub listen: SocketAddr,
+    /// Client IPs shown per-IP in `/metrics` and `/api/stats`
+    /// (`admin.topIPs`, default 10): the rest are in the totals only, so
+    /// the series count does not grow with the number of clients.
+    pub top_ips: usize,
 }
 
 /// Connection timers (SmartProxy names in brackets).
@@ -273,14 +284,14 @@ impl Config {
     /// Settings that are valid but probably not meant.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let mut out = Vec::new();
-        if let Some(addr) = self.admin
+        if let Some(addr) = self.admin.map(|a| a.listen)
             && !addr.ip().is_loopback()
         {
             out.push(ConfigWarning {
                 path: "admin.listen".into(),
                 message: format!(
                     "{addr} is not a loopback address: anyone who can reach it can read \
-                     metrics and reload plugins"
+                     metrics, client addresses and the live connection list"
                 ),
             });
         }
@@ -430,7 +441,10 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].path, "admin.listen");
         let c = parse(r#"{"admin": {}}"#, Format::Json).unwrap();
-        assert_eq!(c.admin, Some(DEFAULT_ADMIN_LISTEN));
+        assert_eq!(
+            c.admin.map(|a| (a.listen, a.top_ips)),
+            Some((DEFAULT_ADMIN_LISTEN, 10))
+        );
         assert!(c.warnings().is_empty());
     }
 

@@ -117,6 +117,8 @@ pub(super) struct RawPlugins {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawAdmin {
     pub(super) listen: Option<String>,
+    #[serde(rename = "topIPs")]
+    pub(super) top_ips: Option<u64>,
 }
 
 /// Reads `text` as `format`. `Ok` holds the raw config and one error per
@@ -355,7 +357,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.keep_alive.treatment, KeepAliveTreatment::Immortal);
         assert_eq!(a.plugins.failure.get("guard"), Some(&FailurePolicy::Open));
-        assert_eq!(a.admin, Some("127.0.0.1:9901".parse().unwrap()));
+        assert_eq!(
+            a.admin.map(|a| a.listen),
+            Some("127.0.0.1:9901".parse().unwrap())
+        );
         assert!(
             a.proxy_protocol
                 .trusted

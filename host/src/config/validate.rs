@@ -12,7 +12,7 @@ use turnout_plugin_sdk::KeepAliveTreatment;
 use turnout_plugin_sdk::matching::{IpList, IpPattern};
 
 use super::raw::{RawConfig, RawPlugins};
-use super::{Config, ConfigError, DEFAULT_ADMIN_LISTEN, FailurePolicy};
+use super::{AdminConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, FailurePolicy};
 use turnout_plugin_sdk::config::kind;
 
 /// Problems found so far.
@@ -135,7 +135,7 @@ pub(super) fn validate(
     }
 
     if let Some(admin) = raw.admin {
-        c.admin = match admin
+        let listen = match admin
             .listen
             .map(|text| (text.trim().parse::<SocketAddr>(), text))
         {
@@ -148,6 +148,18 @@ pub(super) fn validate(
                 None
             }
         };
+        let top_ips = match admin.top_ips {
+            None => 10,
+            Some(n @ 0..=1000) => n as usize,
+            Some(n) => {
+                p.add(
+                    "admin.topIPs",
+                    format!("{n} is too many series for a scrape; use 0 to 1000"),
+                );
+                10
+            }
+        };
+        c.admin = listen.map(|listen| AdminConfig { listen, top_ips });
     }
 
     if p.0.is_empty() { Ok(c) } else { Err(p.0) }

@@ -6,7 +6,10 @@
 //! timeouts — there is no "remember to decrement" path to forget. The per-IP
 //! table only holds IPs with an active connection or one accepted in the
 //! last minute; everything else is swept, so memory follows the live client
-//! set, not every client ever seen.
+//! set, not every client ever seen. It is also capped: when more distinct
+//! clients than [`DEFAULT_IP_CAPACITY`] arrive within a minute, the idle
+//! ones are forgotten first — their per-minute rate history is lost (the
+//! rate limit is lenient for them), live connection counts never are.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -20,6 +23,8 @@ use turnout_plugin_sdk::canonical_ip;
 use crate::plugins::Counters;
 
 const SHARDS: usize = 16;
+/// Distinct client IPs kept for the per-minute rate window.
+pub const DEFAULT_IP_CAPACITY: usize = 16_384;
 /// One-second buckets covering the rate window.
 const WINDOW_SECS: usize = 60;
 
@@ -72,6 +77,7 @@ pub struct ConnectionTracker {
     ips: [Mutex<HashMap<IpAddr, IpEntry>>; SHARDS],
     routes: Mutex<HashMap<Arc<str>, u32>>,
     hasher: std::collections::hash_map::RandomState,
+    ip_cap_per_shard: usize,
     /// Woken when the last active connection is released (drain, tests).
     idle: tokio::sync::Notify,
 }
@@ -97,6 +103,7 @@ impl Default for ConnectionTracker {
             ips: std::array::from_fn(|_| Mutex::default()),
             routes: Mutex::default(),
             hasher: Default::default(),
+            ip_cap_per_shard: DEFAULT_IP_CAPACITY / SHARDS,
             idle: tokio::sync::Notify::new(),
         }
     }
@@ -106,6 +113,14 @@ impl ConnectionTracker {
     /// An empty tracker.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty tracker keeping about `ip_capacity` client IPs.
+    pub fn with_ip_capacity(ip_capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            ip_cap_per_shard: ip_capacity.div_ceil(SHARDS).max(1),
+            ..Self::default()
+        })
     }
 
     fn now_s(&self) -> u64 {
@@ -123,6 +138,9 @@ impl ConnectionTracker {
         let now = self.now_s();
         {
             let mut shard = lock(self.shard(&ip));
+            if shard.len() >= self.ip_cap_per_shard && !shard.contains_key(&ip) {
+                shard.retain(|_, e| e.active > 0);
+            }
             let e = shard.entry(ip).or_default();
             e.advance(now);
             e.active += 1;
@@ -401,5 +419,22 @@ mod tests {
         e.buckets[10] = 3;
         assert_eq!(e.recent(69), 3);
         assert_eq!(e.recent(70), 0, "60 s later the bucket is reused");
+    }
+
+    #[test]
+    fn the_ip_table_is_capped_and_keeps_live_clients() {
+        let t = ConnectionTracker::with_ip_capacity(64);
+        let live: Vec<ClientGuard> = (0..20u32)
+            .map(|i| t.accept(IpAddr::from([10, 9, 0, i as u8])))
+            .collect();
+        for i in 0..50_000u32 {
+            drop(t.accept(IpAddr::from((0x0a00_0000 + (i << 8)).to_be_bytes())));
+            assert!(t.tracked_ips() <= 64 + 20 + SHARDS, "{}", t.tracked_ips());
+        }
+        for i in 0..20u32 {
+            assert_eq!(t.active_for_ip(IpAddr::from([10, 9, 0, i as u8])), 1);
+        }
+        drop(live);
+        assert_eq!(t.total(), 0);
     }
 }

@@ -52,6 +52,59 @@ impl wasmtime::ResourceLimiter for Limiter {
     }
 }
 
+/// The running call's time budget. A deadline is `limit` of wall time,
+/// but one reached while the calling thread was mostly descheduled (a
+/// loaded machine) is not held against the plugin: at the first deadline
+/// the thread's CPU clock is read, the call gets another `limit`, and it
+/// traps at the next one only if it was on the CPU for at least half of
+/// that window. A looping plugin is thus stopped after about twice the
+/// limit; wall time is capped at [`WALL_FACTOR`] × the limit whatever
+/// happens. Reading the CPU clock is a syscall, so it is read only at
+/// deadlines, never on a call's normal path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) limit: std::time::Duration,
+    wall_start: std::time::Instant,
+    /// The thread's CPU time at the last deadline.
+    cpu_mark: Option<std::time::Duration>,
+}
+
+/// Wall-clock backstop, as a multiple of the limit.
+pub(crate) const WALL_FACTOR: u32 = 10;
+
+/// CPU time this thread has used.
+fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+impl Budget {
+    /// A budget of `limit` starting now.
+    pub(crate) fn start(limit: std::time::Duration) -> Self {
+        Self {
+            limit,
+            wall_start: std::time::Instant::now(),
+            cpu_mark: None,
+        }
+    }
+
+    /// At an epoch deadline: `false` when the call must stop; `true` when
+    /// it gets another `limit`.
+    pub(crate) fn extend(&mut self) -> bool {
+        if self.wall_start.elapsed() >= self.limit * WALL_FACTOR {
+            return false;
+        }
+        let now = thread_cpu();
+        match self.cpu_mark.replace(now) {
+            None => true,
+            Some(mark) => now.saturating_sub(mark) < self.limit / 2,
+        }
+    }
+}
+
 /// Everything one Store owns. WASI gets an empty context: no env, args,
 /// files, sockets or stdio, only what std needs to link.
 pub(crate) struct StoreState {
@@ -59,6 +112,7 @@ pub(crate) struct StoreState {
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     host: Arc<dyn HostApi>,
+    pub(crate) budget: Budget,
 }
 
 impl StoreState {
@@ -72,6 +126,7 @@ impl StoreState {
                 memory_limit_hit: false,
             },
             host,
+            budget: Budget::start(std::time::Duration::ZERO),
         }
     }
 }

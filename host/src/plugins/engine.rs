@@ -18,9 +18,12 @@ use super::error::LoadError;
 /// Runtime settings; the defaults are what `turnout run` uses.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Wall-clock budget of one hook call.
+    /// Budget of one hook call. A call still running at the deadline gets
+    /// one more if its thread was mostly descheduled (a loaded machine);
+    /// one that kept the CPU busy traps, so a loop ends after about twice
+    /// this, and never later than 10× in wall time.
     pub call_deadline: Duration,
-    /// Budget of `init` (instantiation included).
+    /// Budget of `init` (instantiation included), counted the same way.
     pub init_deadline: Duration,
     /// Cap on each linear memory of an instance.
     pub max_memory: usize,
@@ -44,9 +47,8 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            // Warm calls take about a microsecond; the margin is for the OS
-            // preempting the calling thread on a loaded machine, which the
-            // wall-clock epoch deadline would otherwise count against the plugin.
+            // Warm calls take about two microseconds: 10 ms of CPU is a
+            // plugin gone wrong, not a slow one.
             call_deadline: Duration::from_millis(10),
             init_deadline: Duration::from_secs(1),
             max_memory: 16 << 20,

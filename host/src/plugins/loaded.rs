@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use turnout_plugin_sdk::host::HostApi;
 use turnout_plugin_sdk::{
@@ -13,7 +13,7 @@ use turnout_plugin_sdk::{
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::{Guest, Plugin, PluginPre, StoreState, wit_conv};
+use super::bindings::{Budget, Guest, Plugin, PluginPre, StoreState, wit_conv};
 use super::engine::Runtime;
 use super::error::{CallFailure, FailureKind, LoadError};
 use super::metrics::PluginMetrics;
@@ -113,7 +113,21 @@ impl Prepared<'_> {
         );
         store.limiter(|s| &mut s.limiter);
         if self.runtime.config.deadlines {
-            store.epoch_deadline_trap();
+            // See `Budget`: a deadline reached while the thread was
+            // descheduled extends the call once more instead of failing it.
+            let tick = self.runtime.config.epoch_tick.max(Duration::from_micros(1));
+            store.epoch_deadline_callback(move |mut ctx| {
+                let budget = &mut ctx.data_mut().budget;
+                if !budget.extend() {
+                    return Err(wasmtime::Trap::Interrupt.into());
+                }
+                Ok(wasmtime::UpdateDeadline::Continue(
+                    u64::try_from(budget.limit.as_nanos().div_ceil(tick.as_nanos()))
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(1),
+                ))
+            });
+            store.data_mut().budget = Budget::start(self.runtime.config.init_deadline);
             store.set_epoch_deadline(self.init_ticks);
         }
         let bindings = self
@@ -279,6 +293,7 @@ impl LoadedPlugin {
         let start = Instant::now();
         let result = self.take().and_then(|mut inst| {
             if self.runtime.config.deadlines {
+                inst.store.data_mut().budget = Budget::start(self.runtime.config.call_deadline);
                 inst.store.set_epoch_deadline(self.deadline_ticks);
             }
             match f(inst.bindings.turnout_plugin_hooks(), &mut inst.store) {

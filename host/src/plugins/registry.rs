@@ -93,6 +93,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl std::fmt::Debug for PluginSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chain = self.chain();
+        let names: Vec<&str> = chain.plugins().iter().map(|p| p.name()).collect();
+        f.debug_struct("PluginSet")
+            .field("chain", &names)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PluginSet {
     /// Loads the embedded plugins and every `.wasm` in the directory. Every
     /// failure is returned (for `turnout check` to list); the set is only

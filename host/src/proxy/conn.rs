@@ -19,7 +19,7 @@ use turnout_plugin_sdk::{
 use super::relay::{self, IdleVerdict, Timers, Traffic};
 use super::{Proxy, Settings};
 use crate::net::{client_hello, proxy_protocol};
-use crate::plugins::{Admission, Routing};
+use crate::plugins::{Admission, PLUGIN_FAILURE_REASON, Routing};
 
 /// Why a connection ended before the relay began (a metrics label each).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +28,11 @@ pub enum Refusal {
     ProxyHeader(String),
     /// A plugin's `admit` denied.
     Denied { plugin: String, reason: String },
-    /// The ClientHello did not arrive in time or was malformed.
+    /// The ClientHello was malformed.
     Hello(String),
+    /// The PROXY header or ClientHello did not arrive within
+    /// `initialDataTimeout` (which one, in words).
+    Timeout(&'static str),
     /// Data before routing exceeded `maxPendingDataSize`.
     TooMuchPending,
     /// No plugin routed it.
@@ -47,19 +50,58 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Stable metrics label.
+    /// Every label [`Refusal::label`] returns, in a fixed order (metrics
+    /// index their counters by it).
+    pub const LABELS: [&'static str; 12] = [
+        "bad-proxy-header",
+        "denied",
+        "bad-client-hello",
+        "timeout",
+        "pending-data-limit",
+        "no-route",
+        "rejected",
+        "plugin-failure",
+        "route-limit",
+        "unsupported",
+        "backend-unreachable",
+        "client-gone",
+    ];
+
+    /// Stable metrics label. A plugin that failed with the `closed`
+    /// policy is `plugin-failure`, not a denial of its own.
     pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// Position of the label in [`Refusal::LABELS`].
+    pub fn index(&self) -> usize {
         match self {
-            Refusal::ProxyHeader(_) => "bad-proxy-header",
-            Refusal::Denied { .. } => "denied",
-            Refusal::Hello(_) => "bad-client-hello",
-            Refusal::TooMuchPending => "pending-data-limit",
-            Refusal::NoRoute => "no-route",
-            Refusal::Rejected { .. } => "rejected",
-            Refusal::RouteLimit(_) => "route-limit",
-            Refusal::Unsupported(_) => "unsupported",
-            Refusal::Backend(_) => "backend-unreachable",
-            Refusal::ClientGone => "client-gone",
+            Refusal::ProxyHeader(_) => 0,
+            Refusal::Denied { reason, .. } | Refusal::Rejected { reason, .. }
+                if reason == PLUGIN_FAILURE_REASON =>
+            {
+                7
+            }
+            Refusal::Denied { .. } => 1,
+            Refusal::Hello(_) => 2,
+            Refusal::Timeout(_) => 3,
+            Refusal::TooMuchPending => 4,
+            Refusal::NoRoute => 5,
+            Refusal::Rejected { .. } => 6,
+            Refusal::RouteLimit(_) => 8,
+            Refusal::Unsupported(_) => 9,
+            Refusal::Backend(_) => 10,
+            Refusal::ClientGone => 11,
+        }
+    }
+
+    /// The plugin and its reason, for a denial or rejection by a plugin.
+    pub fn plugin_verdict(&self) -> Option<(&str, &str)> {
+        match self {
+            Refusal::Denied { plugin, reason } | Refusal::Rejected { plugin, reason } => {
+                Some((plugin, reason))
+            }
+            _ => None,
         }
     }
 }
@@ -74,6 +116,14 @@ fn alert_record(alert: TlsAlert) -> [u8; 7] {
         TlsAlert::InternalError => 80,
     };
     [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]
+}
+
+/// Writes a fatal alert (best effort; a client already gone cannot take it).
+async fn send_alert(stream: &mut TcpStream, traffic: &Traffic, alert: TlsAlert) {
+    let record = alert_record(alert);
+    if stream.write_all(&record).await.is_ok() {
+        traffic.count_out(record.len() as u64);
+    }
 }
 
 /// Reads more client bytes into `buf` before `deadline`; `timed_out` says
@@ -113,6 +163,7 @@ pub(crate) struct Accepted {
 pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
     let started = Instant::now();
     let id = proxy.ids.fetch_add(1, Ordering::Relaxed);
+    let mut meter = proxy.metrics.open(id, accepted.peer);
     let settings = proxy.settings.load_full();
     let chain = proxy.plugins.chain();
     let Accepted {
@@ -128,6 +179,10 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
     let mut client = peer;
     let mut via_proxy = false;
     let mut sni: Option<String> = None;
+    // Client bytes before routing count once: at relay start, or at the
+    // refusal (never the PROXY header's).
+    let mut proxy_phase_done = false;
+    let mut peek_counted = false;
 
     let outcome: Result<Closed, Refusal> = async {
         // PROXY header: only from trusted sources; from anyone else the
@@ -142,8 +197,8 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                             deadline,
                             settings.max_pending_data,
                             || {
-                                Refusal::ProxyHeader(
-                                    "no complete PROXY header within initialDataTimeout".into(),
+                                Refusal::Timeout(
+                                    "no complete PROXY header within initialDataTimeout",
                                 )
                             },
                         )
@@ -162,6 +217,8 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                 }
             }
         }
+        proxy_phase_done = true;
+        meter.client(client);
         let peer_rec = Peer::new(client, local.port()).via_proxy_protocol(via_proxy);
         if let Admission::Deny { plugin, reason } = chain.admit(&peer_rec) {
             return Err(Refusal::Denied { plugin, reason });
@@ -178,8 +235,8 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                             deadline,
                             settings.max_pending_data,
                             || {
-                                Refusal::Hello(
-                                    "no complete ClientHello within initialDataTimeout".into(),
+                                Refusal::Timeout(
+                                    "no complete ClientHello within initialDataTimeout",
                                 )
                             },
                         )
@@ -191,6 +248,9 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                             .alpn(info.alpn)
                             .versions(&info.versions)
                             .resumption_without_sni(info.resumption_without_sni);
+                        if let Some(name) = &info.sni {
+                            meter.sni(name);
+                        }
                         sni.clone_from(&info.sni);
                         h.sni = info.sni;
                         hello = Some(h);
@@ -216,15 +276,13 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             Routing::Forward { forward, .. } => forward,
             Routing::NoRoute => {
                 if is_tls {
-                    let _ = stream
-                        .write_all(&alert_record(TlsAlert::UnrecognizedName))
-                        .await;
+                    send_alert(&mut stream, meter.traffic(), TlsAlert::UnrecognizedName).await;
                 }
                 return Err(Refusal::NoRoute);
             }
             Routing::Reject { plugin, reject } => {
                 if let (true, Some(alert)) = (is_tls, reject.alert) {
-                    let _ = stream.write_all(&alert_record(alert)).await;
+                    send_alert(&mut stream, meter.traffic(), alert).await;
                 }
                 return Err(Refusal::Rejected {
                     plugin,
@@ -235,9 +293,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
         if forward.tls_mode != TlsMode::Passthrough && is_tls {
             // Termination lands with the HTTP issue; refusing is better than
             // silently passing ciphertext to a backend expecting plaintext.
-            let _ = stream
-                .write_all(&alert_record(TlsAlert::InternalError))
-                .await;
+            send_alert(&mut stream, meter.traffic(), TlsAlert::InternalError).await;
             return Err(Refusal::Unsupported("tls termination"));
         }
         guard
@@ -247,6 +303,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                 forward.limits.max_connections_per_ip,
             )
             .map_err(|hit| Refusal::RouteLimit(format!("{hit:?}")))?;
+        meter.routed(&forward.route);
         let first = forward
             .targets
             .first()
@@ -262,6 +319,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             super::connect::connect_any(&forward.targets, settings.connect_timeout)
                 .await
                 .map_err(|e| Refusal::Backend(e.to_string()))?;
+        meter.relaying(target);
         let _ = backend.set_nodelay(policy.no_delay);
         if let Some(delay) = policy.tcp_keep_alive {
             super::socket::keepalive(&stream, Duration::from_millis(delay));
@@ -272,9 +330,10 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             ProxyProtocol::V1 => proxy_protocol::encode_v1(client, local),
             ProxyProtocol::V2 => proxy_protocol::encode_v2(client, local),
         };
-        let traffic = Traffic::default();
+        let traffic = meter.traffic();
         // The peeked bytes crossed the client socket: they count as "in".
-        traffic.bytes_in.store(buf.len() as u64, Ordering::Relaxed);
+        traffic.count_in(buf.len() as u64);
+        peek_counted = true;
         let mut first_bytes = header;
         first_bytes.extend_from_slice(&buf);
         if !first_bytes.is_empty() {
@@ -311,7 +370,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             &mut stream,
             &mut backend,
             timers,
-            &traffic,
+            traffic,
             started,
             on_idle,
             stop,
@@ -335,7 +394,10 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
             reason = c.reason, "closed"
         ),
         Err(refusal) => {
-            proxy.count_refusal(refusal.label());
+            if proxy_phase_done && !peek_counted {
+                meter.traffic().count_in(buf.len() as u64);
+            }
+            meter.refused(&refusal);
             tracing::info!(
                 conn = id, client = %client, sni = sni.as_deref().unwrap_or("-"), duration_ms,
                 reason = refusal.label(), detail = ?refusal, "refused"

@@ -9,12 +9,12 @@ mod connect;
 pub mod relay;
 mod socket;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -27,6 +27,7 @@ pub use conn::Refusal;
 pub use connect::{ConnectError, connect_any};
 
 use crate::limits::ConnectionTracker;
+use crate::metrics::Metrics;
 use crate::plugins::{Chain, PluginSet};
 
 /// What the connection path needs from the configuration.
@@ -113,15 +114,16 @@ pub struct Proxy {
     ids: AtomicU64,
     /// `true` tells live relays to close (end of the drain).
     stop: watch::Sender<bool>,
-    refusals: Mutex<HashMap<&'static str, u64>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    /// A proxy over these plugins and counters.
+    /// A proxy over these plugins, limit counters and metrics.
     pub fn new(
         settings: Settings,
         plugins: Arc<PluginSet>,
         tracker: Arc<ConnectionTracker>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings: ArcSwap::from_pointee(settings),
@@ -129,7 +131,7 @@ impl Proxy {
             tracker,
             ids: AtomicU64::new(1),
             stop: watch::channel(false).0,
-            refusals: Mutex::default(),
+            metrics,
         })
     }
 
@@ -143,23 +145,9 @@ impl Proxy {
         &self.tracker
     }
 
-    fn count_refusal(&self, label: &'static str) {
-        *self
-            .refusals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(label)
-            .or_default() += 1;
-    }
-
-    /// Refusals so far, by reason.
-    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refusals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect()
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Accepts on `listeners` until `shutdown` resolves, then stops
@@ -177,11 +165,18 @@ impl Proxy {
         }
         let sweeper = tokio::spawn({
             let tracker = self.tracker.clone();
+            let metrics = self.metrics.clone();
             async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(10));
-                loop {
+                // 1 Hz: the metrics sample behind every throughput figure;
+                // the limit counters' sweep every tenth tick.
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for n in 0u64.. {
                     tick.tick().await;
-                    tracker.sweep();
+                    metrics.sample();
+                    if n % 10 == 9 {
+                        tracker.sweep();
+                    }
                 }
             }
         });

@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::metrics::Meters;
+
 /// Buffer per direction. Larger buffers did not raise loopback throughput
 /// measurably; smaller ones cost syscalls.
 const BUF: usize = 32 * 1024;
@@ -92,6 +94,38 @@ pub struct Traffic {
     /// Milliseconds after `started` of the first client byte not yet
     /// followed by any backend byte; 0 = nothing pending.
     unanswered_since_ms: AtomicU64,
+    /// The global, client-IP and route counters fed alongside.
+    pub(crate) meters: Meters,
+}
+
+impl Traffic {
+    /// Counters that also feed `meters`.
+    pub(crate) fn metered(meters: Meters) -> Self {
+        Self {
+            meters,
+            ..Self::default()
+        }
+    }
+
+    /// Counts bytes read from the client.
+    #[inline]
+    pub fn count_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.meters.add_in(n);
+    }
+
+    /// Counts bytes written to the client.
+    #[inline]
+    pub fn count_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.meters.add_out(n);
+    }
+
+    /// Milliseconds after the start of the last byte either way (0: none
+    /// yet).
+    pub fn last_activity_ms(&self) -> u64 {
+        self.last_activity_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// Which side of the relay an I/O error came from.
@@ -138,7 +172,7 @@ where
         let now = ms_since(started);
         traffic.last_activity_ms.store(now, Ordering::Relaxed);
         if from_client {
-            traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            traffic.count_in(n as u64);
             let _ = traffic.unanswered_since_ms.compare_exchange(
                 0,
                 now,
@@ -150,7 +184,7 @@ where
         }
         to.write_all(&buf[..n]).await.map_err(|e| (dst, e.kind()))?;
         if !from_client {
-            traffic.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            traffic.count_out(n as u64);
         }
     }
 }

@@ -1,0 +1,339 @@
+//! The admin API (hyper, HTTP/1.1), off unless `admin.listen` is set:
+//!
+//! * `GET /metrics` — OpenMetrics text for Prometheus;
+//! * `GET /api/stats[?window=S&history=S&top=N]` — SmartProxy's groups
+//!   (connections, throughput, requests, totals, percentiles) as JSON;
+//! * `GET /api/connections[?limit=N]` — the live connections;
+//! * `GET /api/plugins` — loaded plugins and their call statistics;
+//! * `GET /healthz` — the process answers; `GET /readyz` — listeners bound
+//!   and plugins initialised, and not draining.
+//!
+//! Read-only: nothing here changes the proxy. Each admin connection is
+//! bounded (header read timeout, a cap on concurrent connections) so a
+//! scraper gone wrong cannot starve the proxy.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::limits::ConnectionTracker;
+use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate, prometheus};
+use crate::plugins::{Origin, PluginSet};
+use turnout_plugin_sdk::Hooks;
+
+/// Admin connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 64;
+/// Client IPs shown when the request does not say.
+pub const DEFAULT_TOP_IPS: usize = 10;
+
+/// What the admin API reads.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The plugins (their chain is read at each request, so reloads show).
+    pub plugins: Arc<PluginSet>,
+    /// The limit counters.
+    pub tracker: Arc<ConnectionTracker>,
+    /// Client IPs exposed per-IP (`admin.topIps`).
+    pub top_ips: usize,
+    ready: AtomicBool,
+}
+
+impl AdminState {
+    /// State over these, not ready yet.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        plugins: Arc<PluginSet>,
+        tracker: Arc<ConnectionTracker>,
+        top_ips: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            plugins,
+            tracker,
+            top_ips,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Sets what `/readyz` answers.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin API: {MAX_CONNECTIONS} connections open already; closing");
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_response(v: &Value) -> Response<Body> {
+    let mut body = serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into());
+    body.push('\n');
+    text(StatusCode::OK, "application/json", body)
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = json_response(&json!({ "error": message }));
+    *r.status_mut() = status;
+    r
+}
+
+/// A query parameter as a number within `range`; absent → `default`.
+fn param(
+    query: Option<&str>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, String> {
+    let Some(raw) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+    else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "query parameter {name}={raw:?}: expected a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admin API is read-only: GET or HEAD",
+        );
+    }
+    let query = req.uri().query();
+    let result = match req.uri().path() {
+        "/healthz" => Ok(text(StatusCode::OK, "text/plain", "ok\n".into())),
+        "/readyz" => Ok(if state.ready.load(Ordering::Relaxed) {
+            text(StatusCode::OK, "text/plain", "ready\n".into())
+        } else {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready (starting or draining)\n".into(),
+            )
+        }),
+        "/metrics" => param(query, "top", state.top_ips as u64, 0..=1000).map(|top| {
+            text(
+                StatusCode::OK,
+                prometheus::CONTENT_TYPE,
+                prometheus::render(prometheus::Scrape {
+                    metrics: state.metrics.clone(),
+                    plugins: Some(state.plugins.clone()),
+                    tracker: Some(state.tracker.clone()),
+                    top_ips: top as usize,
+                }),
+            )
+        }),
+        "/api/stats" => stats(state, query).map(|v| json_response(&v)),
+        "/api/connections" => param(query, "limit", 10_000, 0..=1_000_000)
+            .map(|limit| json_response(&connections(&state.metrics, limit as usize))),
+        "/api/plugins" => Ok(json_response(&plugins(&state.plugins))),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown path; try /metrics, /api/stats, /api/connections, /api/plugins, /healthz, /readyz",
+            );
+        }
+    };
+    result.unwrap_or_else(|message| error(StatusCode::BAD_REQUEST, &message))
+}
+
+fn rate(r: Rate) -> Value {
+    json!({ "in": r.bytes_in, "out": r.bytes_out })
+}
+
+fn percentiles(h: &LogHistogram) -> Value {
+    json!({
+        "count": h.count(),
+        "p50": h.quantile(0.50),
+        "p95": h.quantile(0.95),
+        "p99": h.quantile(0.99),
+    })
+}
+
+/// `/api/stats`: SmartProxy's `getMetrics()` groups.
+fn stats(state: &AdminState, query: Option<&str>) -> Result<Value, String> {
+    let m = &state.metrics;
+    let window = param(query, "window", 300, 1..=HISTORY_SECS as u64)?;
+    let history = param(query, "history", 60, 0..=HISTORY_SECS as u64)?;
+    let top = param(query, "top", state.top_ips as u64, 0..=1000)?;
+    let routes = m.routes();
+    let ips = m.top_ips(top as usize);
+    let (bytes_in, bytes_out) = m.bytes();
+    Ok(json!({
+        "uptimeSeconds": m.uptime().as_secs(),
+        "connections": {
+            "active": m.active(),
+            "total": m.accepted(),
+            "byRoute": routes.iter().map(|(r, u)| (r.clone(), json!({"active": u.active, "total": u.total}))).collect::<serde_json::Map<_, _>>(),
+            "topIPs": ips.iter().map(|(ip, u)| json!({"ip": ip, "active": u.active, "total": u.total})).collect::<Vec<_>>(),
+            "trackedIPs": m.tracked_ips(),
+        },
+        "limits": {
+            "active": state.tracker.total(),
+            "trackedIPs": state.tracker.tracked_ips(),
+        },
+        "throughput": {
+            "instant": rate(m.rate(1)),
+            "recent": rate(m.rate(10)),
+            "average": rate(m.rate(60)),
+            "custom": { "windowSeconds": window, "rate": rate(m.rate(window)) },
+            "history": m.history(history as usize).into_iter().map(|(t, r)| json!({"second": t, "in": r.bytes_in, "out": r.bytes_out})).collect::<Vec<_>>(),
+            "byRoute": routes.iter().map(|(r, u)| (r.clone(), json!({"instant": rate(u.rate_1s), "recent": rate(u.rate_10s), "average": rate(u.rate_60s)}))).collect::<serde_json::Map<_, _>>(),
+            "byIP": ips.iter().map(|(ip, u)| (ip.to_string(), json!({"instant": rate(u.rate_1s), "recent": rate(u.rate_10s), "average": rate(u.rate_60s)}))).collect::<serde_json::Map<_, _>>(),
+        },
+        // Requests are HTTP, counted on terminated routes; this build
+        // proxies at L4 only, so these stay zero.
+        "requests": { "perSecond": 0, "perMinute": 0, "total": 0, "byDomain": {} },
+        "totals": {
+            "bytesIn": bytes_in,
+            "bytesOut": bytes_out,
+            "connections": m.accepted(),
+            "refusals": m.refusals().into_iter().map(|(r, n)| (r.to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "pluginRefusals": m.plugin_refusals().into_iter().map(|((p, r), n)| json!({"plugin": p, "reason": r, "count": n})).collect::<Vec<_>>(),
+            "byRoute": routes.iter().map(|(r, u)| (r.clone(), json!({"bytesIn": u.bytes_in, "bytesOut": u.bytes_out}))).collect::<serde_json::Map<_, _>>(),
+            "byIP": ips.iter().map(|(ip, u)| (ip.to_string(), json!({"bytesIn": u.bytes_in, "bytesOut": u.bytes_out}))).collect::<serde_json::Map<_, _>>(),
+        },
+        "percentiles": {
+            "durationMs": percentiles(m.durations_ms()),
+            "bytesPerConnection": percentiles(m.connection_bytes()),
+        },
+    }))
+}
+
+fn connections(m: &Metrics, limit: usize) -> Value {
+    let live = m.connections(limit);
+    json!({ "active": m.active(), "shown": live.len(), "connections": live })
+}
+
+fn hook_names(h: Hooks) -> Vec<&'static str> {
+    [
+        (Hooks::ADMIT, "admit"),
+        (Hooks::ROUTE, "route"),
+        (Hooks::POLICY, "policy"),
+        (Hooks::ON_IDLE, "on-idle"),
+        (Hooks::REQUEST, "request"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| h.contains(*flag))
+    .map(|(_, n)| n)
+    .collect()
+}
+
+fn plugins(set: &PluginSet) -> Value {
+    let chain = set.chain();
+    let list: Vec<Value> = chain
+        .plugins()
+        .iter()
+        .map(|p| {
+            let s = p.metrics().snapshot();
+            let info = p.info();
+            let loaded_ms = p
+                .loaded_at()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            json!({
+                "name": p.name(),
+                "version": info.version,
+                "source": match p.origin() {
+                    Origin::Embedded => json!("embedded"),
+                    Origin::File(path) => json!(path.display().to_string()),
+                },
+                "sha256": p.sha256(),
+                "loadedAtUnixMs": loaded_ms,
+                "hooks": hook_names(info.hooks),
+                "failurePolicy": match p.failure_policy() {
+                    crate::plugins::FailurePolicy::Closed => "closed",
+                    crate::plugins::FailurePolicy::Open => "open",
+                },
+                "listen": info.listen.iter().map(|r| json!([r.from, r.to])).collect::<Vec<_>>(),
+                "calls": s.calls,
+                "failures": s.failures.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "instancesLive": s.instances_live,
+                "instantiations": s.instantiations,
+                "meanCallMicros": if s.calls == 0 { 0.0 } else { s.call_time_sum.as_secs_f64() * 1e6 / s.calls as f64 },
+                "callTimeBuckets": s.call_time_buckets.iter().map(|(le, n)| json!({"leMicros": le, "count": n})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "plugins": list })
+}
+
+/// Binds the admin listener, explaining the usual failures.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::proxy::BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::proxy::BindError { addr, source })
+}

@@ -1,0 +1,791 @@
+//! What the proxy is doing, for the admin API: connection and byte
+//! counters, throughput windows, per-route and per-client tables, refusals
+//! by reason, connection-duration and size percentiles, and the live
+//! connection list.
+//!
+//! Collection is atomics on the hot path: a relay adds each chunk to its
+//! connection, its client IP, its route and the global counters (four
+//! relaxed adds per read, never a lock). Locks are taken once per
+//! connection (register, route, close) and by the 1 Hz sampler. The
+//! per-IP and per-route tables are bounded: an IP stays only while it has
+//! a connection or for a minute after, and a table at its cap first drops
+//! every idle entry.
+
+mod histogram;
+pub mod prometheus;
+mod series;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub use histogram::LogHistogram;
+pub use series::{Rate, Sample, Series};
+use turnout_plugin_sdk::canonical_ip;
+
+use crate::proxy::Refusal;
+
+const SHARDS: usize = 16;
+/// Global throughput history: an hour of 1 Hz samples (+1 for the base).
+pub const HISTORY_SECS: usize = 3600;
+/// Per-route and per-IP throughput windows go up to a minute.
+const TABLE_WINDOW_SECS: usize = 60;
+/// An idle client IP is forgotten this long after its last connection.
+const IP_LINGER_SECS: u64 = 60;
+/// Distinct route names tracked; more are counted under [`OTHER`].
+const ROUTE_CAP: usize = 1024;
+/// Distinct (plugin, reason) refusal pairs tracked; more under [`OTHER`].
+const VERDICT_CAP: usize = 256;
+/// The label for what falls beyond a table's cap.
+pub const OTHER: &str = "(other)";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bytes each way.
+#[derive(Debug, Default)]
+pub struct ByteCounter {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl ByteCounter {
+    /// Bytes from clients.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Bytes to clients.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of one route or one client IP.
+#[derive(Debug)]
+pub struct Usage {
+    active: AtomicU64,
+    total: AtomicU64,
+    bytes: ByteCounter,
+    /// Sampler tick of the last connection's end (or start).
+    last_seen: AtomicU64,
+    series: Mutex<Series>,
+}
+
+impl Usage {
+    fn new(tick: u64) -> Self {
+        let mut series = Series::new(TABLE_WINDOW_SECS + 1);
+        // Nothing crossed before this entry existed: a zero base makes the
+        // first window exact instead of losing the bytes before the first
+        // sample.
+        series.push(Sample {
+            tick,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        Self {
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            bytes: ByteCounter::default(),
+            last_seen: AtomicU64::new(tick),
+            series: Mutex::new(series),
+        }
+    }
+
+    fn sample(&self, tick: u64) {
+        lock(&self.series).push(Sample {
+            tick,
+            bytes_in: self.bytes.bytes_in(),
+            bytes_out: self.bytes.bytes_out(),
+        });
+    }
+
+    /// A copy for reporting.
+    pub fn view(&self) -> UsageView {
+        let series = lock(&self.series);
+        UsageView {
+            active: self.active.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            bytes_in: self.bytes.bytes_in(),
+            bytes_out: self.bytes.bytes_out(),
+            rate_1s: series.rate(1),
+            rate_10s: series.rate(10),
+            rate_60s: series.rate(60),
+        }
+    }
+}
+
+/// A point-in-time copy of a [`Usage`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    /// Open connections.
+    pub active: u64,
+    /// Connections so far.
+    pub total: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+    /// Throughput over the last second.
+    pub rate_1s: Rate,
+    /// … the last 10 seconds.
+    pub rate_10s: Rate,
+    /// … the last minute.
+    pub rate_60s: Rate,
+}
+
+/// The byte meters one connection's relay feeds: its own counters, and the
+/// global, client-IP and route ones once known.
+#[derive(Debug, Default)]
+pub struct Meters {
+    global: Option<Arc<ByteCounter>>,
+    ip: OnceLock<Arc<Usage>>,
+    route: OnceLock<Arc<Usage>>,
+}
+
+impl Meters {
+    /// Adds bytes read from the client.
+    #[inline]
+    pub fn add_in(&self, n: u64) {
+        self.each(|c| c.bytes_in.fetch_add(n, Ordering::Relaxed));
+    }
+
+    /// Adds bytes written to the client.
+    #[inline]
+    pub fn add_out(&self, n: u64) {
+        self.each(|c| c.bytes_out.fetch_add(n, Ordering::Relaxed));
+    }
+
+    #[inline]
+    fn each(&self, f: impl Fn(&ByteCounter) -> u64) {
+        if let Some(g) = &self.global {
+            f(g);
+        }
+        if let Some(u) = self.ip.get() {
+            f(&u.bytes);
+        }
+        if let Some(u) = self.route.get() {
+            f(&u.bytes);
+        }
+    }
+}
+
+/// Descriptive state of a live connection (changes a few times in its life).
+#[derive(Debug, Clone)]
+struct ConnInfo {
+    client: SocketAddr,
+    sni: Option<String>,
+    route: Option<Arc<str>>,
+    target: Option<SocketAddr>,
+    phase: &'static str,
+}
+
+/// A live connection in the registry.
+#[derive(Debug)]
+pub struct ConnEntry {
+    id: u64,
+    started: Instant,
+    started_unix_ms: u64,
+    info: Mutex<ConnInfo>,
+    /// The relay's counters.
+    pub traffic: crate::proxy::relay::Traffic,
+}
+
+/// One live connection, as `/api/connections` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnView {
+    /// Connection id (as in the log lines).
+    pub id: u64,
+    /// The client (after a PROXY header, the real one).
+    pub client: SocketAddr,
+    /// SNI, for TLS.
+    pub sni: Option<String>,
+    /// The route, once routed.
+    pub route: Option<String>,
+    /// The backend, once connected.
+    pub target: Option<SocketAddr>,
+    /// `handshake` (before routing), `connecting`, `relaying`.
+    pub phase: &'static str,
+    /// Milliseconds since the Unix epoch when accepted.
+    pub started_unix_ms: u64,
+    /// Age in milliseconds.
+    pub age_ms: u64,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// Milliseconds since the last byte either way.
+    pub idle_ms: u64,
+}
+
+/// The proxy's metrics registry. Shared as `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    epoch: Instant,
+    /// The sampler's last tick (seconds since `epoch`).
+    tick: AtomicU64,
+    accepted: AtomicU64,
+    active: AtomicU64,
+    bytes: Arc<ByteCounter>,
+    refusals: [AtomicU64; Refusal::LABELS.len()],
+    verdicts: Mutex<HashMap<(String, String), u64>>,
+    routes: RwLock<HashMap<Arc<str>, Arc<Usage>>>,
+    ips: [Mutex<HashMap<IpAddr, Arc<Usage>>>; SHARDS],
+    ip_cap_per_shard: usize,
+    conns: [Mutex<HashMap<u64, Arc<ConnEntry>>>; SHARDS],
+    hasher: std::collections::hash_map::RandomState,
+    durations_ms: LogHistogram,
+    conn_bytes: LogHistogram,
+    global: Mutex<Series>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::with_ip_capacity(10_000)
+    }
+}
+
+impl Metrics {
+    /// A registry keeping at most about `ip_capacity` client IPs without a
+    /// live connection (IPs with one are always kept).
+    pub fn with_ip_capacity(ip_capacity: usize) -> Self {
+        let mut global = Series::new(HISTORY_SECS + 1);
+        global.push(Sample {
+            tick: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        Self {
+            epoch: Instant::now(),
+            tick: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            bytes: Arc::default(),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            verdicts: Mutex::default(),
+            routes: RwLock::default(),
+            ips: std::array::from_fn(|_| Mutex::default()),
+            ip_cap_per_shard: ip_capacity.div_ceil(SHARDS).max(1),
+            conns: std::array::from_fn(|_| Mutex::default()),
+            hasher: Default::default(),
+            durations_ms: LogHistogram::default(),
+            conn_bytes: LogHistogram::default(),
+            global: Mutex::new(global),
+        }
+    }
+
+    /// A shared registry with the default bounds.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn now_tick(&self) -> u64 {
+        self.tick.load(Ordering::Relaxed)
+    }
+
+    /// Registers an accepted connection; everything it counts is settled
+    /// when the handle drops.
+    pub fn open(self: &Arc<Self>, id: u64, peer: SocketAddr) -> ConnHandle {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ConnEntry {
+            id,
+            started: Instant::now(),
+            started_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            info: Mutex::new(ConnInfo {
+                client: peer,
+                sni: None,
+                route: None,
+                target: None,
+                phase: "handshake",
+            }),
+            traffic: crate::proxy::relay::Traffic::metered(Meters {
+                global: Some(self.bytes.clone()),
+                ..Meters::default()
+            }),
+        });
+        lock(self.conn_shard(id)).insert(id, entry.clone());
+        ConnHandle {
+            metrics: self.clone(),
+            entry,
+            relayed: false,
+        }
+    }
+
+    fn conn_shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<ConnEntry>>> {
+        &self.conns[(id as usize) % SHARDS]
+    }
+
+    fn ip_shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, Arc<Usage>>> {
+        &self.ips[(self.hasher.hash_one(ip) as usize) % SHARDS]
+    }
+
+    fn ip_usage(&self, ip: IpAddr) -> Arc<Usage> {
+        let ip = canonical_ip(ip);
+        let tick = self.now_tick();
+        let mut shard = lock(self.ip_shard(&ip));
+        if let Some(u) = shard.get(&ip) {
+            return u.clone();
+        }
+        if shard.len() >= self.ip_cap_per_shard {
+            // A flood of distinct clients: forget the idle ones now rather
+            // than grow; only IPs with live connections are kept.
+            shard.retain(|_, u| u.active.load(Ordering::Relaxed) > 0);
+        }
+        let u = Arc::new(Usage::new(tick));
+        shard.insert(ip, u.clone());
+        u
+    }
+
+    fn route_usage(&self, route: &str) -> Arc<Usage> {
+        if let Some(u) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+        {
+            return u.clone();
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let key: Arc<str> = if routes.len() >= ROUTE_CAP && !routes.contains_key(route) {
+            Arc::from(OTHER)
+        } else {
+            Arc::from(route)
+        };
+        let tick = self.now_tick();
+        routes
+            .entry(key)
+            .or_insert_with(|| Arc::new(Usage::new(tick)))
+            .clone()
+    }
+
+    fn count_refusal(&self, refusal: &Refusal) {
+        self.refusals[refusal.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some((plugin, reason)) = refusal.plugin_verdict() {
+            let mut v = lock(&self.verdicts);
+            let key = (plugin.to_owned(), reason.to_owned());
+            let key = if v.len() >= VERDICT_CAP && !v.contains_key(&key) {
+                (OTHER.to_owned(), OTHER.to_owned())
+            } else {
+                key
+            };
+            *v.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Takes the 1 Hz sample behind every throughput figure; every tenth
+    /// call also forgets client IPs idle for a minute. The host calls this
+    /// once a second.
+    pub fn sample(&self) {
+        let tick = self.epoch.elapsed().as_secs_f64().round() as u64;
+        self.tick.store(tick, Ordering::Relaxed);
+        lock(&self.global).push(Sample {
+            tick,
+            bytes_in: self.bytes.bytes_in(),
+            bytes_out: self.bytes.bytes_out(),
+        });
+        for u in self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            u.sample(tick);
+        }
+        for shard in &self.ips {
+            let shard = lock(shard);
+            for u in shard.values() {
+                u.sample(tick);
+            }
+        }
+        if tick.is_multiple_of(10) {
+            self.prune(tick);
+        }
+    }
+
+    fn prune(&self, tick: u64) {
+        for shard in &self.ips {
+            lock(shard).retain(|_, u| {
+                u.active.load(Ordering::Relaxed) > 0
+                    || u.last_seen.load(Ordering::Relaxed) + IP_LINGER_SECS > tick
+            });
+        }
+    }
+
+    /// Client IPs in the per-IP table (live or seen in the last minute).
+    pub fn tracked_ips(&self) -> usize {
+        self.ips.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now (from accept to close, refused ones included
+    /// until they are closed).
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Bytes from and to clients, whole proxy.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes.bytes_in(), self.bytes.bytes_out())
+    }
+
+    /// Refusals by reason label (every label, zeros included).
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        Refusal::LABELS
+            .iter()
+            .zip(&self.refusals)
+            .map(|(l, c)| (*l, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Refusals of one reason label.
+    pub fn refusal_count(&self, label: &str) -> u64 {
+        Refusal::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.refusals[i].load(Ordering::Relaxed))
+    }
+
+    /// Plugin denials and rejections by (plugin, reason).
+    pub fn plugin_refusals(&self) -> Vec<((String, String), u64)> {
+        let mut v: Vec<_> = lock(&self.verdicts)
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Throughput over the last `window` seconds (1 ..= 3600).
+    pub fn rate(&self, window: u64) -> Rate {
+        lock(&self.global).rate(window)
+    }
+
+    /// Per-second throughput for the last `seconds` seconds, oldest first,
+    /// as (seconds since start, rate).
+    pub fn history(&self, seconds: usize) -> Vec<(u64, Rate)> {
+        lock(&self.global).history(seconds)
+    }
+
+    /// Every route seen, by name.
+    pub fn routes(&self) -> Vec<(String, UsageView)> {
+        let mut v: Vec<_> = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, u)| (k.to_string(), u.view()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The `n` client IPs with the most open connections (then the most
+    /// bytes).
+    pub fn top_ips(&self, n: usize) -> Vec<(IpAddr, UsageView)> {
+        let mut all: Vec<(IpAddr, Arc<Usage>)> = self
+            .ips
+            .iter()
+            .flat_map(|s| {
+                lock(s)
+                    .iter()
+                    .map(|(ip, u)| (*ip, u.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let key = |u: &Usage| {
+            (
+                u.active.load(Ordering::Relaxed),
+                u.bytes.bytes_in() + u.bytes.bytes_out(),
+            )
+        };
+        all.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        all.into_iter().map(|(ip, u)| (ip, u.view())).collect()
+    }
+
+    /// One client IP's counters, if it is in the table.
+    pub fn ip(&self, ip: IpAddr) -> Option<UsageView> {
+        let ip = canonical_ip(ip);
+        lock(self.ip_shard(&ip)).get(&ip).map(|u| u.view())
+    }
+
+    /// Durations (ms) of relayed connections that have closed.
+    pub fn durations_ms(&self) -> &LogHistogram {
+        &self.durations_ms
+    }
+
+    /// Bytes (in + out) of relayed connections that have closed.
+    pub fn connection_bytes(&self) -> &LogHistogram {
+        &self.conn_bytes
+    }
+
+    /// Seconds since the registry was created.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.epoch.elapsed()
+    }
+
+    /// The live connections, oldest first, at most `limit`.
+    pub fn connections(&self, limit: usize) -> Vec<ConnView> {
+        let entries: Vec<Arc<ConnEntry>> = self
+            .conns
+            .iter()
+            .flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>())
+            .collect();
+        let mut views: Vec<ConnView> = entries.iter().map(|e| e.view()).collect();
+        views.sort_by_key(|v| v.id);
+        views.truncate(limit);
+        views
+    }
+}
+
+impl ConnEntry {
+    fn view(&self) -> ConnView {
+        let info = lock(&self.info).clone();
+        let age_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        ConnView {
+            id: self.id,
+            client: info.client,
+            sni: info.sni,
+            route: info.route.map(|r| r.to_string()),
+            target: info.target,
+            phase: info.phase,
+            started_unix_ms: self.started_unix_ms,
+            age_ms,
+            bytes_in: self.traffic.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.traffic.bytes_out.load(Ordering::Relaxed),
+            idle_ms: age_ms.saturating_sub(self.traffic.last_activity_ms()),
+        }
+    }
+}
+
+/// One connection's registration. Dropping it removes the connection from
+/// the live list and settles the active counts and the close histograms,
+/// on every path.
+#[derive(Debug)]
+pub struct ConnHandle {
+    metrics: Arc<Metrics>,
+    entry: Arc<ConnEntry>,
+    relayed: bool,
+}
+
+impl ConnHandle {
+    /// The byte counters the relay feeds.
+    pub fn traffic(&self) -> &crate::proxy::relay::Traffic {
+        &self.entry.traffic
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    /// The client is known (after any PROXY header): counts the connection
+    /// for its IP. Later calls are ignored.
+    pub fn client(&self, client: SocketAddr) {
+        let meters = &self.entry.traffic.meters;
+        if meters.ip.get().is_some() {
+            return;
+        }
+        lock(&self.entry.info).client = client;
+        let u = self.metrics.ip_usage(client.ip());
+        u.active.fetch_add(1, Ordering::Relaxed);
+        u.total.fetch_add(1, Ordering::Relaxed);
+        u.last_seen
+            .store(self.metrics.now_tick(), Ordering::Relaxed);
+        let _ = meters.ip.set(u);
+    }
+
+    /// The ClientHello named this server.
+    pub fn sni(&self, sni: &str) {
+        lock(&self.entry.info).sni = Some(sni.to_owned());
+    }
+
+    /// A plugin routed the connection to `route`.
+    pub fn routed(&self, route: &str) {
+        let meters = &self.entry.traffic.meters;
+        if meters.route.get().is_some() {
+            return;
+        }
+        let u = self.metrics.route_usage(route);
+        u.active.fetch_add(1, Ordering::Relaxed);
+        u.total.fetch_add(1, Ordering::Relaxed);
+        let mut info = lock(&self.entry.info);
+        info.route = Some(Arc::from(route));
+        info.phase = "connecting";
+        drop(info);
+        let _ = meters.route.set(u);
+    }
+
+    /// The backend answered; bytes start to flow.
+    pub fn relaying(&mut self, target: SocketAddr) {
+        self.relayed = true;
+        let mut info = lock(&self.entry.info);
+        info.target = Some(target);
+        info.phase = "relaying";
+    }
+
+    /// The connection was refused (counted under its reason).
+    pub fn refused(&self, refusal: &Refusal) {
+        let client = lock(&self.entry.info).client;
+        self.client(client);
+        self.metrics.count_refusal(refusal);
+    }
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        lock(m.conn_shard(self.entry.id)).remove(&self.entry.id);
+        let tick = m.now_tick();
+        let meters = &self.entry.traffic.meters;
+        for u in [meters.ip.get(), meters.route.get()].into_iter().flatten() {
+            u.active.fetch_sub(1, Ordering::Relaxed);
+            u.last_seen.store(tick, Ordering::Relaxed);
+        }
+        if self.relayed {
+            let t = &self.entry.traffic;
+            m.durations_ms.record(
+                u64::try_from(self.entry.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+            m.conn_bytes
+                .record(t.bytes_in.load(Ordering::Relaxed) + t.bytes_out.load(Ordering::Relaxed));
+        }
+        m.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_connection_counts_everywhere_and_settles_on_drop() {
+        let m = Metrics::new();
+        let mut c = m.open(1, addr("10.0.0.1:5000"));
+        assert_eq!(m.connections(10).len(), 1);
+        c.client(addr("192.0.2.7:4000"));
+        c.sni("a.test");
+        c.routed("web");
+        c.relaying(addr("127.0.0.1:80"));
+        c.traffic().count_in(100);
+        c.traffic().count_out(7);
+        let view = &m.connections(10)[0];
+        assert_eq!(view.client, addr("192.0.2.7:4000"));
+        assert_eq!(
+            (view.sni.as_deref(), view.route.as_deref()),
+            (Some("a.test"), Some("web"))
+        );
+        assert_eq!((view.phase, view.bytes_in), ("relaying", 100));
+        let ip = m.ip("192.0.2.7".parse().unwrap()).unwrap();
+        assert_eq!(
+            (ip.active, ip.total, ip.bytes_in, ip.bytes_out),
+            (1, 1, 100, 7)
+        );
+        assert_eq!(m.routes()[0].1.bytes_out, 7);
+        assert_eq!(m.bytes(), (100, 7));
+        drop(c);
+        assert_eq!((m.active(), m.accepted()), (0, 1));
+        assert!(m.connections(10).is_empty());
+        assert_eq!(m.routes()[0].1.active, 0);
+        assert_eq!(m.ip("192.0.2.7".parse().unwrap()).unwrap().active, 0);
+        assert_eq!(m.durations_ms().count(), 1);
+        assert_eq!(
+            (m.connection_bytes().count(), m.connection_bytes().sum()),
+            (1, 107)
+        );
+        // The proxy's own address never got a row.
+        assert!(m.ip("10.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_ip_table_stays_bounded_under_many_distinct_clients() {
+        let m = Arc::new(Metrics::with_ip_capacity(160));
+        let live: Vec<ConnHandle> = (0..50u32)
+            .map(|i| {
+                let c = m.open(u64::from(i), addr(&format!("10.1.0.{i}:1")));
+                c.client(addr(&format!("10.1.0.{i}:1")));
+                c
+            })
+            .collect();
+        for i in 0..50_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8));
+            let c = m.open(1000 + u64::from(i), SocketAddr::new(ip.into(), 1));
+            c.client(SocketAddr::new(ip.into(), 1));
+            drop(c);
+            assert!(m.tracked_ips() <= 160 + 50 + SHARDS, "{}", m.tracked_ips());
+        }
+        // Live clients are never dropped.
+        for i in 0..50u32 {
+            let v = m.ip(format!("10.1.0.{i}").parse().unwrap()).unwrap();
+            assert_eq!(v.active, 1);
+        }
+        drop(live);
+        assert_eq!(m.active(), 0);
+    }
+
+    #[test]
+    fn idle_ips_are_forgotten_after_a_minute() {
+        let m = Metrics::new();
+        drop({
+            let c = m.open(1, addr("192.0.2.1:1"));
+            c.client(addr("192.0.2.1:1"));
+            c
+        });
+        m.prune(30);
+        assert_eq!(m.tracked_ips(), 1, "kept for the rate windows");
+        m.prune(IP_LINGER_SECS + 1);
+        assert_eq!(m.tracked_ips(), 0);
+    }
+
+    #[test]
+    fn refusals_count_under_their_reason_and_plugin_verdicts_are_capped() {
+        let m = Metrics::new();
+        for i in 0..(VERDICT_CAP + 10) {
+            let c = m.open(i as u64, addr("192.0.2.1:1"));
+            c.refused(&Refusal::Denied {
+                plugin: "guard".into(),
+                reason: format!("r{i}"),
+            });
+        }
+        m.open(9999, addr("192.0.2.1:1")).refused(&Refusal::NoRoute);
+        assert_eq!(m.refusal_count("denied"), VERDICT_CAP as u64 + 10);
+        assert_eq!(m.refusal_count("no-route"), 1);
+        let v = m.plugin_refusals();
+        assert_eq!(v.len(), VERDICT_CAP + 1);
+        assert!(v.contains(&((OTHER.into(), OTHER.into()), 10)));
+        assert_eq!(
+            m.ip("192.0.2.1".parse().unwrap()).unwrap().total,
+            VERDICT_CAP as u64 + 11
+        );
+    }
+
+    #[test]
+    fn route_names_beyond_the_cap_share_one_row() {
+        let m = Metrics::new();
+        for i in 0..(ROUTE_CAP + 5) {
+            m.open(i as u64, addr("192.0.2.1:1"))
+                .routed(&format!("r{i}"));
+        }
+        let routes = m.routes();
+        assert_eq!(routes.len(), ROUTE_CAP + 1);
+        assert_eq!(routes.iter().find(|r| r.0 == OTHER).unwrap().1.total, 5);
+    }
+}

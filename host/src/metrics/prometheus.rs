@@ -1,0 +1,391 @@
+//! `GET /metrics`: the registry in the OpenMetrics text format (which
+//! Prometheus scrapes), through `prometheus-client`'s collector interface so
+//! the values are read from our own atomics at scrape time.
+//!
+//! Cardinality is bounded: one series per refusal reason, per route (capped
+//! by the registry), per plugin, and per client IP only for the top N.
+
+use std::borrow::Cow;
+use std::fmt::Error;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::{LogHistogram, Metrics};
+use crate::limits::ConnectionTracker;
+use crate::plugins::{CALL_TIME_BUCKETS_US, PluginSet};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything one scrape reads.
+#[derive(Debug)]
+pub struct Scrape {
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    /// Per-plugin call statistics, if given.
+    pub plugins: Option<Arc<PluginSet>>,
+    /// The limit counters, if given.
+    pub tracker: Option<Arc<ConnectionTracker>>,
+    /// Client IPs exposed one by one.
+    pub top_ips: usize,
+}
+
+/// The exposition text.
+pub fn render(scrape: Scrape) -> String {
+    let mut registry = Registry::with_prefix("turnout");
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// Label values come from config and plugins: escape what the text format
+/// reserves (the crate writes values verbatim).
+fn label(v: &str) -> Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        Cow::Owned(
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n"),
+        )
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge<N>(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: N) -> Result<(), Error>
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
+
+/// One metric family with a series per label set.
+fn family<'a, V>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Labels<'a>, V)>,
+    mut write: impl FnMut(&mut MetricEncoder<'_>, V) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in rows {
+        let mut series = m.encode_family(&labels)?;
+        write(&mut series, v)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    m: &mut MetricEncoder<'_>,
+    h: &LogHistogram,
+    scale: f64,
+    sum: f64,
+) -> Result<(), Error> {
+    let buckets: Vec<(f64, u64)> = h
+        .cumulative_pow2()
+        .into_iter()
+        .map(|(le, n)| (le as f64 * scale, n))
+        .chain([(f64::INFINITY, h.count())])
+        .collect();
+    m.encode_histogram::<NoLabelSet>(sum, h.count(), &buckets, None)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), Error> {
+        let m = &self.metrics;
+        let e = &mut enc;
+        gauge(
+            e,
+            "uptime_seconds",
+            "Seconds since start.",
+            m.uptime().as_secs_f64(),
+        )?;
+        counter(e, "connections", "Connections accepted.", m.accepted())?;
+        gauge(e, "connections_active", "Connections open now.", m.active())?;
+        family(
+            e,
+            "connections_refused",
+            "Connections refused before the relay, by reason.",
+            MetricType::Counter,
+            m.refusals()
+                .into_iter()
+                .map(|(r, n)| (vec![("reason", Cow::Borrowed(r))], n)),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        let verdicts = m.plugin_refusals();
+        family(
+            e,
+            "plugin_refusals",
+            "Denials (admit) and rejections (route) by plugin and reason.",
+            MetricType::Counter,
+            verdicts
+                .iter()
+                .map(|((p, r), n)| (vec![("plugin", label(p)), ("reason", label(r))], *n)),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        let (bytes_in, bytes_out) = m.bytes();
+        family(
+            e,
+            "bytes",
+            "Bytes across client sockets (TLS records included, PROXY headers not).",
+            MetricType::Counter,
+            [
+                (vec![("direction", Cow::Borrowed("in"))], bytes_in),
+                (vec![("direction", Cow::Borrowed("out"))], bytes_out),
+            ],
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        let windows = [("1s", m.rate(1)), ("10s", m.rate(10)), ("60s", m.rate(60))];
+        family(
+            e,
+            "throughput_bytes_per_second",
+            "Bytes per second over the window, from 1 Hz samples.",
+            MetricType::Gauge,
+            windows.iter().flat_map(|(w, r)| {
+                [
+                    (
+                        vec![
+                            ("direction", Cow::Borrowed("in")),
+                            ("window", Cow::Borrowed(*w)),
+                        ],
+                        r.bytes_in,
+                    ),
+                    (
+                        vec![
+                            ("direction", Cow::Borrowed("out")),
+                            ("window", Cow::Borrowed(*w)),
+                        ],
+                        r.bytes_out,
+                    ),
+                ]
+            }),
+            |s, v| s.encode_gauge(&v),
+        )?;
+
+        let routes = m.routes();
+        family(
+            e,
+            "route_connections_active",
+            "Open connections by route.",
+            MetricType::Gauge,
+            routes
+                .iter()
+                .map(|(r, u)| (vec![("route", label(r))], u.active)),
+            |s, v| s.encode_gauge(&v),
+        )?;
+        family(
+            e,
+            "route_connections",
+            "Connections routed, by route.",
+            MetricType::Counter,
+            routes
+                .iter()
+                .map(|(r, u)| (vec![("route", label(r))], u.total)),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        family(
+            e,
+            "route_bytes",
+            "Client-side bytes by route.",
+            MetricType::Counter,
+            routes.iter().flat_map(|(r, u)| {
+                [
+                    (
+                        vec![("route", label(r)), ("direction", "in".into())],
+                        u.bytes_in,
+                    ),
+                    (
+                        vec![("route", label(r)), ("direction", "out".into())],
+                        u.bytes_out,
+                    ),
+                ]
+            }),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        family(
+            e,
+            "route_throughput_bytes_per_second",
+            "Bytes per second by route over the last 10 s.",
+            MetricType::Gauge,
+            routes.iter().flat_map(|(r, u)| {
+                [
+                    (
+                        vec![("route", label(r)), ("direction", "in".into())],
+                        u.rate_10s.bytes_in,
+                    ),
+                    (
+                        vec![("route", label(r)), ("direction", "out".into())],
+                        u.rate_10s.bytes_out,
+                    ),
+                ]
+            }),
+            |s, v| s.encode_gauge(&v),
+        )?;
+
+        let top = m.top_ips(self.top_ips);
+        let ips: Vec<(String, super::UsageView)> =
+            top.into_iter().map(|(ip, u)| (ip.to_string(), u)).collect();
+        family(
+            e,
+            "client_connections_active",
+            "Open connections of the busiest client IPs (top N only).",
+            MetricType::Gauge,
+            ips.iter()
+                .map(|(ip, u)| (vec![("ip", Cow::Borrowed(ip.as_str()))], u.active)),
+            |s, v| s.encode_gauge(&v),
+        )?;
+        family(
+            e,
+            "client_bytes",
+            "Client-side bytes of the busiest client IPs (top N only).",
+            MetricType::Counter,
+            ips.iter().flat_map(|(ip, u)| {
+                [
+                    (
+                        vec![
+                            ("ip", Cow::Borrowed(ip.as_str())),
+                            ("direction", "in".into()),
+                        ],
+                        u.bytes_in,
+                    ),
+                    (
+                        vec![
+                            ("ip", Cow::Borrowed(ip.as_str())),
+                            ("direction", "out".into()),
+                        ],
+                        u.bytes_out,
+                    ),
+                ]
+            }),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        gauge(
+            e,
+            "client_ips_tracked",
+            "Client IPs in the per-IP table (live, or seen in the last minute).",
+            m.tracked_ips() as u64,
+        )?;
+
+        let d = m.durations_ms();
+        let mut h = e.encode_descriptor(
+            "connection_duration_seconds",
+            "Lifetime of relayed connections at close.",
+            None,
+            MetricType::Histogram,
+        )?;
+        histogram(&mut h, d, 0.001, d.sum() as f64 / 1000.0)?;
+        let b = m.connection_bytes();
+        let mut h = e.encode_descriptor(
+            "connection_bytes",
+            "Bytes (in + out) of relayed connections at close.",
+            None,
+            MetricType::Histogram,
+        )?;
+        histogram(&mut h, b, 1.0, b.sum() as f64)?;
+
+        if let Some(t) = &self.tracker {
+            gauge(
+                e,
+                "limit_ips_tracked",
+                "Client IPs the per-IP limits remember (live, or connected in the last minute).",
+                t.tracked_ips() as u64,
+            )?;
+        }
+        if let Some(set) = &self.plugins {
+            plugins(e, set)?;
+        }
+        Ok(())
+    }
+}
+
+fn plugins(e: &mut DescriptorEncoder<'_>, set: &PluginSet) -> Result<(), Error> {
+    let chain = set.chain();
+    let snaps: Vec<(String, crate::plugins::PluginMetricsSnapshot)> = chain
+        .plugins()
+        .iter()
+        .map(|p| (p.name().to_owned(), p.metrics().snapshot()))
+        .collect();
+    family(
+        e,
+        "plugin_calls",
+        "Hook calls, failed ones included.",
+        MetricType::Counter,
+        snaps
+            .iter()
+            .map(|(p, s)| (vec![("plugin", label(p))], s.calls)),
+        |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+    )?;
+    family(
+        e,
+        "plugin_failures",
+        "Failed hook calls by kind.",
+        MetricType::Counter,
+        snaps.iter().flat_map(|(p, s)| {
+            s.failures.iter().map(move |(k, n)| {
+                (
+                    vec![("plugin", label(p)), ("kind", Cow::Borrowed(k.as_str()))],
+                    *n,
+                )
+            })
+        }),
+        |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+    )?;
+    family(
+        e,
+        "plugin_instances",
+        "Plugin instances alive (pooled or in a call).",
+        MetricType::Gauge,
+        snaps
+            .iter()
+            .map(|(p, s)| (vec![("plugin", label(p))], s.instances_live)),
+        |s, v| s.encode_gauge(&v),
+    )?;
+    family(
+        e,
+        "plugin_instantiations",
+        "Plugin instances created.",
+        MetricType::Counter,
+        snaps
+            .iter()
+            .map(|(p, s)| (vec![("plugin", label(p))], s.instantiations)),
+        |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+    )?;
+    family(
+        e,
+        "plugin_call_duration_seconds",
+        "Hook call time.",
+        MetricType::Histogram,
+        snaps.iter().map(|(p, s)| (vec![("plugin", label(p))], s)),
+        |m, s| {
+            let mut acc = 0;
+            let buckets: Vec<(f64, u64)> = s
+                .call_time_buckets
+                .iter()
+                .map(|(le, n)| {
+                    acc += n;
+                    (le.map_or(f64::INFINITY, |us| us as f64 / 1e6), acc)
+                })
+                .collect();
+            debug_assert_eq!(buckets.len(), CALL_TIME_BUCKETS_US.len() + 1);
+            m.encode_histogram::<NoLabelSet>(s.call_time_sum.as_secs_f64(), acc, &buckets, None)
+        },
+    )?;
+    Ok(())
+}
