@@ -1,0 +1,272 @@
+//! `turnout-loadgen`: the load generator and backends of `cargo xtask
+//! bench`. Each client mode prints one `result key=value …` line on
+//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR` once listening.
+//! Everything is bounded by counts and time limits.
+
+#![allow(clippy::print_stdout)] // the result lines are the interface
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use turnout_benches::loadgen::{backend, client};
+
+#[derive(Parser)]
+#[command(
+    name = "turnout-loadgen",
+    about = "TLS load generator and loopback backends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(clap::Args, Clone)]
+struct TargetArgs {
+    /// The proxy (or backend) to connect to.
+    #[arg(long)]
+    target: SocketAddr,
+    /// SNI to send in the ClientHello.
+    #[arg(long)]
+    sni: String,
+}
+
+impl TargetArgs {
+    fn target(&self) -> client::Target {
+        client::Target {
+            addr: self.target,
+            sni: self.sni.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// TLS echo server and bulk server on loopback.
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        tls_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bulk_listen: SocketAddr,
+        /// Names in the self-signed certificate.
+        #[arg(long = "name", default_values_t = ["echo.bench.test".to_owned(), "*.bench.test".to_owned()])]
+        names: Vec<String>,
+        /// Exit after this long whatever happens.
+        #[arg(long, default_value_t = 7200)]
+        max_secs: u64,
+        /// Exit when stdin closes (the parent is gone).
+        #[arg(long)]
+        until_stdin_closes: bool,
+    },
+    /// New TLS connections: handshake, one echo, close; C at a time.
+    TlsConns {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 64)]
+        request_bytes: usize,
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+    },
+    /// Bulk transfer: S streams of B bytes (suffix K, M, G: binary).
+    Bulk {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        bytes: u64,
+        /// Backend → client instead of client → backend.
+        #[arg(long)]
+        download: bool,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
+    /// Opens N TLS connections and holds them; prints `open …` when all
+    /// are open.
+    Idle {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Longest hold.
+        #[arg(long, default_value_t = 60)]
+        hold_secs: u64,
+        /// Release on a line on stdin (or its end) instead of waiting out the hold.
+        #[arg(long)]
+        release_on_stdin: bool,
+    },
+    /// Sequential new TLS connections, alternating with --direct if given.
+    Latency {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The backend itself, for the baseline.
+        #[arg(long)]
+        direct: Option<SocketAddr>,
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        #[arg(long, default_value_t = 64)]
+        request_bytes: usize,
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Resolves once a line arrives on stdin or stdin ends. A plain thread:
+/// tokio's stdin would keep the runtime from shutting down.
+fn stdin_signal() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = tx.send(());
+    });
+    rx
+}
+
+fn say(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn run(mode: Mode) -> Result<(), String> {
+    let secs = Duration::from_secs;
+    match mode {
+        Mode::Backend {
+            tls_listen,
+            bulk_listen,
+            names,
+            max_secs,
+            until_stdin_closes,
+        } => {
+            let b = backend::start(tls_listen, bulk_listen, &names).await?;
+            say(format_args!("ready tls={} bulk={}", b.tls, b.bulk));
+            let lifeline = async {
+                if until_stdin_closes {
+                    let _ = stdin_signal().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = lifeline => {}
+                () = tokio::time::sleep(secs(max_secs)) => {}
+            }
+        }
+        Mode::TlsConns {
+            target,
+            conns,
+            concurrency,
+            request_bytes,
+            max_secs,
+        } => say(client::tls_conns(&client::TlsConns {
+            target: target.target(),
+            conns,
+            concurrency,
+            request_bytes,
+            max_time: secs(max_secs),
+        })
+        .await),
+        Mode::Bulk {
+            target,
+            streams,
+            bytes,
+            download,
+            max_secs,
+        } => say(client::bulk(&client::Bulk {
+            target: target.target(),
+            streams,
+            bytes,
+            download,
+            max_time: secs(max_secs),
+        })
+        .await),
+        Mode::Idle {
+            target,
+            conns,
+            concurrency,
+            hold_secs,
+            release_on_stdin,
+        } => {
+            let release = async {
+                if release_on_stdin {
+                    let _ = stdin_signal().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let o = client::Idle {
+                target: target.target(),
+                conns,
+                concurrency,
+                hold: secs(hold_secs),
+            };
+            let report = client::idle(
+                &o,
+                |r| say(r.to_string().replacen("result", "open", 1)),
+                release,
+            )
+            .await;
+            say(report);
+        }
+        Mode::Latency {
+            target,
+            direct,
+            samples,
+            request_bytes,
+            max_secs,
+        } => say(client::latency(&client::Latency {
+            target: target.target(),
+            direct,
+            samples,
+            request_bytes,
+            max_time: secs(max_secs),
+        })
+        .await),
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("turnout-loadgen: runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli.mode));
+    // Tasks still serving (backend) or a thread blocked on stdin must not
+    // hold the exit.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("turnout-loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

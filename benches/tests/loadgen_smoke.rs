@@ -1,0 +1,112 @@
+//! A smoke run of the load harness with a tiny load: the backends and every
+//! load mode through Turnout, in-process, with the default plugins. No
+//! HAProxy or nginx needed; a few seconds. Checks that the loads work and
+//! route, not how fast they are.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use turnout_benches::loadgen::{backend, client};
+use turnout_tests::app::{RunningApp, free_port};
+
+/// Turnout's config for the load: SNI routes to the two backends. The
+/// plugin deadline is wall-clock time: on a loaded CI machine a 10 ms
+/// deadline can expire while the thread is descheduled, and this test is
+/// about the harness, not about that.
+fn config(port: u16, b: backend::Backends) -> String {
+    let route = |name: &str, domain: &str, to: SocketAddr| {
+        format!(
+            r#"{{"name":"{name}","match":{{"ports":{port},"domains":["{domain}"]}},"action":{{"type":"forward","targets":[{{"host":"{}","port":{}}}],"tls":{{"mode":"passthrough"}}}}}}"#,
+            to.ip(),
+            to.port()
+        )
+    };
+    format!(
+        r#"{{"routes":[{},{}],"bind":["127.0.0.1"],"maxConnectionsPerIP":0,"connectionRateLimitPerMinute":0,"maxConnections":0,"gracefulShutdownTimeout":1000,"plugins":{{"deadlineMs":2000}}}}"#,
+        route("echo", "echo.bench.test", b.tls),
+        route("bulk", "bulk.bench.test", b.bulk)
+    )
+}
+
+fn assert_clean(r: &turnout_benches::loadgen::Report, ok: f64) {
+    assert_eq!(r.num("errors"), Some(0.0), "{r}");
+    assert_eq!(r.num("ok"), Some(ok), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_load_mode_runs_through_turnout() {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let names = ["echo.bench.test".to_owned(), "*.bench.test".to_owned()];
+    let b = backend::start(any, any, &names).await.unwrap();
+    let port = free_port();
+    let app = RunningApp::start(&config(port, b)).await;
+    let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
+    let target = |sni: &str| client::Target {
+        addr: proxy,
+        sni: sni.to_owned(),
+    };
+    let limit = Duration::from_secs(20);
+
+    let r = client::tls_conns(&client::TlsConns {
+        target: target("echo.bench.test"),
+        conns: 40,
+        concurrency: 4,
+        request_bytes: 64,
+        max_time: limit,
+    })
+    .await;
+    assert_clean(&r, 40.0);
+    assert!(r.num("p99_us").unwrap() > 0.0, "{r}");
+
+    for download in [false, true] {
+        let r = client::bulk(&client::Bulk {
+            target: target("bulk.bench.test"),
+            streams: 4,
+            bytes: 1 << 20,
+            download,
+            max_time: limit,
+        })
+        .await;
+        assert_clean(&r, 4.0);
+        assert_eq!(r.num("bytes"), Some(4.0 * (1 << 20) as f64), "{r}");
+    }
+
+    let mut seen_open = None;
+    let r = client::idle(
+        &client::Idle {
+            target: target("echo.bench.test"),
+            conns: 20,
+            concurrency: 4,
+            hold: limit,
+        },
+        |open| seen_open = open.num("ok"),
+        async {},
+    )
+    .await;
+    assert_clean(&r, 20.0);
+    assert_eq!(seen_open, Some(20.0));
+
+    let r = client::latency(&client::Latency {
+        target: target("echo.bench.test"),
+        direct: Some(b.tls),
+        samples: 10,
+        request_bytes: 64,
+        max_time: limit,
+    })
+    .await;
+    assert_clean(&r, 10.0);
+    assert!(r.get("added_p99_us").is_some(), "{r}");
+
+    // An unknown name is refused by the proxy, and counted as an error.
+    let r = client::tls_conns(&client::TlsConns {
+        target: target("nowhere.example"),
+        conns: 2,
+        concurrency: 1,
+        request_bytes: 8,
+        max_time: limit,
+    })
+    .await;
+    assert_eq!(r.num("errors"), Some(2.0), "{r}");
+
+    app.stop().await;
+}
