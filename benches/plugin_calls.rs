@@ -3,7 +3,11 @@
 //! * a warm `route` call: trivial plugin, 1000-route table plugin;
 //! * the same with deadlines (epoch interruption) off, to price them;
 //! * a call that needs a fresh instance (instantiate from `InstancePre` +
-//!   `init` + call + drop), with and without the pooling allocator.
+//!   `init` + call + drop), with and without the pooling allocator;
+//! * `admit` through the chain with the embedded `guard` plugin: no lists,
+//!   allow/block lists of 4 and of 1000 patterns (admitted: not blocked,
+//!   matches the last allow entry; denied: matches the last block entry —
+//!   the lists are scanned in order, so these are the worst cases).
 //!
 //! Criterion reports medians; a second pass times calls one by one and
 //! prints p50/p99 (criterion has no tail percentiles).
@@ -17,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use turnout::plugins::{FailurePolicy, LoadedPlugin, Runtime, RuntimeConfig};
-use turnout_plugin_sdk::testing::{FakeHost, tls_conn};
-use turnout_plugin_sdk::{Connection, RouteDecision};
+use turnout::plugins::{Admission, Chain, FailurePolicy, LoadedPlugin, Runtime, RuntimeConfig};
+use turnout_plugin_sdk::testing::{FakeHost, peer, tls_conn};
+use turnout_plugin_sdk::{Connection, Peer, RouteDecision};
 use turnout_tests::guest_bytes;
 
 fn plugin(config: RuntimeConfig, fixture: &str, plugin_config: &str) -> Arc<LoadedPlugin> {
@@ -50,6 +54,55 @@ fn routes_plugin(n: usize) -> Arc<LoadedPlugin> {
         .expect("routes is embedded")
         .bytes;
     load(RuntimeConfig::default(), "routes", bytes, &config)
+}
+
+/// The embedded `guard` plugin (default limits) with `n` allow and `n`
+/// block patterns, mixing exact addresses, CIDRs, ranges and wildcards.
+/// `10.200.0.1` matches only the last allow pattern; `10.201.0.1` only the
+/// last block pattern.
+fn guard_chain(n: usize) -> Chain {
+    let pattern = |i: usize, second: usize| match i % 4 {
+        0 => format!("192.{second}.{}.{}", i / 250 % 250, i % 250),
+        1 => format!("172.{second}.{}.0/24", i / 250 % 250),
+        2 => format!("198.{second}.{0}.1-198.{second}.{0}.100", i % 250),
+        _ => format!("203.{second}.{}.*", i % 250),
+    };
+    let lists = (n > 0).then(|| {
+        let mut allow: Vec<String> = (0..n - 1).map(|i| pattern(i, 1)).collect();
+        allow.push("10.200.0.0/16".to_owned());
+        let mut block: Vec<String> = (0..n - 1).map(|i| pattern(i, 2)).collect();
+        block.push("10.201.0.1".to_owned());
+        format!(
+            r#","defaults":{{"security":{{"ipAllowList":["{}"],"ipBlockList":["{}"]}}}}"#,
+            allow.join(r#"",""#),
+            block.join(r#"",""#)
+        )
+    });
+    let config = format!(
+        r#"{{"maxConnectionsPerIP":100{}}}"#,
+        lists.unwrap_or_default()
+    );
+    let bytes = turnout::plugins::embedded()
+        .into_iter()
+        .find(|p| p.name == "guard")
+        .expect("guard is embedded")
+        .bytes;
+    Chain::new(vec![load(
+        RuntimeConfig::default(),
+        "guard",
+        bytes,
+        &config,
+    )])
+}
+
+fn admit(chain: &Chain, peer: &Peer, admitted: bool) {
+    match chain.admit(black_box(peer)) {
+        Admission::Admit if admitted => {}
+        Admission::Deny { reason, .. } if !admitted => {
+            black_box(reason);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 fn load(config: RuntimeConfig, name: &str, bytes: &[u8], plugin_config: &str) -> Arc<LoadedPlugin> {
@@ -173,7 +226,49 @@ fn benches(c: &mut Criterion) {
     for (name, p, n) in &cases {
         percentiles(name, *n, || route(p, &conn));
     }
-    for (name, p, _) in &cases {
+    let admitted = peer("10.200.0.1:40000", 443);
+    let blocked = peer("10.201.0.1:40000", 443);
+    let admit_cases: Vec<(&str, Chain, &Peer, bool)> = vec![
+        ("admit/guard/no-lists", guard_chain(0), &admitted, true),
+        (
+            "admit/guard/lists-4/admitted",
+            guard_chain(4),
+            &admitted,
+            true,
+        ),
+        (
+            "admit/guard/lists-4/blocked",
+            guard_chain(4),
+            &blocked,
+            false,
+        ),
+        (
+            "admit/guard/lists-1000/admitted",
+            guard_chain(1000),
+            &admitted,
+            true,
+        ),
+        (
+            "admit/guard/lists-1000/blocked",
+            guard_chain(1000),
+            &blocked,
+            false,
+        ),
+    ];
+    let mut group = c.benchmark_group("plugin");
+    group.measurement_time(Duration::from_secs(4));
+    for (name, chain, p, ok) in &admit_cases {
+        group.bench_function(*name, |b| b.iter(|| admit(chain, p, *ok)));
+    }
+    group.finish();
+    for (name, chain, p, ok) in &admit_cases {
+        percentiles(name, 200_000, || admit(chain, p, *ok));
+    }
+
+    let guards = admit_cases
+        .iter()
+        .flat_map(|(name, chain, ..)| chain.plugins().iter().map(move |p| (*name, p)));
+    for (name, p) in cases.iter().map(|(n, p, _)| (*n, p)).chain(guards) {
         let snap = p.metrics().snapshot();
         assert_eq!(
             snap.failures.iter().map(|(_, n)| n).sum::<u64>(),
