@@ -6,6 +6,8 @@
 //! * `build-plugins` — builds the default plugins, example plugins and test
 //!   fixtures for `wasm32-wasip2` into `target/wasm`.
 
+mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,12 +18,15 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("build-plugins") => build_plugins().map(|_| ()),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test            install the wasm target, fmt + clippy, build plugins, run every test\n  \
-                 build-plugins   build every plugin crate for wasm32-wasip2"
+                 build-plugins   build every plugin crate for wasm32-wasip2\n  \
+                 bench [--quick] [--scenario NAME] …\n                  \
+                 load benchmark against HAProxy and nginx → benches/results/"
             );
             bail!("unknown or missing task")
         }
