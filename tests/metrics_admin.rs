@@ -439,7 +439,22 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
     let (status, body) = get(admin, "/api/stats?window=0").await;
     assert_eq!(status, 400);
     assert!(body.contains("window"), "{body}");
-    app.stop().await;
+
+    // Draining: /readyz says so while a connection finishes.
+    let mut held = tally.connect(plain, "192.0.2.40").await;
+    held.write_all(b"x").await.unwrap();
+    held.read_exact(&mut [0u8; 1]).await.unwrap();
+    let stopping = tokio::spawn(app.stop());
+    let deadline = Instant::now() + STEP;
+    while get(admin, "/readyz").await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still ready while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(held);
+    stopping.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

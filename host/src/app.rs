@@ -146,7 +146,7 @@ pub async fn run(
     let mut admin_addr = None;
     let mut admin_state = None;
     if let Some(a) = config.admin {
-        let listener = admin::bind(a.listen).await?;
+        let listener = admin::bind(a.listen)?;
         admin_addr = listener.local_addr().ok();
         let state = AdminState::new(metrics.clone(), set.clone(), tracker.clone(), a.top_ips);
         admin_state = Some(state.clone());

@@ -126,6 +126,15 @@ fn run(config: PathBuf, plugins: Option<PathBuf>) -> Result<()> {
                 _ = term.recv() => tracing::info!("SIGTERM: draining"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
             }
+            // A second signal during the drain means "now".
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::warn!("second signal: exiting without waiting for the drain");
+                std::process::exit(1);
+            });
         };
         turnout::app::run(&config, plugins, reload_rx, shutdown, |started| {
             let list: Vec<String> = started.listeners.iter().map(ToString::to_string).collect();

@@ -332,8 +332,6 @@ fn plugins(set: &PluginSet) -> Value {
 }
 
 /// Binds the admin listener, explaining the usual failures.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::proxy::BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| crate::proxy::BindError { addr, source })
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, crate::proxy::BindError> {
+    crate::proxy::listen(addr).map_err(|source| crate::proxy::BindError { addr, source })
 }

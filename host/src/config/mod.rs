@@ -301,6 +301,21 @@ impl Config {
                 message: "has no effect while acceptProxyProtocol is false".into(),
             });
         }
+        for (i, route) in self.routes.iter().enumerate() {
+            let mode = route
+                .pointer("/action/tls/mode")
+                .and_then(Value::as_str)
+                .unwrap_or("passthrough");
+            if mode.starts_with("terminate") {
+                out.push(ConfigWarning {
+                    path: format!("routes[{i}].action.tls.mode"),
+                    message: format!(
+                        "{mode:?}: TLS termination is not implemented yet; TLS connections on \
+                         this route are refused with an internal_error alert (use \"passthrough\")"
+                    ),
+                });
+            }
+        }
         out
     }
 }
@@ -432,6 +447,22 @@ mod tests {
         // Each key is also a top-level option meaning the same thing, so
         // reading them back as a config gives these settings again.
         assert_eq!(parse(&v.to_string(), Format::Json), Ok(c));
+    }
+
+    #[test]
+    fn warnings_flag_routes_that_need_tls_termination() {
+        let c = parse(
+            r#"{"routes": [
+                {"match": {"ports": 443}, "action": {"type": "forward", "targets": [{"host": "a", "port": 1}], "tls": {"mode": "passthrough"}}},
+                {"match": {"ports": 443}, "action": {"type": "forward", "targets": [{"host": "a", "port": 1}], "tls": {"mode": "terminate"}}}
+            ]}"#,
+            Format::Json,
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "routes[1].action.tls.mode");
+        assert!(w[0].message.contains("not implemented"), "{}", w[0].message);
     }
 
     #[test]

@@ -40,13 +40,17 @@ fn cargo_build_wasm(
     }
     // Cargo reports canonical paths; match against the same form.
     let manifest = std::fs::canonicalize(&manifest).unwrap_or(manifest);
-    if let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output()
+    if let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
         && out.status.success()
         && !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2")
     {
-        return Err("the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2` \
-             (`cargo xtask test` does it for you)"
-            .to_owned());
+        return Err(
+            "the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2` \
+             (`cargo xtask demo` and `cargo xtask test` do it for you)"
+                .to_owned(),
+        );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

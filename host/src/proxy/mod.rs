@@ -264,13 +264,28 @@ pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, Bind
     for ip in addrs {
         for (&port, &tls) in &ports {
             let addr = SocketAddr::new(*ip, port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| BindError { addr, source: e })?;
+            let listener = listen(addr).map_err(|e| BindError { addr, source: e })?;
             out.push(Listener { listener, tls });
         }
     }
     Ok(out)
+}
+
+/// A listening socket on `addr`. IPv6 sockets are IPv6-only, so `bind:
+/// ["0.0.0.0", "::"]` gets both families instead of the second bind
+/// failing with "address in use" (Linux makes `::` dual-stack by default).
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Restarts must not wait for TIME_WAIT sockets of the previous run.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// A listener could not be bound.
@@ -298,6 +313,19 @@ fn hint(e: &io::Error, addr: &SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use turnout_plugin_sdk::KeepAliveTreatment;
+
+    /// `bind: ["0.0.0.0", "::"]` on one port: both bind, and an IPv6
+    /// client reaches the IPv6 listener.
+    #[tokio::test]
+    async fn ipv4_and_ipv6_wildcards_bind_the_same_port() {
+        let v4 = super::listen("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6 = super::listen(std::net::SocketAddr::new("::".parse().unwrap(), port))
+            .expect("IPv6-only, so no clash with the IPv4 wildcard");
+        let client = tokio::net::TcpStream::connect(("::1", port)).await.unwrap();
+        let (_, peer) = v6.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    }
 
     #[test]
     fn the_fallback_policy_applies_the_keep_alive_treatment() {
