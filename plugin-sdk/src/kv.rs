@@ -4,7 +4,7 @@
 //! it; the test harness's fake host uses the same type, so a plugin's tests
 //! see exactly the semantics it gets in production.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use crate::types::KvError;
@@ -12,7 +12,8 @@ use crate::types::KvError;
 /// Size bounds of a [`KvStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {
-    /// Entries kept; writing a new key into a full store evicts the entry
+    /// Entries kept; writing a new key into a full store first drops the
+    /// expired entries, and only if none has expired evicts the entry
     /// written least recently.
     pub max_entries: usize,
     /// Longest key, in bytes.
@@ -45,6 +46,9 @@ struct Inner {
     map: HashMap<String, Entry>,
     /// Write order → key, so eviction finds the oldest write in O(log n).
     order: BTreeMap<u64, String>,
+    /// (expiry, key) of entries with a TTL, so a full store finds the
+    /// expired ones without a scan.
+    expiry: BTreeSet<(u64, String)>,
     next_seq: u64,
 }
 
@@ -65,6 +69,9 @@ impl Inner {
         match self.map.remove(key) {
             Some(e) => {
                 self.order.remove(&e.seq);
+                if let Some(t) = e.expires_at {
+                    self.expiry.remove(&(t, key.to_owned()));
+                }
                 true
             }
             None => false,
@@ -81,12 +88,33 @@ impl Inner {
         }
     }
 
-    fn insert(&mut self, key: &str, value: Vec<u8>, expires_at: Option<u64>, max: usize) {
+    fn insert(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Option<u64>,
+        max: usize,
+        now_ms: u64,
+    ) {
+        // Full: what has expired goes first, so a burst of new keys cannot
+        // push out live entries while dead ones sit in the store.
+        if self.map.len() >= max.max(1) {
+            while let Some((t, k)) = self.expiry.first()
+                && *t <= now_ms
+            {
+                let k = k.clone();
+                self.remove(&k);
+            }
+        }
         while self.map.len() >= max.max(1) {
-            let Some((_, oldest)) = self.order.pop_first() else {
+            let Some((_, oldest)) = self.order.first_key_value() else {
                 break;
             };
-            self.map.remove(&oldest);
+            let oldest = oldest.clone();
+            self.remove(&oldest);
+        }
+        if let Some(t) = expires_at {
+            self.expiry.insert((t, key.to_owned()));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -152,7 +180,13 @@ impl KvStore {
         let expires_at = ttl_ms.map(|t| now_ms.saturating_add(t));
         let mut inner = self.lock();
         inner.remove(key);
-        inner.insert(key, value.to_vec(), expires_at, self.limits.max_entries);
+        inner.insert(
+            key,
+            value.to_vec(),
+            expires_at,
+            self.limits.max_entries,
+            now_ms,
+        );
         Ok(())
     }
 
@@ -185,6 +219,7 @@ impl KvStore {
             delta.to_le_bytes().to_vec(),
             expires_at,
             self.limits.max_entries,
+            now_ms,
         );
         Ok(delta)
     }
@@ -208,14 +243,11 @@ impl KvStore {
     /// Drops every expired entry.
     pub fn purge_expired(&self, now_ms: u64) {
         let mut inner = self.lock();
-        let expired: Vec<String> = inner
-            .map
-            .iter()
-            .filter(|(_, e)| e.expires_at.is_some_and(|t| t <= now_ms))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            inner.remove(&key);
+        while let Some((t, k)) = inner.expiry.first()
+            && *t <= now_ms
+        {
+            let k = k.clone();
+            inner.remove(&k);
         }
     }
 }
@@ -252,6 +284,28 @@ mod tests {
         assert_eq!(kv.len(), 3);
         assert_eq!(kv.get("b", 0), None);
         assert_eq!(kv.get("a", 0), Some(b"y".to_vec()));
+    }
+
+    #[test]
+    fn a_full_store_drops_expired_entries_before_live_ones() {
+        let kv = small();
+        let max = kv.limits.max_entries;
+        // The oldest write has no TTL and stays live; the next ones expire at 10.
+        kv.set("keep", b"v", None, 0).unwrap();
+        for i in 1..max {
+            kv.set(&format!("t{i}"), b"v", Some(10), 0).unwrap();
+        }
+        assert_eq!(kv.len(), max);
+        kv.set("new", b"v", None, 20).unwrap();
+        assert_eq!(kv.get("keep", 20), Some(b"v".to_vec()), "live entry kept");
+        assert_eq!(kv.get("new", 20), Some(b"v".to_vec()));
+        assert_eq!(kv.len(), 2, "every expired entry went, not just one");
+        // Nothing expired: the least recently written goes.
+        for i in 0..max {
+            kv.set(&format!("n{i}"), b"v", None, 30).unwrap();
+        }
+        assert_eq!(kv.get("keep", 30), None);
+        assert_eq!(kv.len(), max);
     }
 
     #[test]
