@@ -57,9 +57,10 @@
 //! `tenants[1].domains[0]: expected a string, got a number`.
 //!
 //! With `suffix`, a client can invent tenants (`random1.tenants.example.com`,
-//! …); each costs one store entry per window, and a full store evicts the
-//! oldest entries — possibly live counters. List `tenants` explicitly
-//! where that matters.
+//! …); each costs one store entry per window. A full store drops expired
+//! windows first, but invented tenants within one window can still push
+//! out the oldest live counters. List `tenants` explicitly where that
+//! matters.
 //!
 //! # Where it goes in the Turnout config
 //!
