@@ -154,7 +154,7 @@ fn start_up_lists_every_problem() {
         "{text:#?}"
     );
     assert!(
-        text[2].contains("\"missing\" cannot be linked: is named in plugins.order"),
+        text[2].contains("\"missing\" is named in plugins.order but is neither embedded"),
         "{text:#?}"
     );
 }

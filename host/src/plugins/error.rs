@@ -48,8 +48,18 @@ pub enum LoadError {
         /// Details.
         message: String,
     },
+    /// `plugins.order` names a plugin that is not there.
+    #[error(
+        "plugin {plugin:?} is named in plugins.order but is neither embedded ({embedded}) nor a {plugin}.wasm in the plugins directory"
+    )]
+    NotFound {
+        /// Plugin name.
+        plugin: String,
+        /// The embedded plugins, comma-separated.
+        embedded: String,
+    },
     /// `init` failed, trapped or ran out of time or memory.
-    #[error("plugin {plugin:?} failed to initialise: {failure}")]
+    #[error("plugin {plugin:?} failed to initialise: {}", init_failure(failure))]
     Init {
         /// Plugin name.
         plugin: String,
@@ -106,6 +116,30 @@ impl FailureKind {
 impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `init: <message>` says "init" twice after "failed to initialise".
+fn init_failure(f: &CallFailure) -> String {
+    if f.kind == FailureKind::Init {
+        f.message.clone()
+    } else {
+        f.to_string()
+    }
+}
+
+impl LoadError {
+    /// The plugin the error is about (`None` for the runtime itself).
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            LoadError::Engine(_) => None,
+            LoadError::Read { plugin, .. }
+            | LoadError::Compile { plugin, .. }
+            | LoadError::IncompatibleVersion { plugin, .. }
+            | LoadError::Link { plugin, .. }
+            | LoadError::NotFound { plugin, .. }
+            | LoadError::Init { plugin, .. } => Some(plugin),
+        }
     }
 }
 

@@ -138,12 +138,12 @@ impl PluginSet {
                 errors.push(err);
             }
         }
+        let embedded_names: Vec<&str> = set.embedded.iter().map(|e| e.name).collect();
         for name in &settings.order {
             if !lock(&set.loaded).contains_key(name) {
-                errors.push(LoadError::Link {
+                errors.push(LoadError::NotFound {
                     plugin: name.clone(),
-                    message: "is named in plugins.order but is neither embedded nor in the plugins directory"
-                        .to_owned(),
+                    embedded: embedded_names.join(", "),
                 });
             }
         }
@@ -289,7 +289,14 @@ impl PluginSet {
                     tracing::info!(plugin = %name, "plugin file removed")
                 }
                 ReloadEvent::Failed(err) => {
-                    tracing::error!("{err}; the previous version keeps serving")
+                    let serving = err
+                        .plugin()
+                        .is_some_and(|p| self.chain().plugins().iter().any(|l| l.name() == p));
+                    if serving {
+                        tracing::error!("{err}; the previous version keeps serving")
+                    } else {
+                        tracing::error!("{err}; not loaded")
+                    }
                 }
             }
         }
