@@ -43,7 +43,12 @@ fn main() {
             .expect("utf-8 plugin dir name");
         let wasm = match cargo_build_wasm(krate, &target_dir) {
             Ok(w) => w,
-            Err(e) => panic!("cannot build the default plugin {name:?}: {e}"),
+            Err(e) => {
+                // One `error: turnout@…: …` line that says what to do, rather
+                // than a panic and its backtrace.
+                println!("cargo::error=cannot build the default plugin {name:?}: {e}");
+                return;
+            }
         };
         let dest = out_dir.join(format!("{name}.wasm"));
         copy(&wasm, &dest);

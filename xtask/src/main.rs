@@ -5,20 +5,42 @@
 //!   formatting and clippy, builds every plugin for wasm, runs every test.
 //! * `build-plugins` — builds the default plugins, example plugins and test
 //!   fixtures for `wasm32-wasip2` into `target/wasm`.
+//! * `demo` — the proxy on the quickstart config with local backends
+//!   (`demo.rs`).
+//! * `new-plugin`, `build-plugin` — scaffold and build one plugin crate
+//!   (`scaffold.rs`).
 
 mod bench;
+mod demo;
+mod scaffold;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // The message is the interface (as in `turnout`): no backtrace, even
+    // when RUST_BACKTRACE happens to be set.
+    match task() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn task() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("build-plugins") => build_plugins().map(|_| ()),
+        Some("demo") => demo::demo(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("new-plugin") => scaffold::new_plugin(&args[1..]),
+        Some("build-plugin") => scaffold::build_plugin(&args[1..]),
+        Some("check-new-plugin") => scaffold::check(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -26,7 +48,15 @@ fn main() -> Result<()> {
                  test            install the wasm target, fmt + clippy, build plugins, run every test\n  \
                  build-plugins   build every plugin crate for wasm32-wasip2\n  \
                  bench [--quick] [--scenario NAME] …\n                  \
-                 load benchmark against HAProxy and nginx → benches/results/"
+                 load benchmark against HAProxy and nginx → benches/results/\n  \
+                 demo [--release] [--check]\n                  \
+                 run the proxy on examples/configs/quickstart.json with demo backends\n  \
+                 new-plugin NAME [--dir PATH]\n                  \
+                 scaffold a plugin crate (default dir: examples/plugins/NAME)\n  \
+                 build-plugin PATH\n                  \
+                 build one plugin crate for wasm32-wasip2 and say how to deploy it\n  \
+                 check-new-plugin\n                  \
+                 scaffold a plugin outside the workspace, test and build it"
             );
             bail!("unknown or missing task")
         }
@@ -146,6 +176,8 @@ fn test() -> Result<()> {
             "turnout-plugin-*",
             "-p",
             "guest-*",
+            "-p",
+            "example-*",
             "--",
             "-D",
             "warnings",
@@ -168,6 +200,8 @@ fn test() -> Result<()> {
         step("tests (cargo test; install cargo-nextest for per-test time limits)");
         run(cargo().args(["test", "--workspace"]))?;
     }
+    // A plugin scaffolded outside the workspace builds and passes its tests.
+    scaffold::check()?;
     eprintln!("\nall checks passed");
     Ok(())
 }
