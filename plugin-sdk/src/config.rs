@@ -26,8 +26,67 @@ pub fn error_at(path: impl Display, message: impl Display) -> InitError {
     InitError::new(format!("{path}: {message}"))
 }
 
+/// serde's "unknown field `x`, expected one of `a`, `b`, …" with the
+/// closest valid name suggested first, when one is close enough to be a
+/// typo: "unknown field `maxConection` (did you mean `maxConnections`?),
+/// expected one of …". Other messages come back unchanged.
+pub fn suggest_field(message: &str) -> String {
+    let Some((field, rest)) = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+    else {
+        return message.to_owned();
+    };
+    // The valid names are the other backticked words.
+    let best = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|c| (edit_distance(&field.to_lowercase(), &c.to_lowercase()), c))
+        .min();
+    match best {
+        Some((d, c)) if d <= (field.chars().count() / 3).max(2) => {
+            format!("unknown field `{field}` (did you mean `{c}`?){rest}")
+        }
+        _ => message.to_owned(),
+    }
+}
+
+/// Levenshtein distance, for typo suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_fields_get_the_closest_valid_name() {
+        let m = "unknown field `keepAliveTreatmnt`, expected one of `bind`, `keepAliveTreatment`, `keepAlive` at line 2 column 5";
+        assert_eq!(
+            super::suggest_field(m),
+            "unknown field `keepAliveTreatmnt` (did you mean `keepAliveTreatment`?), expected one of `bind`, `keepAliveTreatment`, `keepAlive` at line 2 column 5"
+        );
+        let m = "unknown field `domain`, expected `ports` or `domains`";
+        assert!(super::suggest_field(m).contains("did you mean `domains`?"));
+        let m = "unknown field `zzzzzz`, expected `ports` or `domains`";
+        assert_eq!(super::suggest_field(m), m, "nothing close: no guess");
+        assert_eq!(super::suggest_field("invalid type"), "invalid type");
+        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    }
+
     #[test]
     fn messages_name_the_path_and_the_kind() {
         let v = serde_json::json!([1]);

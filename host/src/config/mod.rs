@@ -432,7 +432,10 @@ mod tests {
         let text = std::fs::read_to_string(EXAMPLE).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(Some(&Value::Array(c.routes.clone())), doc.get("routes"));
-        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        // Its one terminate route is flagged (TLS termination is not built).
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "routes[1].action.tls.mode");
     }
 
     #[test]

@@ -167,7 +167,10 @@ pub(super) fn read(
         Err((path, message)) => {
             // serde_path_to_error spells the empty path ".".
             let path = if path == "." { doc.to_owned() } else { path };
-            errors.push(ConfigError::new(path, hide_unsupported(message)));
+            errors.push(ConfigError::new(
+                path,
+                turnout_plugin_sdk::config::suggest_field(&hide_unsupported(message)),
+            ));
             Err(errors)
         }
     }
@@ -217,7 +220,7 @@ mod tests {
         assert_eq!(e[0].path, "inactivityTimout");
         assert!(
             e[0].message
-                .starts_with("unknown field `inactivityTimout`, expected one of"),
+                .starts_with("unknown field `inactivityTimout` (did you mean `inactivityTimeout`?), expected one of"),
             "{}",
             e[0].message
         );

@@ -301,7 +301,10 @@ pub struct BindError {
 fn hint(e: &io::Error, addr: &SocketAddr) -> String {
     match e.kind() {
         io::ErrorKind::AddrInUse => {
-            " (another process is listening there; `ss -ltnp` shows which)".to_owned()
+            format!(
+                " (another process is listening there; `ss -ltnp 'sport = :{}'` shows which)",
+                addr.port()
+            )
         }
         io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which turnout)`, or use a port >= 1024)".to_owned()

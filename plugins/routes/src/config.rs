@@ -90,7 +90,12 @@ pub(crate) fn strict<'a, T: Deserialize<'a>>(
     if let Some(key) = map.keys().find(|k| unsupported.contains(&k.as_str())) {
         return err(format_args!("{path}.{key}"), "not supported by Turnout");
     }
-    T::deserialize(v).map_err(|e| InitError::new(format!("{path}: {e}")))
+    T::deserialize(v).map_err(|e| {
+        InitError::new(format!(
+            "{path}: {}",
+            turnout_plugin_sdk::config::suggest_field(&e.to_string())
+        ))
+    })
 }
 
 /// A string, or a non-empty list of strings.
