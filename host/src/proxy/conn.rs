@@ -138,15 +138,15 @@ async fn read_more(
     if buf.len() >= limit {
         return Err(Refusal::TooMuchPending);
     }
-    let mut chunk = [0u8; 4096];
-    let room = (limit - buf.len()).min(chunk.len());
-    match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
+    // Straight into the Vec (no chunk array living in the connection's
+    // future while it waits), never past `limit`.
+    let room = (limit - buf.len()).min(4096);
+    buf.reserve(room);
+    let mut limited = (&mut *stream).take(room as u64);
+    match tokio::time::timeout_at(deadline, limited.read_buf(buf)).await {
         Err(_) => Err(timed_out()),
         Ok(Ok(0)) => Err(Refusal::ClientGone),
-        Ok(Ok(n)) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(())
-        }
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(_)) => Err(Refusal::ClientGone),
     }
 }
@@ -336,12 +336,15 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
         peek_counted = true;
         let mut first_bytes = header;
         first_bytes.extend_from_slice(&buf);
+        // Neither is needed again: an idle relay should hold no buffers.
+        buf = Vec::new();
         if !first_bytes.is_empty() {
             backend
                 .write_all(&first_bytes)
                 .await
                 .map_err(|e| Refusal::Backend(format!("{target}: {e}")))?;
         }
+        drop(first_bytes);
         let timers = Timers {
             inactivity: policy.inactivity_timeout.map(Duration::from_millis),
             max_lifetime: policy.max_lifetime.map(Duration::from_millis),

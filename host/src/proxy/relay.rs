@@ -12,8 +12,9 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::metrics::Meters;
@@ -142,49 +143,93 @@ fn ms_since(start: Instant) -> u64 {
         .saturating_add(1)
 }
 
+/// Buffers kept for reuse per worker thread (beyond them, freed).
+const POOLED_BUFFERS: usize = 32;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A relay buffer, held only while bytes are moving: an idle connection
+/// holds none, which is what keeps its memory to the sockets and the task.
+struct Buffer(Option<Box<[u8]>>);
+
+impl Buffer {
+    fn take() -> Self {
+        let pooled = BUFFERS.with(|b| b.borrow_mut().pop());
+        Buffer(Some(
+            pooled.unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice()),
+        ))
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            BUFFERS.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.len() < POOLED_BUFFERS {
+                    b.push(buf);
+                }
+            });
+        }
+    }
+}
+
 /// Copies one direction until EOF (then shuts down the writer, passing
-/// the FIN on) or an error, which says which side failed.
-async fn pump<R, W>(
-    mut from: R,
-    mut to: W,
+/// the FIN on) or an error, which says which side failed. Waits for the
+/// socket to be readable without a buffer; takes one while data flows and
+/// gives it back when the socket runs dry.
+async fn pump(
+    from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
     from_client: bool,
     traffic: &Traffic,
     started: Instant,
-) -> Result<(), (Side, io::ErrorKind)>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) -> Result<(), (Side, io::ErrorKind)> {
     let (src, dst) = if from_client {
         (Side::Client, Side::Backend)
     } else {
         (Side::Backend, Side::Client)
     };
-    let mut buf = vec![0u8; BUF];
     loop {
-        let n = from.read(&mut buf).await.map_err(|e| (src, e.kind()))?;
-        if n == 0 {
-            // A peer that already went away cannot take our FIN; that is
-            // not a failure of this direction.
-            let _ = to.shutdown().await;
-            return Ok(());
-        }
-        let now = ms_since(started);
-        traffic.last_activity_ms.store(now, Ordering::Relaxed);
-        if from_client {
-            traffic.count_in(n as u64);
-            let _ = traffic.unanswered_since_ms.compare_exchange(
-                0,
-                now,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        } else {
-            traffic.unanswered_since_ms.store(0, Ordering::Relaxed);
-        }
-        to.write_all(&buf[..n]).await.map_err(|e| (dst, e.kind()))?;
-        if !from_client {
-            traffic.count_out(n as u64);
+        from.readable().await.map_err(|e| (src, e.kind()))?;
+        let mut buf = Buffer::take();
+        loop {
+            let n = match from.try_read(buf.bytes()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err((src, e.kind())),
+            };
+            if n == 0 {
+                // A peer that already went away cannot take our FIN; that
+                // is not a failure of this direction.
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            let now = ms_since(started);
+            traffic.last_activity_ms.store(now, Ordering::Relaxed);
+            if from_client {
+                traffic.count_in(n as u64);
+                let _ = traffic.unanswered_since_ms.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            } else {
+                traffic.unanswered_since_ms.store(0, Ordering::Relaxed);
+            }
+            to.write_all(&buf.bytes()[..n])
+                .await
+                .map_err(|e| (dst, e.kind()))?;
+            if !from_client {
+                traffic.count_out(n as u64);
+            }
         }
     }
 }
