@@ -64,6 +64,7 @@ pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings 
             "routes": config.routes,
             "defaults": config.defaults,
             "sendProxyProtocol": config.proxy_protocol.send,
+            "allowSessionTicket": config.allow_session_ticket,
         })
         .to_string()
     });

@@ -124,6 +124,16 @@ struct RawConfig {
     /// Global default for routes without `action.sendProxyProtocol`.
     #[serde(default)]
     send_proxy_protocol: Option<Value>,
+    /// SmartProxy's `allowSessionTicket` (default true).
+    #[serde(default)]
+    allow_session_ticket: Option<bool>,
+}
+
+/// What `init` reads: the routes and the proxy-wide options they need.
+pub(crate) struct Parsed {
+    pub(crate) routes: Vec<Route>,
+    /// `false`: a TLS resumption without SNI is refused.
+    pub(crate) allow_session_ticket: bool,
 }
 
 #[derive(Deserialize)]
@@ -136,7 +146,7 @@ struct RawDefaults {
 }
 
 /// Reads the plugin config `{"routes": [...], "defaults": {...} | null}`.
-pub(crate) fn parse(config: &str) -> Result<Vec<Route>> {
+pub(crate) fn parse(config: &str) -> Result<Parsed> {
     let raw: RawConfig = serde_json::from_str(config).map_err(|e| {
         let text = e.to_string();
         let at = format!(" at line {} column {}", e.line(), e.column());
@@ -176,7 +186,10 @@ pub(crate) fn parse(config: &str) -> Result<Vec<Route>> {
         }
         action.proxy_protocol.get_or_insert(global_pp);
     }
-    Ok(routes)
+    Ok(Parsed {
+        routes,
+        allow_session_ticket: raw.allow_session_ticket.unwrap_or(true),
+    })
 }
 
 /// Reads `routes` element by element, checking each as it arrives.

@@ -2,7 +2,10 @@
 //! decide where each connection goes.
 //!
 //! Config (the host passes it): `{"routes": [...], "defaults": {...} | null}`,
-//! optionally `"sendProxyProtocol"` (the default for routes that do not say).
+//! optionally `"sendProxyProtocol"` (the default for routes that do not say)
+//! and `"allowSessionTicket"` (default `true`; `false` refuses a TLS
+//! resumption that carries no SNI with `session-ticket-without-sni` and a
+//! handshake-failure alert, so the client retries with a full handshake).
 //!
 //! A route is `{ name, priority, match, action, security }`:
 //!
@@ -69,12 +72,15 @@ use crate::table::Table;
 #[derive(Debug)]
 pub struct Routes {
     table: Table,
+    allow_session_ticket: bool,
 }
 
 impl Plugin for Routes {
     fn init(config: &str) -> Result<Self, InitError> {
+        let parsed = config::parse(config)?;
         Ok(Routes {
-            table: Table::new(config::parse(config)?),
+            table: Table::new(parsed.routes),
+            allow_session_ticket: parsed.allow_session_ticket,
         })
     }
 
@@ -87,6 +93,20 @@ impl Plugin for Routes {
     }
 
     fn route(&self, conn: &Connection) -> RouteDecision {
+        // SmartProxy's `allowSessionTicket: false`: a resumption that names
+        // no server cannot be routed by SNI, so it is refused and the
+        // client retries with a full handshake (and its SNI).
+        if !self.allow_session_ticket
+            && conn
+                .tls
+                .as_ref()
+                .is_some_and(|h| h.sni.is_none() && h.resumption_without_sni)
+        {
+            return RouteDecision::reject(
+                "session-ticket-without-sni",
+                Some(TlsAlert::HandshakeFailure),
+            );
+        }
         let Some(index) = self.table.select(conn) else {
             return RouteDecision::Pass;
         };

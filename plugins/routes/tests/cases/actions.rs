@@ -3,7 +3,7 @@
 use turnout_plugin_sdk::prelude::*;
 use turnout_plugin_sdk::testing::{plain_conn, tls_conn};
 
-use super::{Init, expect, forward, load, sorted};
+use super::{Init, config, expect, forward, load, route, sorted};
 
 const ACTIONS: &str = r#"{"routes": [
   { "name": "rr", "match": { "ports": 3000 },
@@ -184,4 +184,42 @@ pub(crate) fn empty_configs(init: Init<'_>) {
         expect(&mut h, &tls_conn("10.0.0.1:5000", 443, "a.test"), None);
         expect(&mut h, &plain_conn("10.0.0.1:5000", 80), None);
     }
+}
+
+/// `allowSessionTicket: false` refuses a resumption without SNI, and only
+/// that; the default lets it route on port and client.
+pub(crate) fn session_tickets(init: Init<'_>) {
+    let routes = [route("any", r#"{"ports": 443}"#)];
+    let resumption = || {
+        Connection::tls(
+            1,
+            turnout_plugin_sdk::testing::peer("10.0.0.1:5000", 443),
+            ClientHello::without_sni().resumption_without_sni(true),
+        )
+    };
+    let mut h = load(init, &config(&routes));
+    assert_eq!(
+        forward(&mut h, &resumption()).route,
+        "any",
+        "allowed by default"
+    );
+
+    let strict = format!(
+        r#"{{"routes": [{}], "allowSessionTicket": false}}"#,
+        routes.join(",")
+    );
+    let mut h = load(init, &strict);
+    match h.route(&resumption()) {
+        RouteDecision::Reject(r) => {
+            assert_eq!(r.reason, "session-ticket-without-sni");
+            assert_eq!(r.alert, Some(TlsAlert::HandshakeFailure));
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // A full handshake without SNI, or a resumption with SNI, still routes.
+    assert_eq!(forward(&mut h, &super::no_sni(443)).route, "any");
+    assert_eq!(
+        forward(&mut h, &tls_conn("10.0.0.1:5000", 443, "a.test")).route,
+        "any"
+    );
 }

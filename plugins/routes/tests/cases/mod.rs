@@ -23,6 +23,7 @@ pub(crate) fn all(init: Init<'_>) {
     actions::round_robin(init);
     actions::defaults(init);
     actions::empty_configs(init);
+    actions::session_tickets(init);
     errors::bad_configs(init);
 }
 
