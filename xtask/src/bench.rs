@@ -132,6 +132,7 @@ impl Scenario {
                     "RSS KiB per conn still held 1 s after close",
                 ),
                 ("idle_cpu_ms_per_s", "proxy CPU ms/s while they idle"),
+                ("empty_cpu_ms_per_s", "proxy CPU ms/s with no connections"),
                 ("open_secs", "seconds to open them"),
             ],
             Scenario::Latency => &[
@@ -250,9 +251,9 @@ impl Load {
                 warmup: 500,
                 tls_conns: 20_000,
                 concurrency: 32,
-                bulk_total: 2 << 30,
+                bulk_total: 4 << 30,
                 idle: 10_000,
-                latency: 2_000,
+                latency: 5_000,
             }
         };
         Load {
@@ -799,7 +800,11 @@ impl<'a> Bench<'a> {
         f: &mut Figures,
     ) -> Result<BTreeMap<String, String>> {
         let pids = p.pids();
-        std::thread::sleep(Duration::from_secs(1));
+        // Long enough for 10 ms ticks to resolve a few ms per second.
+        let window = Duration::from_secs(5);
+        let cpu_a = cpu_secs(&pids, self.ticks);
+        std::thread::sleep(window);
+        let empty_cpu = cpu_secs(&pids, self.ticks) - cpu_a;
         let rss_before = rss_kib(&pids);
         let mut args = vec!["idle".to_owned()];
         args.extend(Self::target(addr, ECHO));
@@ -821,7 +826,7 @@ impl<'a> Bench<'a> {
         std::thread::sleep(Duration::from_secs(2));
         let rss_with = rss_kib(&pids);
         let cpu_a = cpu_secs(&pids, self.ticks);
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(window);
         let idle_cpu = cpu_secs(&pids, self.ticks) - cpu_a;
         if let Some(mut stdin) = client.stdin.take() {
             let _ = stdin.write_all(b"release\n");
@@ -836,7 +841,14 @@ impl<'a> Bench<'a> {
             "retained_kib_per_conn".into(),
             (rss_after - rss_before) / ok,
         );
-        f.insert("idle_cpu_ms_per_s".into(), idle_cpu * 1000.0 / 3.0);
+        f.insert(
+            "idle_cpu_ms_per_s".into(),
+            idle_cpu * 1000.0 / window.as_secs_f64(),
+        );
+        f.insert(
+            "empty_cpu_ms_per_s".into(),
+            empty_cpu * 1000.0 / window.as_secs_f64(),
+        );
         f.insert("open_secs".into(), num(&open, "open_secs"));
         f.insert("conns".into(), ok);
         let mut report = done;
