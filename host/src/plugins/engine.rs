@@ -5,7 +5,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -80,7 +81,7 @@ pub struct Runtime {
     pub(crate) linker: Linker<StoreState>,
     pub(crate) config: RuntimeConfig,
     pub(crate) pooling: bool,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 fn base_config(cfg: &RuntimeConfig) -> Config {
@@ -146,8 +147,14 @@ impl Runtime {
             linker,
             config,
             pooling,
-            _ticker: ticker,
+            ticker,
         }))
+    }
+
+    /// Marks a plugin call (or `init`) in progress until the guard drops:
+    /// the epoch ticker runs only while there is one.
+    pub(crate) fn enter_call(&self) -> InFlight<'_> {
+        self.ticker.enter()
     }
 
     /// Whether the pooling allocator is in use.
@@ -269,23 +276,122 @@ fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()>
     std::fs::rename(&tmp, path)
 }
 
-/// Advances the engine's epoch every tick; stops when the engine is dropped.
-struct Ticker;
+/// Ticks without a call in flight before the ticker parks.
+const IDLE_TICKS: u32 = 100;
+
+/// Advances the engine's epoch every tick while plugin calls run; after
+/// [`IDLE_TICKS`] ticks with none it parks, so an idle proxy does not wake
+/// a thousand times a second. A call entering wakes it (see
+/// [`Ticker::enter`]); it also wakes once a second to notice the engine was
+/// dropped, and then stops.
+struct Ticker {
+    shared: Arc<TickerShared>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    in_flight: AtomicUsize,
+    parked: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// A plugin call (or `init`) in progress; keeps the ticker ticking.
+pub(crate) struct InFlight<'a>(&'a TickerShared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Ticker {
     fn start(engine: &Engine, tick: Duration) -> Result<Self, LoadError> {
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let shared = Arc::new(TickerShared::default());
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
             .name("turnout-epoch".into())
             .spawn(move || {
+                let mut quiet = 0u32;
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
-                    std::thread::sleep(tick);
+                    if s.in_flight.load(Ordering::SeqCst) == 0 {
+                        quiet += 1;
+                    } else {
+                        quiet = 0;
+                    }
+                    if quiet < IDLE_TICKS {
+                        std::thread::sleep(tick);
+                        continue;
+                    }
+                    // Announce the park, then look again: a call that
+                    // entered in between either sees `parked` and unparks
+                    // us, or is seen here (both sides use SeqCst).
+                    s.parked.store(true, Ordering::SeqCst);
+                    if s.in_flight.load(Ordering::SeqCst) == 0 {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    }
+                    s.parked.store(false, Ordering::SeqCst);
+                    quiet = 0;
                 }
             })
             // Without the ticker no deadline would ever fire: refuse to run.
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
-        Ok(Ticker)
+        let _ = shared.thread.set(handle.thread().clone());
+        Ok(Ticker { shared })
+    }
+
+    fn enter(&self) -> InFlight<'_> {
+        let s = &*self.shared;
+        s.in_flight.fetch_add(1, Ordering::SeqCst);
+        if s.parked.load(Ordering::SeqCst)
+            && let Some(t) = s.thread.get()
+        {
+            t.unpark();
+        }
+        InFlight(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounded wait for `cond`, polling every millisecond (up to 5 s).
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn the_ticker_parks_when_idle_and_ticks_again_for_a_call() {
+        let rt = Runtime::new(RuntimeConfig {
+            cache_dir: None,
+            pooling: false,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let shared = rt.ticker.shared.clone();
+        assert!(
+            eventually(|| shared.parked.load(Ordering::SeqCst)),
+            "parks with no call in flight"
+        );
+        let call = rt.enter_call();
+        assert!(
+            eventually(|| !shared.parked.load(Ordering::SeqCst)),
+            "a call wakes it"
+        );
+        // While the call is in flight it keeps ticking rather than parking.
+        std::thread::sleep(Duration::from_millis(IDLE_TICKS as u64 * 2));
+        assert!(!shared.parked.load(Ordering::SeqCst));
+        drop(call);
+        assert!(eventually(|| shared.parked.load(Ordering::SeqCst)));
     }
 }

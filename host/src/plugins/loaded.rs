@@ -107,6 +107,7 @@ pub(crate) struct Prepared<'a> {
 impl Prepared<'_> {
     /// A fresh instance with `init` already run.
     fn instantiate(&self) -> Result<(Instance, PluginInfo), CallFailure> {
+        let _running = self.runtime.enter_call();
         let mut store = Store::new(
             &self.runtime.engine,
             StoreState::new(self.host.clone(), self.runtime.config.max_memory),
@@ -291,6 +292,7 @@ impl LoadedPlugin {
         f: impl FnOnce(&Guest, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
         let start = Instant::now();
+        let _running = self.runtime.enter_call();
         let result = self.take().and_then(|mut inst| {
             if self.runtime.config.deadlines {
                 inst.store.data_mut().budget = Budget::start(self.runtime.config.call_deadline);
