@@ -222,7 +222,13 @@ async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Recei
         tokio::select! {
             r = l.listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let local = stream.local_addr().unwrap_or(local);
+                    // A listener on a specific address accepts on that
+                    // address: no getsockname per connection.
+                    let local = if local.ip().is_unspecified() {
+                        stream.local_addr().unwrap_or(local)
+                    } else {
+                        local
+                    };
                     tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls }));
                 }
                 Err(e) if is_resource_exhaustion(&e) => {

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
@@ -185,7 +185,7 @@ impl Drop for Buffer {
 /// socket to be readable without a buffer; takes one while data flows and
 /// gives it back when the socket runs dry.
 async fn pump(
-    from: ReadHalf<'_>,
+    mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
     from_client: bool,
     traffic: &Traffic,
@@ -200,10 +200,13 @@ async fn pump(
         from.readable().await.map_err(|e| (src, e.kind()))?;
         let mut buf = Buffer::take();
         loop {
-            let n = match from.try_read(buf.bytes()) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err((src, e.kind())),
+            // One poll of `poll_read`, not `try_read`: after a short read
+            // tokio clears the readiness itself, so the next poll is
+            // `Pending` without the `recvfrom` that would return EAGAIN.
+            let n = match read_once(&mut from, buf.bytes()).await {
+                None => break,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err((src, e.kind())),
             };
             if n == 0 {
                 // A peer that already went away cannot take our FIN; that
@@ -232,6 +235,21 @@ async fn pump(
             }
         }
     }
+}
+
+/// Reads what is there now: `None` when nothing is (the socket's
+/// readiness is then cleared and `readable()` waits for more).
+async fn read_once(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut *from).poll_read(cx, &mut rb) {
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(r) => {
+                std::task::Poll::Ready(Some(r.map(|()| rb.filled().len())))
+            }
+        }
+    })
+    .await
 }
 
 fn error_reason((side, kind): (Side, io::ErrorKind)) -> CloseReason {
