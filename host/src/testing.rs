@@ -145,3 +145,43 @@ pub fn wasm_harness_with_host(
     let target = WasmTarget::load(&wasm, host.clone(), config)?;
     Ok(Harness::from_target(Box::new(target), host))
 }
+
+/// Declares two tests per case — `native::<case>` (the plugin compiled
+/// into the test) and `wasm::<case>` (its built `.wasm`, found from the
+/// calling crate's manifest directory) — for case functions of the shape
+/// `fn case(make: &dyn Fn(&str) -> Result<Harness, CallError>)`, so the
+/// same test body runs both ways:
+///
+/// ```ignore
+/// turnout::natively_and_as_wasm!(Guard: info, defaults, ip_lists);
+/// ```
+///
+/// `Guard` must be in scope where the macro is called.
+#[macro_export]
+macro_rules! natively_and_as_wasm {
+    ($plugin:ident: $($case:ident),* $(,)?) => {
+        mod native {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&$crate::testing::native::<super::$plugin>);
+                }
+            )*
+        }
+        mod wasm {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&|config| {
+                        $crate::testing::wasm_harness(env!("CARGO_MANIFEST_DIR"), config)
+                    });
+                }
+            )*
+        }
+    };
+}
+
+/// `Harness::native::<P>` as a function, for [`natively_and_as_wasm!`].
+pub fn native<P: Plugin>(config: &str) -> Result<Harness, CallError> {
+    Harness::native::<P>(config)
+}

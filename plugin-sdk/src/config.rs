@@ -1,5 +1,6 @@
 //! Helpers for reading a plugin's JSON configuration with errors that name
-//! the key path, the way the default plugins and the host do.
+//! the key path, the way the default plugins and the host do: each reader
+//! takes the value and its path and answers `path: what is wrong`.
 
 use std::fmt::Display;
 
@@ -24,6 +25,83 @@ pub fn kind(v: &Value) -> &'static str {
 /// `routes[2].match.ports: port 0 is out of range 1-65535`.
 pub fn error_at(path: impl Display, message: impl Display) -> InitError {
     InitError::new(format!("{path}: {message}"))
+}
+
+/// `key` of `map`, with JSON `null` read as absent.
+pub fn field<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+/// `Err` naming the first key of `map` not in `known`: `{prefix}{key}:
+/// unknown key (expected one of …)`; `prefix` is the object's path with
+/// its trailing dot (`"windows[0]."`, or `""` at the top).
+pub fn unknown_keys(
+    map: &serde_json::Map<String, Value>,
+    prefix: &str,
+    known: &[&str],
+) -> Result<(), InitError> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(error_at(
+            format_args!("{prefix}{key}"),
+            format_args!("unknown key (expected one of {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A non-blank string.
+pub fn string<'a>(v: &'a Value, path: &str) -> Result<&'a str, InitError> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err(error_at(path, "must not be empty")),
+        Value::String(s) => Ok(s),
+        other => Err(error_at(
+            path,
+            format_args!("expected a string, got {}", kind(other)),
+        )),
+    }
+}
+
+/// A whole number in `min..=max`.
+pub fn number(v: &Value, path: &str, min: u64, max: u64) -> Result<u64, InitError> {
+    let Value::Number(n) = v else {
+        return Err(error_at(
+            path,
+            format_args!("expected a number, got {}", kind(v)),
+        ));
+    };
+    match n.as_u64() {
+        Some(x) if (min..=max).contains(&x) => Ok(x),
+        _ if n.is_f64() => Err(error_at(path, format_args!("{n} is not a whole number"))),
+        _ => Err(error_at(
+            path,
+            format_args!("{n} is out of range {min}-{max}"),
+        )),
+    }
+}
+
+/// A non-empty list, each item read by `item` with its path (`path[i]`).
+pub fn list<T>(
+    v: &Value,
+    path: &str,
+    item: impl Fn(&Value, &str) -> Result<T, InitError>,
+) -> Result<Vec<T>, InitError> {
+    match v {
+        Value::Array(items) if items.is_empty() => Err(error_at(path, "must not be empty")),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| item(x, &format!("{path}[{i}]")))
+            .collect(),
+        other => Err(error_at(
+            path,
+            format_args!("expected a list, got {}", kind(other)),
+        )),
+    }
+}
+
+/// A domain pattern (`example.com`, `*.example.com`).
+pub fn domain(v: &Value, path: &str) -> Result<crate::matching::DomainPattern, InitError> {
+    crate::matching::DomainPattern::parse(string(v, path)?).map_err(|e| error_at(path, e))
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`, …" with the

@@ -87,33 +87,9 @@ fn bad_configs(make: Make<'_>) {
     }
 }
 
-/// Runs each case natively (`native::<case>`) and from the `.wasm`
-/// (`wasm::<case>`).
-macro_rules! natively_and_as_wasm {
-    ($($case:ident),* $(,)?) => {
-        mod native {
-            use super::{Harness, {{Type}}};
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&Harness::native::<{{Type}}>);
-                }
-            )*
-        }
-        mod wasm {
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&|config| {
-                        turnout::testing::wasm_harness(env!("CARGO_MANIFEST_DIR"), config)
-                    });
-                }
-            )*
-        }
-    };
-}
-
-natively_and_as_wasm!(
+// Each case runs natively and against the built `.wasm`.
+turnout::natively_and_as_wasm!(
+    {{Type}}:
     info,
     routes_its_domain,
     no_opinion_on_other_connections,

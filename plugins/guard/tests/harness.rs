@@ -334,33 +334,9 @@ fn bad_configs(make: Make<'_>) {
     }
 }
 
-/// Runs each case natively (`native::<case>`) and from the `.wasm`
-/// (`wasm::<case>`).
-macro_rules! natively_and_as_wasm {
-    ($($case:ident),* $(,)?) => {
-        mod native {
-            use super::{Guard, Harness};
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&Harness::native::<Guard>);
-                }
-            )*
-        }
-        mod wasm {
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&|config| {
-                        turnout::testing::wasm_harness(env!("CARGO_MANIFEST_DIR"), config)
-                    });
-                }
-            )*
-        }
-    };
-}
-
-natively_and_as_wasm!(
+// Each case runs natively and against the built `.wasm`.
+turnout::natively_and_as_wasm!(
+    Guard:
     info,
     defaults,
     configured_limits,

@@ -2,7 +2,7 @@
 //! (`primary[1].port: 70000 is out of range 1-65535`).
 
 use serde_json::{Map, Value};
-use turnout_plugin_sdk::config::{error_at, kind};
+use turnout_plugin_sdk::config::{self, domain, error_at, field as get, kind, list, number};
 use turnout_plugin_sdk::prelude::*;
 
 const KEYS: [&str; 9] = [
@@ -33,67 +33,17 @@ pub(crate) struct Config {
     pub(crate) salt: String,
 }
 
-/// `key` of `map`, with JSON `null` read as absent.
-fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).filter(|v| !v.is_null())
-}
-
 fn required<'a>(map: &'a Map<String, Value>, key: &str) -> Result<&'a Value, InitError> {
     get(map, key).ok_or_else(|| error_at(key, "required"))
 }
 
 fn string(v: &Value, path: &str) -> Result<String, InitError> {
-    match v {
-        Value::String(s) if s.trim().is_empty() => Err(error_at(path, "must not be empty")),
-        Value::String(s) => Ok(s.clone()),
-        other => Err(error_at(
-            path,
-            format_args!("expected a string, got {}", kind(other)),
-        )),
-    }
-}
-
-/// A whole number in `min..=max`.
-fn number(v: &Value, path: &str, min: u64, max: u64) -> Result<u64, InitError> {
-    let Value::Number(n) = v else {
-        return Err(error_at(
-            path,
-            format_args!("expected a number, got {}", kind(v)),
-        ));
-    };
-    match n.as_u64() {
-        Some(x) if (min..=max).contains(&x) => Ok(x),
-        _ if n.is_f64() => Err(error_at(path, format_args!("{n} is not a whole number"))),
-        _ => Err(error_at(
-            path,
-            format_args!("{n} is out of range {min}-{max}"),
-        )),
-    }
+    config::string(v, path).map(str::to_owned)
 }
 
 fn port(v: &Value, path: &str) -> Result<u16, InitError> {
     // The range check makes the conversion infallible.
     number(v, path, 1, 65_535).map(|p| u16::try_from(p).unwrap_or(u16::MAX))
-}
-
-/// A non-empty list (`path: empty` otherwise), each item read by `item`.
-fn list<T>(
-    v: &Value,
-    path: &str,
-    item: impl Fn(&Value, &str) -> Result<T, InitError>,
-) -> Result<Vec<T>, InitError> {
-    match v {
-        Value::Array(items) if items.is_empty() => Err(error_at(path, "must not be empty")),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, x)| item(x, &format!("{path}[{i}]")))
-            .collect(),
-        other => Err(error_at(
-            path,
-            format_args!("expected a list, got {}", kind(other)),
-        )),
-    }
 }
 
 fn target(v: &Value, path: &str) -> Result<Target, InitError> {
@@ -119,10 +69,6 @@ fn target(v: &Value, path: &str) -> Result<Target, InitError> {
         None => return Err(error_at(at("port"), "required")),
     };
     Ok(Target::new(host, port))
-}
-
-fn domain(v: &Value, path: &str) -> Result<DomainPattern, InitError> {
-    DomainPattern::parse(&string(v, path)?).map_err(|e| error_at(path, e))
 }
 
 /// Reads and checks the config text.

@@ -330,33 +330,9 @@ fn fnv1a64_matches_the_reference_vectors() {
     assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
 }
 
-/// Runs each case natively (`native::<case>`) and from the `.wasm`
-/// (`wasm::<case>`).
-macro_rules! natively_and_as_wasm {
-    ($($case:ident),* $(,)?) => {
-        mod native {
-            use super::{Canary, Harness};
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&Harness::native::<Canary>);
-                }
-            )*
-        }
-        mod wasm {
-            $(
-                #[test]
-                fn $case() {
-                    super::$case(&|config| {
-                        turnout::testing::wasm_harness(env!("CARGO_MANIFEST_DIR"), config)
-                    });
-                }
-            )*
-        }
-    };
-}
-
-natively_and_as_wasm!(
+// Each case runs natively and against the built `.wasm`.
+turnout::natively_and_as_wasm!(
+    Canary:
     info,
     forwards_to_the_configured_targets,
     buckets_are_fixed,

@@ -2,7 +2,7 @@
 //! path (`windows[1].from: "25:00" is not a time of day (00:00 to 23:59)`).
 
 use serde_json::{Map, Value};
-use turnout_plugin_sdk::config::{error_at, kind};
+use turnout_plugin_sdk::config::{domain, error_at, field as get, kind, string, unknown_keys};
 use turnout_plugin_sdk::prelude::*;
 
 use crate::schedule::{self, Days, Window};
@@ -30,32 +30,6 @@ pub(crate) struct Config {
     pub(crate) ports: Vec<u16>,
     /// Empty: every connection, with or without SNI.
     pub(crate) domains: Vec<DomainPattern>,
-}
-
-/// `key` of `map`, with JSON `null` read as absent.
-fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).filter(|v| !v.is_null())
-}
-
-fn unknown_keys(map: &Map<String, Value>, path: &str, known: &[&str]) -> Result<(), InitError> {
-    match map.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(error_at(
-            format_args!("{path}{key}"),
-            format_args!("unknown key (expected one of {})", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
-fn string<'a>(v: &'a Value, path: &str) -> Result<&'a str, InitError> {
-    match v {
-        Value::String(s) if s.trim().is_empty() => Err(error_at(path, "must not be empty")),
-        Value::String(s) => Ok(s),
-        other => Err(error_at(
-            path,
-            format_args!("expected a string, got {}", kind(other)),
-        )),
-    }
 }
 
 /// A list, each item read by `item`; `allow_empty` or `path: must not be empty`.
@@ -90,10 +64,6 @@ fn port(v: &Value, path: &str) -> Result<u16, InitError> {
             format_args!("expected a port number, got {}", kind(v)),
         )),
     }
-}
-
-fn domain(v: &Value, path: &str) -> Result<DomainPattern, InitError> {
-    DomainPattern::parse(string(v, path)?).map_err(|e| error_at(path, e))
 }
 
 fn day(v: &Value, path: &str) -> Result<Days, InitError> {

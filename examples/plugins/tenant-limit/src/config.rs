@@ -1,8 +1,10 @@
 //! Reading the tenant limiter's JSON config; every error names its key
 //! path (`tenants[2].domains[0]: must not be empty`).
 
-use serde_json::{Map, Value};
-use turnout_plugin_sdk::config::{error_at, kind};
+use serde_json::Value;
+use turnout_plugin_sdk::config::{
+    domain, error_at, field as get, kind, list, number, string, unknown_keys,
+};
 use turnout_plugin_sdk::matching::normalize_domain;
 use turnout_plugin_sdk::prelude::*;
 
@@ -49,74 +51,6 @@ pub(crate) struct Config {
     pub(crate) ports: Vec<u16>,
     pub(crate) alert: Option<TlsAlert>,
     pub(crate) reason: String,
-}
-
-/// `key` of `map`, with JSON `null` read as absent.
-fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).filter(|v| !v.is_null())
-}
-
-fn unknown_keys(map: &Map<String, Value>, path: &str, known: &[&str]) -> Result<(), InitError> {
-    match map.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(error_at(
-            format_args!("{path}{key}"),
-            format_args!("unknown key (expected one of {})", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
-fn string<'a>(v: &'a Value, path: &str) -> Result<&'a str, InitError> {
-    match v {
-        Value::String(s) if s.trim().is_empty() => Err(error_at(path, "must not be empty")),
-        Value::String(s) => Ok(s),
-        other => Err(error_at(
-            path,
-            format_args!("expected a string, got {}", kind(other)),
-        )),
-    }
-}
-
-/// A whole number in `min..=max`.
-fn number(v: &Value, path: &str, min: u64, max: u64) -> Result<u64, InitError> {
-    let Value::Number(n) = v else {
-        return Err(error_at(
-            path,
-            format_args!("expected a number, got {}", kind(v)),
-        ));
-    };
-    match n.as_u64() {
-        Some(x) if (min..=max).contains(&x) => Ok(x),
-        _ if n.is_f64() => Err(error_at(path, format_args!("{n} is not a whole number"))),
-        _ => Err(error_at(
-            path,
-            format_args!("{n} is out of range {min}-{max}"),
-        )),
-    }
-}
-
-/// A non-empty list, each item read by `item`.
-fn list<T>(
-    v: &Value,
-    path: &str,
-    item: impl Fn(&Value, &str) -> Result<T, InitError>,
-) -> Result<Vec<T>, InitError> {
-    match v {
-        Value::Array(items) if items.is_empty() => Err(error_at(path, "must not be empty")),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, x)| item(x, &format!("{path}[{i}]")))
-            .collect(),
-        other => Err(error_at(
-            path,
-            format_args!("expected a list, got {}", kind(other)),
-        )),
-    }
-}
-
-fn domain(v: &Value, path: &str) -> Result<DomainPattern, InitError> {
-    DomainPattern::parse(string(v, path)?).map_err(|e| error_at(path, e))
 }
 
 /// Whether `name` can be a tenant name: what a DNS label may hold, plus `_`
