@@ -428,3 +428,54 @@ impl Settings {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::limits::ConnectionTracker;
+    use crate::metrics::Metrics;
+    use crate::plugins::{NoCounters, PluginSet, PluginSettings, Runtime, RuntimeConfig};
+
+    /// Every idle connection is one task holding this future: its size is
+    /// most of a connection's memory besides the sockets (the load bench's
+    /// RSS per idle connection). A guard against it growing unnoticed.
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: None,
+            pooling: false,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let set = PluginSet::load(
+            runtime,
+            PluginSettings::default(),
+            Vec::new(),
+            Arc::new(NoCounters),
+        )
+        .unwrap();
+        let proxy = super::super::Proxy::new(
+            super::Settings::default(),
+            set,
+            ConnectionTracker::new(),
+            Metrics::new(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(local).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let fut = super::handle(
+            proxy,
+            super::Accepted {
+                stream,
+                peer,
+                local,
+                tls_port: true,
+            },
+        );
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 3072, "the connection future grew to {size} bytes");
+    }
+}

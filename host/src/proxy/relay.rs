@@ -197,7 +197,13 @@ async fn pump(
         (Side::Backend, Side::Client)
     };
     loop {
-        from.readable().await.map_err(|e| (src, e.kind()))?;
+        // `poll_read_ready`, not `readable()`: it honours tokio's
+        // cooperative budget, so when `read_once` below is refused for
+        // budget (not for lack of data) this yields to the scheduler
+        // instead of spinning between the two.
+        std::future::poll_fn(|cx| from.as_ref().poll_read_ready(cx))
+            .await
+            .map_err(|e| (src, e.kind()))?;
         let mut buf = Buffer::take();
         loop {
             // One poll of `poll_read`, not `try_read`: after a short read
@@ -238,7 +244,8 @@ async fn pump(
 }
 
 /// Reads what is there now: `None` when nothing is (the socket's
-/// readiness is then cleared and `readable()` waits for more).
+/// readiness is then cleared) or when the task has used up its
+/// cooperative budget; either way the caller waits on `poll_read_ready`.
 async fn read_once(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result<usize>> {
     std::future::poll_fn(|cx| {
         let mut rb = tokio::io::ReadBuf::new(buf);
