@@ -134,17 +134,16 @@ async fn stats(admin: SocketAddr) -> Value {
 }
 
 /// Waits (bounded) until no connection is open: every relay has counted
-/// its last byte.
+/// its last byte (a connection's metrics settle before its limit guard is
+/// released, which is what `wait_idle` waits for).
 async fn quiet(app: &RunningApp) {
-    let deadline = Instant::now() + STEP;
-    while app.metrics.active() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} connections still open",
-            app.metrics.active()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if tokio::time::timeout(STEP, app.tracker.wait_idle())
+        .await
+        .is_err()
+    {
+        panic!("{} connections still open", app.metrics.active());
     }
+    assert_eq!(app.metrics.active(), 0);
 }
 
 fn base_config(routes: Value, extra: Value) -> String {

@@ -253,10 +253,15 @@ pub struct ClientGuard {
 impl ClientGuard {
     /// Re-attributes the connection to another client IP (the one a trusted
     /// PROXY header carried). The socket's address stops counting.
-    pub fn rebind(self, ip: IpAddr) -> ClientGuard {
-        let tracker = self.tracker.clone();
-        drop(self);
-        tracker.accept(ip)
+    ///
+    /// In place (`&mut self`), so the guard stays where its owner declared
+    /// it and is released with the rest of the connection, not earlier.
+    pub fn rebind(&mut self, ip: IpAddr) {
+        // Count the new IP before releasing the old one: the total never
+        // touches zero in between, or `wait_idle` (the drain) could see an
+        // idle proxy while this connection is still open.
+        let moved = self.tracker.accept(ip);
+        drop(std::mem::replace(self, moved));
     }
 
     /// Takes a slot on `route`, unless its limits are reached. A second call
@@ -385,8 +390,8 @@ mod tests {
     #[test]
     fn rebind_moves_the_connection_to_the_proxied_client() {
         let t = ConnectionTracker::new();
-        let g = t.accept(ip("127.0.0.1"));
-        let g = g.rebind(ip("203.0.113.9"));
+        let mut g = t.accept(ip("127.0.0.1"));
+        g.rebind(ip("203.0.113.9"));
         assert_eq!(t.active_for_ip(ip("127.0.0.1")), 0);
         assert_eq!(t.active_for_ip(ip("203.0.113.9")), 1);
         assert_eq!(t.total(), 1);

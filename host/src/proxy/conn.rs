@@ -163,7 +163,6 @@ pub(crate) struct Accepted {
 pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
     let started = Instant::now();
     let id = proxy.ids.fetch_add(1, Ordering::Relaxed);
-    let mut meter = proxy.metrics.open(id, accepted.peer);
     let settings = proxy.settings.load_full();
     let chain = proxy.plugins.chain();
     let Accepted {
@@ -174,6 +173,11 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
     } = accepted;
     let _ = stream.set_nodelay(settings.no_delay);
     let mut guard = proxy.tracker.accept(peer.ip());
+    // Declared after the limit guard so it drops first: once the tracker
+    // says no connection is left, the metrics have settled too. (Neither
+    // may be moved into the async block below, which would drop it when
+    // the block ends, before the refusal is counted.)
+    let mut meter = proxy.metrics.open(id, peer);
     let deadline = started + settings.initial_data_timeout;
     let mut buf = Vec::new();
     let mut client = peer;
@@ -209,7 +213,7 @@ pub(crate) async fn handle(proxy: Arc<Proxy>, accepted: Accepted) {
                         if let Some(src) = header.source {
                             client = src;
                             via_proxy = true;
-                            guard = guard.rebind(src.ip());
+                            guard.rebind(src.ip());
                         }
                         break;
                     }
