@@ -35,7 +35,7 @@ use turnout_plugin_sdk::Hooks;
 
 /// Admin connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 64;
-/// Client IPs shown when the request does not say.
+/// Client IPs exposed one by one when `admin.topIPs` does not say.
 pub const DEFAULT_TOP_IPS: usize = 10;
 
 /// What the admin API reads.

@@ -588,11 +588,6 @@ impl ConnHandle {
         &self.entry.traffic
     }
 
-    /// The connection's id.
-    pub fn id(&self) -> u64 {
-        self.entry.id
-    }
-
     /// The client is known (after any PROXY header): counts the connection
     /// for its IP. Later calls are ignored.
     pub fn client(&self, client: SocketAddr) {
