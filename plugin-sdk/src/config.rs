@@ -104,6 +104,26 @@ pub fn domain(v: &Value, path: &str) -> Result<crate::matching::DomainPattern, I
     crate::matching::DomainPattern::parse(string(v, path)?).map_err(|e| error_at(path, e))
 }
 
+/// A TLS alert by name (`"access-denied"`, `"handshake-failure"`,
+/// `"unrecognized-name"`, `"internal-error"`), or `"none"` for no alert.
+pub fn alert(v: &Value, path: &str) -> Result<Option<crate::TlsAlert>, InitError> {
+    use crate::TlsAlert as A;
+    const NAMES: &str = "\"access-denied\", \"handshake-failure\", \"unrecognized-name\", \"internal-error\", \"none\"";
+    Ok(Some(match string(v, path)? {
+        "access-denied" => A::AccessDenied,
+        "handshake-failure" => A::HandshakeFailure,
+        "unrecognized-name" => A::UnrecognizedName,
+        "internal-error" => A::InternalError,
+        "none" => return Ok(None),
+        other => {
+            return Err(error_at(
+                path,
+                format_args!("{other:?} is not one of {NAMES}"),
+            ));
+        }
+    }))
+}
+
 /// serde's "unknown field `x`, expected one of `a`, `b`, …" with the
 /// closest valid name suggested first, when one is close enough to be a
 /// typo: "unknown field `maxConection` (did you mean `maxConnections`?),

@@ -2,7 +2,9 @@
 //! path (`windows[1].from: "25:00" is not a time of day (00:00 to 23:59)`).
 
 use serde_json::{Map, Value};
-use turnout_plugin_sdk::config::{domain, error_at, field as get, kind, string, unknown_keys};
+use turnout_plugin_sdk::config::{
+    alert, domain, error_at, field as get, kind, string, unknown_keys,
+};
 use turnout_plugin_sdk::prelude::*;
 
 use crate::schedule::{self, Days, Window};
@@ -111,23 +113,6 @@ fn window(v: &Value, path: &str) -> Result<Window, InitError> {
     Ok(Window { days, from, to })
 }
 
-fn alert(v: &Value) -> Result<Option<TlsAlert>, InitError> {
-    const NAMES: &str = "\"access-denied\", \"handshake-failure\", \"unrecognized-name\", \"internal-error\", \"none\"";
-    Ok(Some(match string(v, "alert")? {
-        "access-denied" => TlsAlert::AccessDenied,
-        "handshake-failure" => TlsAlert::HandshakeFailure,
-        "unrecognized-name" => TlsAlert::UnrecognizedName,
-        "internal-error" => TlsAlert::InternalError,
-        "none" => return Ok(None),
-        other => {
-            return Err(error_at(
-                "alert",
-                format_args!("{other:?} is not one of {NAMES}"),
-            ));
-        }
-    }))
-}
-
 fn offset(v: &Value) -> Result<i16, InitError> {
     match v.as_i64() {
         Some(m) if m.abs() <= MAX_OFFSET => Ok(i16::try_from(m).unwrap_or(0)),
@@ -168,7 +153,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, InitError> {
             Some(v) => string(v, "reason")?.to_owned(),
             None => "maintenance".to_owned(),
         },
-        alert: get(map, "alert").map_or(Ok(Some(TlsAlert::AccessDenied)), alert)?,
+        alert: get(map, "alert").map_or(Ok(Some(TlsAlert::AccessDenied)), |v| alert(v, "alert"))?,
         ports: match get(map, "ports") {
             Some(v) => list(v, "ports", false, port)?,
             None => Vec::new(),

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use turnout_plugin_sdk::config::{
-    domain, error_at, field as get, kind, list, number, string, unknown_keys,
+    alert, domain, error_at, field as get, kind, list, number, string, unknown_keys,
 };
 use turnout_plugin_sdk::matching::normalize_domain;
 use turnout_plugin_sdk::prelude::*;
@@ -128,23 +128,6 @@ fn unknown(v: &Value) -> Result<Unknown, InitError> {
     }
 }
 
-fn alert(v: &Value) -> Result<Option<TlsAlert>, InitError> {
-    const NAMES: &str = "\"access-denied\", \"handshake-failure\", \"unrecognized-name\", \"internal-error\", \"none\"";
-    Ok(Some(match string(v, "alert")? {
-        "access-denied" => TlsAlert::AccessDenied,
-        "handshake-failure" => TlsAlert::HandshakeFailure,
-        "unrecognized-name" => TlsAlert::UnrecognizedName,
-        "internal-error" => TlsAlert::InternalError,
-        "none" => return Ok(None),
-        other => {
-            return Err(error_at(
-                "alert",
-                format_args!("{other:?} is not one of {NAMES}"),
-            ));
-        }
-    }))
-}
-
 /// Reads and checks the config text.
 pub(crate) fn parse(text: &str) -> Result<Config, InitError> {
     let value: Value = serde_json::from_str(text)
@@ -197,7 +180,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, InitError> {
             })?,
             None => Vec::new(),
         },
-        alert: get(map, "alert").map_or(Ok(Some(TlsAlert::AccessDenied)), alert)?,
+        alert: get(map, "alert").map_or(Ok(Some(TlsAlert::AccessDenied)), |v| alert(v, "alert"))?,
         reason: match get(map, "reason") {
             Some(v) => string(v, "reason")?.to_owned(),
             None => "tenant-rate-limit".to_owned(),
