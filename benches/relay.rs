@@ -72,7 +72,7 @@ async fn proxy_to(target: std::net::SocketAddr) -> std::net::SocketAddr {
                     &traffic,
                     tokio::time::Instant::now(),
                     |_| IdleVerdict::Close,
-                    std::future::pending(),
+                    std::pin::pin!(std::future::pending()),
                 )
                 .await;
             });

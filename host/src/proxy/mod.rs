@@ -218,6 +218,19 @@ async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Recei
             return;
         }
     };
+    // The usual client-socket options, once on the listener (see
+    // `socket::Inherited`); after a reload changes them, connections set
+    // their own.
+    let inherited = {
+        let s = proxy.settings.load();
+        socket::prepare_listener(
+            &l.listener,
+            socket::Inherited {
+                no_delay: s.no_delay,
+                keep_alive: s.default_policy.tcp_keep_alive.map(Duration::from_millis),
+            },
+        )
+    };
     loop {
         tokio::select! {
             r = l.listener.accept() => match r {
@@ -229,7 +242,7 @@ async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Recei
                     } else {
                         local
                     };
-                    tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls }));
+                    tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls, inherited }));
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
                     tracing::error!(listener = %local, error = %e, "accept failed: out of resources; backing off 100 ms");

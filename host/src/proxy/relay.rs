@@ -9,7 +9,8 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -18,6 +19,8 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::metrics::Meters;
+
+mod splice;
 
 /// Buffer per direction. Larger buffers did not raise loopback throughput
 /// measurably; smaller ones cost syscalls.
@@ -180,22 +183,56 @@ impl Drop for Buffer {
     }
 }
 
+/// Bytes moved by `splice(2)` since start, all connections (tests check
+/// that bulk transfers take that path).
+static SPLICED: AtomicU64 = AtomicU64::new(0);
+
+/// Total bytes relayed through pipes so far.
+pub fn spliced_bytes() -> u64 {
+    SPLICED.load(Ordering::Relaxed)
+}
+
+/// Notes one chunk that crossed the proxy in the direction `from_client`.
+fn on_chunk(traffic: &Traffic, from_client: bool, n: usize, started: Instant) {
+    let now = ms_since(started);
+    traffic.last_activity_ms.store(now, Ordering::Relaxed);
+    if from_client {
+        traffic.count_in(n as u64);
+        let _ = traffic.unanswered_since_ms.compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    } else {
+        traffic.unanswered_since_ms.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Copies one direction until EOF (then shuts down the writer, passing
-/// the FIN on) or an error, which says which side failed. Waits for the
-/// socket to be readable without a buffer; takes one while data flows and
-/// gives it back when the socket runs dry.
+/// the FIN on, unless the other direction already ended: the close that
+/// follows sends it) or an error, which says which side failed. Waits for
+/// the socket to be readable without a buffer; takes one while data flows
+/// and gives it back when the socket runs dry. A direction that fills a
+/// whole buffer in one read is a bulk transfer: from then on it moves
+/// bytes socket → pipe → socket with `splice(2)`, never copying them
+/// through user space.
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
     from_client: bool,
     traffic: &Traffic,
     started: Instant,
+    finished: &AtomicBool,
 ) -> Result<(), (Side, io::ErrorKind)> {
     let (src, dst) = if from_client {
         (Side::Client, Side::Backend)
     } else {
         (Side::Backend, Side::Client)
     };
+    // `bulk`: this direction moves by splice; `no_pipe`: it could not get
+    // a pipe once (out of descriptors) and stays with buffers.
+    let (mut bulk, mut no_pipe) = (false, false);
     loop {
         // `poll_read_ready`, not `readable()`: it honours tokio's
         // cooperative budget, so when `read_once` below is refused for
@@ -204,6 +241,35 @@ async fn pump(
         std::future::poll_fn(|cx| from.as_ref().poll_read_ready(cx))
             .await
             .map_err(|e| (src, e.kind()))?;
+        if bulk {
+            // Boxed: one allocation per burst of a bulk stream, and the
+            // burst's state is not part of every idle connection's task.
+            let moved = Box::pin(splice::burst(
+                from.as_ref(),
+                to.as_ref(),
+                |n| on_chunk(traffic, from_client, n, started),
+                |n| {
+                    SPLICED.fetch_add(n as u64, Ordering::Relaxed);
+                    if !from_client {
+                        traffic.count_out(n as u64);
+                    }
+                },
+            ))
+            .await;
+            match moved {
+                Ok(splice::Burst::Drained) => continue,
+                Ok(splice::Burst::Eof) => {
+                    if !finished.swap(true, Ordering::Relaxed) {
+                        let _ = to.shutdown().await;
+                    }
+                    return Ok(());
+                }
+                // Out of descriptors for a pipe: copy through a buffer.
+                Err(splice::Error::NoPipe) => (bulk, no_pipe) = (false, true),
+                Err(splice::Error::Read(e)) => return Err((src, e.kind())),
+                Err(splice::Error::Write(e)) => return Err((dst, e.kind())),
+            }
+        }
         let mut buf = Buffer::take();
         loop {
             // One poll of `poll_read`, not `try_read`: after a short read
@@ -216,28 +282,23 @@ async fn pump(
             };
             if n == 0 {
                 // A peer that already went away cannot take our FIN; that
-                // is not a failure of this direction.
-                let _ = to.shutdown().await;
+                // is not a failure of this direction. When the other
+                // direction is over too, the close right after sends it.
+                if !finished.swap(true, Ordering::Relaxed) {
+                    let _ = to.shutdown().await;
+                }
                 return Ok(());
             }
-            let now = ms_since(started);
-            traffic.last_activity_ms.store(now, Ordering::Relaxed);
-            if from_client {
-                traffic.count_in(n as u64);
-                let _ = traffic.unanswered_since_ms.compare_exchange(
-                    0,
-                    now,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            } else {
-                traffic.unanswered_since_ms.store(0, Ordering::Relaxed);
-            }
+            on_chunk(traffic, from_client, n, started);
             to.write_all(&buf.bytes()[..n])
                 .await
                 .map_err(|e| (dst, e.kind()))?;
             if !from_client {
                 traffic.count_out(n as u64);
+            }
+            if n == BUF && !no_pipe {
+                bulk = true;
+                break;
             }
         }
     }
@@ -268,101 +329,158 @@ fn error_reason((side, kind): (Side, io::ErrorKind)) -> CloseReason {
 
 /// Relays until both sides are done or a timer fires. `on_idle` is asked
 /// when the inactivity timer fires; `shutdown` ends the relay early.
-pub async fn relay<I, S>(
-    client: &mut TcpStream,
-    backend: &mut TcpStream,
+///
+/// A plain `fn` returning an `async move` block, not an `async fn`: an
+/// `async fn` moves its arguments into locals and keeps both copies in its
+/// state, and this future lives as long as the connection.
+pub fn relay<'a, I, S>(
+    client: &'a mut TcpStream,
+    backend: &'a mut TcpStream,
     timers: Timers,
-    traffic: &Traffic,
+    traffic: &'a Traffic,
     started: Instant,
     mut on_idle: I,
-    shutdown: S,
-) -> CloseReason
+    mut shutdown: Pin<&'a mut S>,
+) -> impl Future<Output = CloseReason> + 'a
 where
-    I: FnMut(Duration) -> IdleVerdict,
-    S: Future<Output = ()>,
+    I: FnMut(Duration) -> IdleVerdict + 'a,
+    S: Future<Output = ()> + ?Sized + 'a,
 {
-    // Borrowed halves: no lock around each read and write, unlike
-    // `tokio::io::split`.
-    let (client_r, client_w) = client.split();
-    let (backend_r, backend_w) = backend.split();
-    let up = pump(client_r, backend_w, true, traffic, started);
-    let down = pump(backend_r, client_w, false, traffic, started);
-    tokio::pin!(up, down, shutdown);
-    let (mut up_done, mut down_done) = (false, false);
-    let mut half_open_since: Option<Instant> = None;
-    // Inactivity is measured from the later of the last byte and the last
-    // extension granted by `on-idle`.
-    let mut idle_base = started;
-    let lifetime_end = timers.max_lifetime.map(|d| started + d);
+    async move {
+        // Borrowed halves: no lock around each read and write, unlike
+        // `tokio::io::split`.
+        let (client_r, client_w) = client.split();
+        let (backend_r, backend_w) = backend.split();
+        // Set by the first direction to end (see `pump`).
+        let finished = AtomicBool::new(false);
+        let up = pump(client_r, backend_w, true, traffic, started, &finished);
+        let down = pump(backend_r, client_w, false, traffic, started, &finished);
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        let mut half_open_since: Option<Instant> = None;
+        // Inactivity is measured from the later of the last byte and the last
+        // extension granted by `on-idle`.
+        let mut idle_base = started;
+        let lifetime_end = timers.max_lifetime.map(|d| started + d);
 
-    loop {
-        if up_done && down_done {
-            return CloseReason::Completed;
-        }
-        let now = Instant::now();
-        let last_byte =
-            started + Duration::from_millis(traffic.last_activity_ms.load(Ordering::Relaxed));
-        let idle_from = last_byte.max(idle_base);
-        let mut next = now + Duration::from_secs(3600);
-        if let Some(d) = timers.inactivity {
-            next = next.min(idle_from + d);
-        }
-        if let Some(end) = lifetime_end {
-            next = next.min(end);
-        }
-        if let Some(since) = half_open_since {
-            next = next.min(since + timers.half_open_grace);
-        }
-        let unanswered = traffic.unanswered_since_ms.load(Ordering::Relaxed);
-        if let (Some(d), true) = (timers.stuck, unanswered > 0) {
-            next = next.min(started + Duration::from_millis(unanswered) + d);
-        }
+        loop {
+            if up_done && down_done {
+                return CloseReason::Completed;
+            }
+            let now = Instant::now();
+            let last_byte =
+                started + Duration::from_millis(traffic.last_activity_ms.load(Ordering::Relaxed));
+            let idle_from = last_byte.max(idle_base);
+            let mut next = now + Duration::from_secs(3600);
+            if let Some(d) = timers.inactivity {
+                next = next.min(idle_from + d);
+            }
+            if let Some(end) = lifetime_end {
+                next = next.min(end);
+            }
+            if let Some(since) = half_open_since {
+                next = next.min(since + timers.half_open_grace);
+            }
+            let unanswered = traffic.unanswered_since_ms.load(Ordering::Relaxed);
+            if let (Some(d), true) = (timers.stuck, unanswered > 0) {
+                next = next.min(started + Duration::from_millis(unanswered) + d);
+            }
 
-        tokio::select! {
-            r = &mut up, if !up_done => {
-                up_done = true;
-                if let Err(e) = r {
-                    return error_reason(e);
+            tokio::select! {
+                r = &mut up, if !up_done => {
+                    up_done = true;
+                    if let Err(e) = r {
+                        return error_reason(e);
+                    }
+                    half_open_since.get_or_insert_with(Instant::now);
                 }
-                half_open_since.get_or_insert_with(Instant::now);
-            }
-            r = &mut down, if !down_done => {
-                down_done = true;
-                if let Err(e) = r {
-                    return error_reason(e);
+                r = &mut down, if !down_done => {
+                    down_done = true;
+                    if let Err(e) = r {
+                        return error_reason(e);
+                    }
+                    half_open_since.get_or_insert_with(Instant::now);
                 }
-                half_open_since.get_or_insert_with(Instant::now);
-            }
-            () = &mut shutdown => return CloseReason::Shutdown,
-            () = tokio::time::sleep_until(next) => {
-                let now = Instant::now();
-                if lifetime_end.is_some_and(|end| now >= end) {
-                    return CloseReason::Lifetime;
-                }
-                if half_open_since.is_some_and(|s| now >= s + timers.half_open_grace) {
-                    return CloseReason::HalfOpen;
-                }
-                let unanswered = traffic.unanswered_since_ms.load(Ordering::Relaxed);
-                if let Some(d) = timers.stuck
-                    && unanswered > 0
-                    && now >= started + Duration::from_millis(unanswered) + d
-                {
-                    return CloseReason::Stuck;
-                }
-                if let Some(d) = timers.inactivity {
-                    let last = started + Duration::from_millis(traffic.last_activity_ms.load(Ordering::Relaxed));
-                    let idle_for = now.saturating_duration_since(last.max(idle_base));
-                    if idle_for >= d {
-                        match on_idle(now.saturating_duration_since(last)) {
-                            IdleVerdict::Close => return CloseReason::Inactivity,
-                            // Next check `extra` from now.
-                            IdleVerdict::Extend(extra) => {
-                                idle_base = now + extra.saturating_sub(d);
+                () = shutdown.as_mut() => return CloseReason::Shutdown,
+                () = tokio::time::sleep_until(next) => {
+                    let now = Instant::now();
+                    if lifetime_end.is_some_and(|end| now >= end) {
+                        return CloseReason::Lifetime;
+                    }
+                    if half_open_since.is_some_and(|s| now >= s + timers.half_open_grace) {
+                        return CloseReason::HalfOpen;
+                    }
+                    let unanswered = traffic.unanswered_since_ms.load(Ordering::Relaxed);
+                    if let Some(d) = timers.stuck
+                        && unanswered > 0
+                        && now >= started + Duration::from_millis(unanswered) + d
+                    {
+                        return CloseReason::Stuck;
+                    }
+                    if let Some(d) = timers.inactivity {
+                        let last = started + Duration::from_millis(traffic.last_activity_ms.load(Ordering::Relaxed));
+                        let idle_for = now.saturating_duration_since(last.max(idle_base));
+                        if idle_for >= d {
+                            match on_idle(now.saturating_duration_since(last)) {
+                                IdleVerdict::Close => return CloseReason::Inactivity,
+                                // Next check `extra` from now.
+                                IdleVerdict::Extend(extra) => {
+                                    idle_base = now + extra.saturating_sub(d);
+                                }
                             }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{IdleVerdict, Timers, Traffic};
+
+    /// An idle connection's task holds these futures: a guard against them
+    /// growing unnoticed (the connection future's own test covers the sum).
+    #[tokio::test]
+    async fn the_relay_futures_stay_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut b, _) = l.accept().await.unwrap();
+        let traffic = Traffic::default();
+        let started = Instant::now();
+        let finished = AtomicBool::new(false);
+        {
+            let (ar, _) = a.split();
+            let (_, bw) = b.split();
+            let pump = super::pump(ar, bw, true, &traffic, started, &finished);
+            eprintln!("pump future: {} bytes", std::mem::size_of_val(&pump));
+        }
+        let timers = Timers {
+            inactivity: None,
+            max_lifetime: None,
+            half_open_grace: Duration::from_secs(1),
+            stuck: None,
+        };
+        let never = std::pin::pin!(std::future::pending());
+        let relay = super::relay(
+            &mut a,
+            &mut b,
+            timers,
+            &traffic,
+            started,
+            |_| IdleVerdict::Close,
+            never,
+        );
+        let size = std::mem::size_of_val(&relay);
+        eprintln!("relay future: {size} bytes");
+        assert!(size <= 800, "the relay future grew to {size} bytes");
     }
 }
