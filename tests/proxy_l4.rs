@@ -229,6 +229,7 @@ async fn a_256_mib_transfer_each_way_arrives_intact() {
     })
     .await;
     const TOTAL: usize = 256 << 20;
+    let spliced = turnout::proxy::relay::spliced_bytes();
     let s = TcpStream::connect(p.plain).await.unwrap();
     let (mut r, mut w) = s.into_split();
     let writer = tokio::spawn(async move {
@@ -267,6 +268,18 @@ async fn a_256_mib_transfer_each_way_arrives_intact() {
     assert_eq!(got, TOTAL);
     assert_eq!(sum, writer.await.unwrap(), "checksums match");
     p.settled().await;
+    // Bulk in both directions takes the splice(2) path, and every byte
+    // is still counted once.
+    let moved = turnout::proxy::relay::spliced_bytes() - spliced;
+    assert!(
+        moved >= TOTAL as u64,
+        "only {moved} bytes went through splice"
+    );
+    assert_eq!(
+        p.proxy.metrics().bytes(),
+        (TOTAL as u64, TOTAL as u64),
+        "bytes in/out as counted by the proxy"
+    );
     p.stop().await;
 }
 
