@@ -18,6 +18,8 @@
 //! nginx: `worker_processes`), none logs per connection (Turnout runs with
 //! `RUST_LOG=warn`; HAProxy has no `log` line; nginx's stream access log
 //! is off by default), and all share the cores with the load generator.
+//! Turnout splices bulk transfers by default; HAProxy only when told
+//! (`--haproxy-splice` forces it on, for a comparison with its best).
 //!
 //! Everything started is stopped on success, on error (guards' `Drop`) and
 //! when this process dies (children run under `setpriv --pdeathsig TERM`;
@@ -36,12 +38,14 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::{cargo, root, run, step};
 
-const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep]
+const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice]
   scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency (default: all)
   --quick      tiny loads, 1 repeat: checks the harness, measures nothing worth keeping
   --repeats N  repeats per scenario and proxy (default 3, the minimum for a median and spread)
   --keep       keep the temporary directory (configs, proxy logs)
-  --no-build   use the release binaries already built (turnout, turnout-loadgen)";
+  --no-build   use the release binaries already built (turnout, turnout-loadgen)
+  --haproxy-splice  HAProxy with `option splice-request` and `option splice-response`
+               (its kernel splicing forced on; nginx's stream module has none)";
 
 /// Names the routes answer to; the loads use `echo.` and `bulk.`.
 const ECHO: &str = "echo.bench.test";
@@ -156,6 +160,8 @@ struct Options {
     install: bool,
     keep: bool,
     build: bool,
+    /// Force HAProxy's splice on.
+    haproxy_splice: bool,
 }
 
 impl Options {
@@ -169,6 +175,7 @@ impl Options {
             install: true,
             keep: false,
             build: true,
+            haproxy_splice: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -182,6 +189,7 @@ impl Options {
                 "--no-install" => o.install = false,
                 "--keep" => o.keep = true,
                 "--no-build" => o.build = false,
+                "--haproxy-splice" => o.haproxy_splice = true,
                 "--repeats" => o.repeats = value()?.parse().context("--repeats")?,
                 "--scenario" => {
                     for name in value()?.split(',') {
@@ -953,7 +961,7 @@ impl<'a> Bench<'a> {
         let decoys: Vec<String> = (0..DECOYS).map(|i| format!("svc{i}.bench.test")).collect();
         format!(
             "global\n  nbthread {nproc}\n  maxconn {maxconn}\n\
-             defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+             defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{splice}\
              frontend tls_in\n  bind 127.0.0.1:{port}\n  tcp-request inspect-delay 5s\n  \
              tcp-request content accept if {{ req.ssl_hello_type 1 }}\n  \
              use_backend echo if {{ req.ssl_sni -i {ECHO} }}\n  \
@@ -966,7 +974,12 @@ impl<'a> Bench<'a> {
             WILD.trim_start_matches('*'),
             decoys.join(" "),
             self.echo,
-            self.bulk
+            self.bulk,
+            splice = if self.opts.haproxy_splice {
+                "  option splice-request\n  option splice-response\n"
+            } else {
+                ""
+            },
         )
     }
 

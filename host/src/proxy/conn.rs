@@ -464,6 +464,10 @@ struct Relaying {
 impl Relaying {
     /// Relays until the connection ends, then logs how it ended. (`fn` +
     /// `async move`, using `self`'s fields in place: see [`handle`].)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments"
+    )]
     fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             // Through `this`, the block captures all of `self` (a field

@@ -333,6 +333,10 @@ fn error_reason((side, kind): (Side, io::ErrorKind)) -> CloseReason {
 /// A plain `fn` returning an `async move` block, not an `async fn`: an
 /// `async fn` moves its arguments into locals and keeps both copies in its
 /// state, and this future lives as long as the connection.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments"
+)]
 pub fn relay<'a, I, S>(
     client: &'a mut TcpStream,
     backend: &'a mut TcpStream,
