@@ -956,11 +956,18 @@ impl<'a> Bench<'a> {
     }
 
     fn haproxy_config(&self, port: u16, nproc: usize) -> String {
-        // Two descriptors per connection must fit the open-file limit.
-        let maxconn = self.nofile.0.saturating_sub(100) / 2;
+        // Two descriptors per connection (and per pipe, when splicing)
+        // must fit the open-file limit.
+        const MAXPIPES: usize = 1024;
+        let mut maxconn = self.nofile.0.saturating_sub(100) / 2;
+        let mut pipes = String::new();
+        if self.opts.haproxy_splice {
+            maxconn = maxconn.saturating_sub(MAXPIPES);
+            pipes = format!("  maxpipes {MAXPIPES}\n");
+        }
         let decoys: Vec<String> = (0..DECOYS).map(|i| format!("svc{i}.bench.test")).collect();
         format!(
-            "global\n  nbthread {nproc}\n  maxconn {maxconn}\n\
+            "global\n  nbthread {nproc}\n  maxconn {maxconn}\n{pipes}\
              defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{splice}\
              frontend tls_in\n  bind 127.0.0.1:{port}\n  tcp-request inspect-delay 5s\n  \
              tcp-request content accept if {{ req.ssl_hello_type 1 }}\n  \
