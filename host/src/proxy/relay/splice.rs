@@ -13,9 +13,14 @@ use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Pipe capacity asked for; the kernel default is 64 KiB. Larger moves
-/// more per syscall; the pool bounds what a thread can hold.
-const PIPE_SIZE: usize = 256 * 1024;
+/// Pipe capacity asked for: 1 MiB, the most an unprivileged process may
+/// ask for by default (`fs.pipe-max-size`); the kernel default is 64 KiB.
+/// One stream at 1 MiB cost half the CPU per GB it did at 256 KiB (fewer
+/// syscalls and wake-ups per byte; `benches/results/2026-11-22-0100.md`).
+/// Capacity is a reservation, not memory: pages are referenced only while
+/// bytes are in flight. A user over `fs.pipe-user-pages-soft` gets smaller
+/// pipes, which work the same.
+const PIPE_SIZE: usize = 1024 * 1024;
 
 /// Pipes kept for reuse per worker thread (beyond them, closed).
 const POOLED: usize = 32;
