@@ -123,24 +123,18 @@ pub(super) async fn burst(
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     loop {
         // The pipe is empty here, so EAGAIN can only mean `from` has no
-        // data; `try_io` then clears its readiness. A short splice took
-        // all there was: the closure reports it as `WouldBlock` too, so the
-        // readiness is cleared without a `splice` that would only return
-        // EAGAIN (what tokio's own `poll_read` does after a short read; a
-        // readiness event that arrives meanwhile is not lost, tokio clears
-        // only the event it handed out).
-        let mut short = 0;
+        // data; `try_io` then clears its readiness. Unlike `recv`, a short
+        // splice does not mean the socket ran dry (it stops when the pipe
+        // runs out of slots, which small segments use up first), so only
+        // EAGAIN ends a burst: taking a short splice for "drained" could
+        // wait for an edge that never comes while the sender waits for
+        // window.
         let n = match from.try_io(Interest::READABLE, || {
-            let n = rustix::pipe::splice(from, None, &pipe.write, None, pipe.capacity, flags)?;
-            if n > 0 && n < pipe.capacity {
-                short = n;
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
+            rustix::pipe::splice(from, None, &pipe.write, None, pipe.capacity, flags)
+                .map_err(io::Error::from)
         }) {
             Ok(0) => return Ok(Burst::Eof),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => short,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
             Err(e) => return Err(Error::Read(e)),
         };
@@ -162,9 +156,6 @@ pub(super) async fn burst(
             written(m);
         }
         lease.empty = true;
-        if short > 0 {
-            return Ok(Burst::Drained);
-        }
     }
 }
 
