@@ -15,8 +15,9 @@ use tokio::net::TcpStream;
 
 /// Pipe capacity asked for: 1 MiB, the most an unprivileged process may
 /// ask for by default (`fs.pipe-max-size`); the kernel default is 64 KiB.
-/// One stream at 1 MiB cost half the CPU per GB it did at 256 KiB (fewer
-/// syscalls and wake-ups per byte; `benches/results/2026-11-22-0100.md`).
+/// One stream cost about a quarter less CPU per GB than at 256 KiB (fewer
+/// syscalls and wake-ups per byte; `benches/results/2026-11-22-0135.md`
+/// against `-0051.md`).
 /// Capacity is a reservation, not memory: pages are referenced only while
 /// bytes are in flight. A user over `fs.pipe-user-pages-soft` gets smaller
 /// pipes, which work the same.
