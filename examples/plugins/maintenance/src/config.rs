@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 use turnout_plugin_sdk::config::{
-    alert, domain, error_at, field as get, kind, string, unknown_keys,
+    alert, domain, error_at, field as get, kind, list, string, unknown_keys,
 };
 use turnout_plugin_sdk::prelude::*;
 
@@ -32,29 +32,6 @@ pub(crate) struct Config {
     pub(crate) ports: Vec<u16>,
     /// Empty: every connection, with or without SNI.
     pub(crate) domains: Vec<DomainPattern>,
-}
-
-/// A list, each item read by `item`; `allow_empty` or `path: must not be empty`.
-fn list<T>(
-    v: &Value,
-    path: &str,
-    allow_empty: bool,
-    item: impl Fn(&Value, &str) -> Result<T, InitError>,
-) -> Result<Vec<T>, InitError> {
-    match v {
-        Value::Array(items) if items.is_empty() && !allow_empty => {
-            Err(error_at(path, "must not be empty (leave it out instead)"))
-        }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, x)| item(x, &format!("{path}[{i}]")))
-            .collect(),
-        other => Err(error_at(
-            path,
-            format_args!("expected a list, got {}", kind(other)),
-        )),
-    }
 }
 
 fn port(v: &Value, path: &str) -> Result<u16, InitError> {
@@ -98,7 +75,7 @@ fn window(v: &Value, path: &str) -> Result<Window, InitError> {
     unknown_keys(map, &format!("{path}."), &WINDOW_KEYS)?;
     let days = match get(map, "days") {
         None => Days::ALL,
-        Some(v) => list(v, &format!("{path}.days"), false, day)?
+        Some(v) => list(v, &format!("{path}.days"), day)?
             .into_iter()
             .fold(Days::NONE, Days::with),
     };
@@ -143,7 +120,9 @@ pub(crate) fn parse(text: &str) -> Result<Config, InitError> {
     };
     unknown_keys(map, "", &KEYS)?;
     let windows = match get(map, "windows") {
-        Some(v) => list(v, "windows", true, window)?,
+        // `[]` is allowed here: a deployed plugin with no window scheduled.
+        Some(Value::Array(items)) if items.is_empty() => Vec::new(),
+        Some(v) => list(v, "windows", window)?,
         None => return Err(error_at("windows", "required (a list; [] for none)")),
     };
     Ok(Config {
@@ -155,11 +134,11 @@ pub(crate) fn parse(text: &str) -> Result<Config, InitError> {
         },
         alert: get(map, "alert").map_or(Ok(Some(TlsAlert::AccessDenied)), |v| alert(v, "alert"))?,
         ports: match get(map, "ports") {
-            Some(v) => list(v, "ports", false, port)?,
+            Some(v) => list(v, "ports", port)?,
             None => Vec::new(),
         },
         domains: match get(map, "domains") {
-            Some(v) => list(v, "domains", false, domain)?,
+            Some(v) => list(v, "domains", domain)?,
             None => Vec::new(),
         },
     })
