@@ -227,7 +227,12 @@ mod tests {
             .set_linger(Some(std::time::Duration::ZERO))
             .unwrap();
         drop(receiver);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The RST makes `to` readable (error/hang-up): wait for that, not
+        // for a while.
+        tokio::time::timeout(std::time::Duration::from_secs(10), to.readable())
+            .await
+            .expect("the RST arrives")
+            .unwrap();
         let before = PIPES.with(|p| p.borrow().len());
         let writer = tokio::spawn(async move {
             // Enough that the write side must fail before it is all out.
