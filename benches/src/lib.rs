@@ -10,6 +10,6 @@
 //!   load and the same servers.
 //!
 //! `cargo bench -p turnout-benches` runs the micro-benchmarks;
-//! `cargo xtask bench` runs the load benchmark (see `xtask/src/bench.rs`).
+//! `cargo xtask bench` runs the load benchmark (see `xtask/src/bench/`).
 
 pub mod loadgen;

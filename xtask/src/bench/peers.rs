@@ -1,0 +1,135 @@
+//! The peers' setup: installing HAProxy and nginx, and the three proxies'
+//! equivalent configurations.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, bail};
+
+use super::procs::output;
+use super::{BULK, Bench, DECOYS, ECHO, NOWHERE, WILD};
+use crate::step;
+
+/// Installs what is missing from Debian's packages.
+pub(super) fn ensure_peers(install: bool) -> Result<()> {
+    let have = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let stream = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").is_file()
+        || output(Command::new("nginx").arg("-V")).is_ok_and(|v| v.contains("--with-stream "));
+    if have("haproxy", "-v") && have("nginx", "-v") && stream {
+        return Ok(());
+    }
+    if !install {
+        bail!(
+            "haproxy, nginx or nginx's stream module is missing (apt-get install haproxy nginx libnginx-mod-stream)"
+        );
+    }
+    step("installing haproxy, nginx and nginx's stream module (Debian packages)");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let pkgs = ["install", "-y", "haproxy", "nginx", "libnginx-mod-stream"];
+    // A stale package index is the usual reason for a failed install.
+    let installed = apt(&pkgs) || (apt(&["update"]) && apt(&pkgs));
+    if !installed {
+        bail!("apt-get install haproxy nginx libnginx-mod-stream failed (root needed)");
+    }
+    Ok(())
+}
+
+impl Bench<'_> {
+    pub(super) fn turnout_config(&self, port: u16) -> String {
+        let route = |name: &str, domain: &str, to: &str| {
+            let (host, tport) = to.rsplit_once(':').unwrap_or((to, "9"));
+            format!(
+                r#"    {{ "name": "{name}", "match": {{ "ports": {port}, "domains": ["{domain}"] }},
+      "action": {{ "type": "forward", "targets": [{{ "host": "{host}", "port": {tport} }}], "tls": {{ "mode": "passthrough" }} }} }}"#
+            )
+        };
+        let (echo, bulk) = (self.echo.to_string(), self.bulk.to_string());
+        let mut routes = vec![
+            route("echo", ECHO, &echo),
+            route("bulk", BULK, &bulk),
+            route("wild", WILD, &echo),
+        ];
+        routes.extend(
+            (0..DECOYS)
+                .map(|i| route(&format!("decoy{i}"), &format!("svc{i}.bench.test"), NOWHERE)),
+        );
+        format!(
+            "{{\n  \"routes\": [\n{}\n  ],\n  \"bind\": [\"127.0.0.1\"],\n  \"maxConnectionsPerIP\": 0,\n  \"connectionRateLimitPerMinute\": 0,\n  \"maxConnections\": 0,\n  \"gracefulShutdownTimeout\": 1000\n}}\n",
+            routes.join(",\n")
+        )
+    }
+
+    pub(super) fn haproxy_config(&self, port: u16, nproc: usize) -> String {
+        // Two descriptors per connection (and per pipe, when splicing)
+        // must fit the open-file limit.
+        const MAXPIPES: usize = 1024;
+        let mut maxconn = self.nofile.0.saturating_sub(100) / 2;
+        let mut pipes = String::new();
+        if self.opts.haproxy_splice {
+            maxconn = maxconn.saturating_sub(MAXPIPES);
+            pipes = format!("  maxpipes {MAXPIPES}\n");
+        }
+        let decoys: Vec<String> = (0..DECOYS).map(|i| format!("svc{i}.bench.test")).collect();
+        format!(
+            "global\n  nbthread {nproc}\n  maxconn {maxconn}\n{pipes}\
+             defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{splice}\
+             frontend tls_in\n  bind 127.0.0.1:{port}\n  tcp-request inspect-delay 5s\n  \
+             tcp-request content accept if {{ req.ssl_hello_type 1 }}\n  \
+             use_backend echo if {{ req.ssl_sni -i {ECHO} }}\n  \
+             use_backend bulk if {{ req.ssl_sni -i {BULK} }}\n  \
+             use_backend echo if {{ req.ssl_sni -m end -i {} }}\n  \
+             use_backend nowhere if {{ req.ssl_sni -i {} }}\n\
+             backend echo\n  server s {}\n\
+             backend bulk\n  server s {}\n\
+             backend nowhere\n  server s {NOWHERE}\n",
+            WILD.trim_start_matches('*'),
+            decoys.join(" "),
+            self.echo,
+            self.bulk,
+            splice = if self.opts.haproxy_splice {
+                "  option splice-request\n  option splice-response\n"
+            } else {
+                ""
+            },
+        )
+    }
+
+    pub(super) fn nginx_config(&self, port: u16, nproc: usize, prefix: &Path) -> String {
+        let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+        let load = if module.is_file() {
+            format!("load_module {};\n", module.display())
+        } else {
+            String::new()
+        };
+        let decoys: String = (0..DECOYS)
+            .map(|i| format!("    svc{i}.bench.test {NOWHERE};\n"))
+            .collect();
+        let nofile = self.nofile.0;
+        format!(
+            "{load}worker_processes {nproc};\nworker_rlimit_nofile {nofile};\ndaemon off;\nmaster_process on;\n\
+             pid {}/nginx.pid;\nevents {{ worker_connections {}; }}\n\
+             stream {{\n  map $ssl_preread_server_name $upstream {{\n    hostnames;\n    default {NOWHERE};\n    \
+             {ECHO} {};\n    {BULK} {};\n    {WILD} {};\n{decoys}  }}\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    ssl_preread on;\n    preread_timeout 5s;\n    \
+             proxy_pass $upstream;\n    proxy_connect_timeout 5s;\n    proxy_timeout 1h;\n  }}\n}}\n",
+            prefix.display(),
+            nofile.saturating_sub(100),
+            self.echo,
+            self.bulk,
+            self.echo
+        )
+    }
+}

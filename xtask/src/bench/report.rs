@@ -1,0 +1,305 @@
+//! The Markdown report: medians and spreads, ratios to HAProxy per
+//! repeat, machine facts, every run, the method.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::procs::output;
+use super::{Bench, Proxy, Scenario};
+use crate::root;
+
+pub(super) fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "—".to_owned()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Median, min, max of the finite values.
+fn summary(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some((median, v[0], v[n - 1]))
+}
+
+fn cell(v: Vec<f64>) -> String {
+    match summary(v) {
+        None => "—".to_owned(),
+        Some((m, lo, hi)) if lo == hi => fmt_num(m),
+        Some((m, lo, hi)) => format!("{} ({}–{})", fmt_num(m), fmt_num(lo), fmt_num(hi)),
+    }
+}
+
+impl Bench<'_> {
+    fn values(&self, s: Scenario, p: Proxy, key: &str) -> Vec<f64> {
+        (0..self.opts.repeats)
+            .map(|r| self.value(s, p, r, key))
+            .collect()
+    }
+
+    fn value(&self, s: Scenario, p: Proxy, repeat: usize, key: &str) -> f64 {
+        self.runs
+            .iter()
+            .find(|x| x.scenario == s && x.proxy == p && x.repeat == repeat)
+            .and_then(|x| x.figures.get(key).copied())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Per repeat, `p` against HAProxy: a ratio, or for latency (where
+    /// HAProxy's added time can be ~0) a difference.
+    fn versus_haproxy(&self, s: Scenario, p: Proxy, key: &str) -> Vec<f64> {
+        (0..self.opts.repeats)
+            .map(|r| {
+                let (x, h) = (
+                    self.value(s, p, r, key),
+                    self.value(s, Proxy::Haproxy, r, key),
+                );
+                if s == Scenario::Latency { x - h } else { x / h }
+            })
+            .collect()
+    }
+
+    fn facts(&self) -> Vec<(&'static str, String)> {
+        let sh = |cmd: &str, args: &[&str]| {
+            output(Command::new(cmd).args(args))
+                .map(|o| o.lines().next().unwrap_or("").trim().to_owned())
+                .unwrap_or_else(|_| "not available".to_owned())
+        };
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default();
+        let mem = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:").map(|m| m.trim().to_owned()))
+            .unwrap_or_default();
+        let dirty = output(
+            Command::new("git")
+                .args(["status", "--porcelain"])
+                .current_dir(root()),
+        )
+        .map(|s| !s.trim().is_empty())
+        .unwrap_or(false);
+        let commit = sh(
+            "git",
+            &[
+                "-C",
+                &root().display().to_string(),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+        );
+        vec![
+            ("CPU", format!("{model} — nproc {}", sh("nproc", &[]))),
+            ("kernel", sh("uname", &["-r"])),
+            ("memory", mem),
+            (
+                "open files (soft/hard)",
+                format!("{}/{}", self.nofile.0, self.nofile.1),
+            ),
+            (
+                "turnout",
+                format!(
+                    "commit {commit}{}",
+                    if dirty {
+                        " (working tree had uncommitted changes)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            ("haproxy", sh("haproxy", &["-v"])),
+            ("nginx", sh("nginx", &["-v"])),
+            ("rustc", sh("rustc", &["-V"])),
+        ]
+    }
+
+    pub(super) fn markdown(&self) -> Result<String> {
+        let mut md = String::new();
+        let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+        let proxies = &self.opts.proxies;
+        let has_haproxy = proxies.contains(&Proxy::Haproxy);
+        writeln!(md, "# Turnout vs HAProxy vs nginx — {}\n", date.trim())?;
+        writeln!(
+            md,
+            "`cargo xtask bench {}` — {} repeat(s) per scenario and proxy, proxy order rotated every repeat; took {:.0} min.\n",
+            self.opts.args,
+            self.opts.repeats,
+            self.started.elapsed().as_secs_f64() / 60.0
+        )?;
+        if self.opts.quick {
+            writeln!(
+                md,
+                "**`--quick`: tiny loads. These numbers check the harness; they measure nothing.**\n"
+            )?;
+        }
+        writeln!(md, "## Machine\n")?;
+        for (k, v) in self.facts() {
+            writeln!(md, "* {k}: {v}")?;
+        }
+        let l = &self.load;
+        writeln!(
+            md,
+            "* load: new-tls {} conns at concurrency {}; bulk {} MiB in total per run; idle {} conns; latency {} conns per path; warm-up {} conns per proxy start\n",
+            l.tls_conns,
+            l.concurrency,
+            l.bulk_total >> 20,
+            l.idle,
+            l.latency,
+            l.warmup
+        )?;
+
+        writeln!(md, "## Headline: the proxy's own cost\n")?;
+        writeln!(
+            md,
+            "Median (min–max) over the repeats. \"vs haproxy\" is computed per repeat against HAProxy's run in the same repeat — a ratio (lower is better for Turnout), for latency a difference in µs — then the median (min–max) of those.\n"
+        )?;
+        let mut head = String::from("| scenario | figure |");
+        let mut rule = String::from("| --- | --- |");
+        for p in proxies {
+            head += &format!(" {} |", p.name());
+            rule += " ---: |";
+        }
+        if has_haproxy {
+            for p in proxies.iter().filter(|p| **p != Proxy::Haproxy) {
+                head += &format!(" {} vs haproxy |", p.name());
+                rule += " ---: |";
+            }
+            head += " goal (turnout vs haproxy) | met |";
+            rule += " --- | --- |";
+        }
+        writeln!(md, "{head}\n{rule}")?;
+        for &s in &self.opts.scenarios {
+            let h = s.headline();
+            let mut row = format!("| {} | {} |", s.name(), h.label);
+            for &p in proxies {
+                row += &format!(" {} |", cell(self.values(s, p, h.key)));
+            }
+            if has_haproxy {
+                for &p in proxies.iter().filter(|p| **p != Proxy::Haproxy) {
+                    row += &format!(" {} |", cell(self.versus_haproxy(s, p, h.key)));
+                }
+                let (goal, met) = match summary(self.versus_haproxy(s, Proxy::Turnout, h.key)) {
+                    _ if !proxies.contains(&Proxy::Turnout) => (String::new(), "—"),
+                    Some((m, ..)) if s == Scenario::Latency => (
+                        "≤ haproxy's".to_owned(),
+                        if m <= 0.0 { "yes" } else { "**no**" },
+                    ),
+                    Some((m, ..)) => (
+                        format!("≤ {}×", h.goal),
+                        if m <= h.goal { "yes" } else { "**no**" },
+                    ),
+                    None => (String::new(), "—"),
+                };
+                row += &format!(" {goal} | {met} |");
+            }
+            writeln!(md, "{row}")?;
+        }
+
+        writeln!(
+            md,
+            "\n## Beside them: throughput and latency (noisy here)\n"
+        )?;
+        let mut head = String::from("| scenario | figure |");
+        let mut rule = String::from("| --- | --- |");
+        for p in proxies {
+            head += &format!(" {} |", p.name());
+            rule += " ---: |";
+        }
+        writeln!(md, "{head}\n{rule}")?;
+        for &s in &self.opts.scenarios {
+            for (key, label) in s.side() {
+                let mut row = format!("| {} | {label} |", s.name());
+                for &p in proxies {
+                    row += &format!(" {} |", cell(self.values(s, p, key)));
+                }
+                writeln!(md, "{row}")?;
+            }
+        }
+
+        writeln!(md, "\n## Every run, in the order run\n")?;
+        writeln!(
+            md,
+            "| scenario | repeat | proxy | figures | errors |\n| --- | ---: | --- | --- | --- |"
+        )?;
+        for r in &self.runs {
+            let figures: Vec<String> = r
+                .figures
+                .iter()
+                .map(|(k, v)| format!("{k}={}", fmt_num(*v)))
+                .collect();
+            let errors = match (&r.first_error, r.errors) {
+                (Some(e), n) => format!("{n} (first: {})", e.replace('|', "/")),
+                (None, n) if n > 0.0 => n.to_string(),
+                _ => "0".to_owned(),
+            };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {errors} |",
+                r.scenario.name(),
+                r.repeat + 1,
+                r.proxy.name(),
+                figures.join(" ")
+            )?;
+        }
+        writeln!(md, "\n## Method\n\n{METHOD}")?;
+        Ok(md)
+    }
+}
+
+const METHOD: &str = "\
+* All three proxies route TLS on SNI to the same loopback backends \
+(`turnout-loadgen backend`: a rustls echo server, and a bulk server that \
+reads the ClientHello record and then moves raw bytes), with the same \
+routes: `echo.`, `bulk.`, `*.wild.` and 8 decoys under `bench.test`. \
+Turnout: `turnout run` with those routes and the embedded default plugins \
+(guard → routes → keepalive), global limits off; HAProxy: `mode tcp`, \
+`tcp-request inspect-delay` + `req.ssl_sni` ACLs; nginx: `stream`, \
+`ssl_preread`, `map $ssl_preread_server_name` with `hostnames`.
+* Threads: each proxy gets one thread or worker process per core \
+(Turnout's tokio default, HAProxy `nbthread`, nginx `worker_processes`). \
+The load generator and backends run on the same cores; that is why the \
+headline is CPU time per unit of work, read from the proxy's \
+`/proc/PID/stat` (utime + stime, 10 ms ticks; nginx: master + workers), \
+not throughput.
+* Every run starts the proxy fresh, warms it up with a few hundred TLS \
+connections, then measures. CPU is read before the load and 0.5 s after \
+it ends (connections finish closing).
+* new-tls: each connection is a full TLS 1.3 handshake (no resumption) \
+through the proxy to the backend, a 64-byte request echoed back, then \
+close_notify and FIN both ways. Latency there is connect → echo at \
+concurrency.
+* bulk: one stream, or 64 in parallel, each opened with a real \
+ClientHello (so it is routed like TLS) and then carrying unencrypted \
+bytes client → backend, so that neither end pays for encryption on the \
+two shared cores.
+* idle: RSS (VmRSS; nginx: master + workers) with all connections open \
+minus RSS before opening them, divided by the connections; each was \
+opened with a full TLS handshake and one echo, so it is routed and \
+connected to a backend. The count is capped by the open-file limit \
+(a proxy holds two descriptors per connection).
+* latency: one connection at a time, alternating direct-to-backend and \
+through-the-proxy; added = the proxy's percentile minus the direct one.
+";
