@@ -9,6 +9,7 @@
 //!   (`demo.rs`).
 //! * `new-plugin`, `build-plugin` — scaffold and build one plugin crate
 //!   (`scaffold.rs`).
+//! * `bench` — the load benchmark against HAProxy and nginx (`bench/`).
 
 mod bench;
 mod demo;
