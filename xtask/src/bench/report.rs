@@ -10,6 +10,17 @@ use super::procs::output;
 use super::{Bench, Proxy, Scenario};
 use crate::root;
 
+/// The header and rule of a table with a column per proxy.
+fn table_head(proxies: &[Proxy]) -> (String, String) {
+    let mut head = String::from("| scenario | figure |");
+    let mut rule = String::from("| --- | --- |");
+    for p in proxies {
+        head += &format!(" {} |", p.name());
+        rule += " ---: |";
+    }
+    (head, rule)
+}
+
 pub(super) fn fmt_num(v: f64) -> String {
     if !v.is_finite() {
         "—".to_owned()
@@ -176,12 +187,7 @@ impl Bench<'_> {
             md,
             "Median (min–max) over the repeats. \"vs haproxy\" is computed per repeat against HAProxy's run in the same repeat — a ratio (lower is better for Turnout), for latency a difference in µs — then the median (min–max) of those.\n"
         )?;
-        let mut head = String::from("| scenario | figure |");
-        let mut rule = String::from("| --- | --- |");
-        for p in proxies {
-            head += &format!(" {} |", p.name());
-            rule += " ---: |";
-        }
+        let (mut head, mut rule) = table_head(proxies);
         if has_haproxy {
             for p in proxies.iter().filter(|p| **p != Proxy::Haproxy) {
                 head += &format!(" {} vs haproxy |", p.name());
@@ -222,12 +228,7 @@ impl Bench<'_> {
             md,
             "\n## Beside them: throughput and latency (noisy here)\n"
         )?;
-        let mut head = String::from("| scenario | figure |");
-        let mut rule = String::from("| --- | --- |");
-        for p in proxies {
-            head += &format!(" {} |", p.name());
-            rule += " ---: |";
-        }
+        let (head, rule) = table_head(proxies);
         writeln!(md, "{head}\n{rule}")?;
         for &s in &self.opts.scenarios {
             for (key, label) in s.side() {
