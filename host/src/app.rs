@@ -186,7 +186,7 @@ pub async fn run(
         let path = path.to_owned();
         // What a reload cannot change without a restart.
         let bound = (
-            config.bind.clone(),
+            (config.bind.clone(), config.workers),
             config.plugins.dir.clone(),
             proxy::declared_ports(&set.chain()),
         );
@@ -212,9 +212,13 @@ pub async fn run(
                         proxy.reload(Settings::from_config(&new));
                         tracing::info!(file = %path.display(), "config reloaded");
                         let ports = proxy::declared_ports(&set.chain());
-                        if new.bind != bound.0 || new.plugins.dir != bound.1 || ports != bound.2 {
+                        if new.bind != bound.0.0
+                            || new.workers != bound.0.1
+                            || new.plugins.dir != bound.1
+                            || ports != bound.2
+                        {
                             tracing::warn!(
-                                "config reload changed bind addresses, plugins.dir or the ports routes listen on; \
+                                "config reload changed bind addresses, workers, plugins.dir or the ports routes listen on; \
                                  those take effect after a restart (listening on ports {:?})",
                                 bound.2.keys().collect::<Vec<_>>()
                             );

@@ -111,7 +111,10 @@ fn check(config: &std::path::Path, plugins: Option<PathBuf>) -> Result<()> {
 }
 
 fn run(config: PathBuf, plugins: Option<PathBuf>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The control thread: signals, reload, the admin API, the drain.
+    // Connections run on the proxy's worker threads (`workers`), each with
+    // a runtime of its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {

@@ -333,5 +333,8 @@ fn plugins(set: &PluginSet) -> Value {
 
 /// Binds the admin listener, explaining the usual failures.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, crate::proxy::BindError> {
-    crate::proxy::listen(addr).map_err(|source| crate::proxy::BindError { addr, source })
+    // One socket, served on the control runtime: no `SO_REUSEPORT` group.
+    crate::proxy::listening_socket(addr, false)
+        .and_then(TcpListener::from_std)
+        .map_err(|source| crate::proxy::BindError { addr, source })
 }

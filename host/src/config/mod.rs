@@ -95,6 +95,8 @@ pub struct ConfigWarning {
 pub struct Config {
     /// Addresses to listen on (each with every route port).
     pub bind: Vec<IpAddr>,
+    /// Worker threads (`workers`); `None`: one per CPU the process may use.
+    pub workers: Option<usize>,
     /// SmartProxy routes, for the `routes` plugin; each is an object with
     /// `match.ports`.
     pub routes: Vec<Value>,
@@ -211,6 +213,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bind: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            workers: None,
             routes: Vec::new(),
             defaults: None,
             timeouts: Timeouts {

@@ -41,6 +41,7 @@ const UNSUPPORTED_MESSAGE: &str = "not supported by Turnout (SmartProxy option);
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawConfig {
     pub(super) bind: Option<Vec<String>>,
+    pub(super) workers: Option<u64>,
     pub(super) routes: Option<Vec<Value>>,
     pub(super) defaults: Option<Map<String, Value>>,
     pub(super) initial_data_timeout: Option<u64>,

@@ -41,6 +41,9 @@ impl Problems {
     }
 }
 
+/// More threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
 /// Validates `raw`; a relative `plugins.dir` is joined to `base_dir`.
 pub(super) fn validate(
     raw: RawConfig,
@@ -51,6 +54,17 @@ pub(super) fn validate(
 
     if let Some(bind) = raw.bind {
         c.bind = bind_addresses(&bind, &mut p);
+    }
+    if let Some(n) = raw.workers {
+        match usize::try_from(n) {
+            Ok(n @ 1..=MAX_WORKERS) => c.workers = Some(n),
+            _ => p.add(
+                "workers",
+                format!(
+                    "{n} is out of range: 1 to {MAX_WORKERS} threads (leave it out for one per CPU)"
+                ),
+            ),
+        }
     }
     if let Some(routes) = raw.routes {
         for (i, route) in routes.iter().enumerate() {
@@ -311,7 +325,8 @@ mod tests {
               "plugins": { "deadlineMs": 0, "memoryLimitMb": 9000, "pollIntervalMs": 10,
                            "failure": { "guard": "maybe" }, "order": ["a", "a"] },
               "admin": { "listen": "localhost" },
-              "bind": ["0.0.0.0", "nope"]
+              "bind": ["0.0.0.0", "nope"],
+              "workers": 0
             }"#,
         );
         let want = [
@@ -319,6 +334,7 @@ mod tests {
             "useHttpProxy: not supported by Turnout (SmartProxy option); remove it",
             "preserveSourceIP: not supported by Turnout (SmartProxy option); remove it",
             "bind[1]: \"nope\" is not an IP address",
+            "workers: 0 is out of range: 1 to 1024 threads (leave it out for one per CPU)",
             "routes[0]: must be an object, got a number",
             "routes[1]: has no match (every route needs match.ports)",
             "routes[2].match: has no ports (every route needs match.ports)",

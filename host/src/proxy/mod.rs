@@ -8,6 +8,7 @@ mod conn;
 mod connect;
 pub mod relay;
 mod socket;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +26,7 @@ use turnout_plugin_sdk::matching::IpList;
 
 pub use conn::Refusal;
 pub use connect::{ConnectError, connect_any};
+pub use workers::default_count as default_workers;
 
 use crate::limits::ConnectionTracker;
 use crate::metrics::Metrics;
@@ -50,6 +52,10 @@ pub struct Settings {
     pub no_delay: bool,
     /// Drain time on shutdown.
     pub graceful_shutdown: Duration,
+    /// Worker threads, each with its own runtime and its own copy of every
+    /// listener (read when [`Proxy::serve`] starts; a reload cannot change
+    /// it).
+    pub workers: usize,
 }
 
 impl Settings {
@@ -86,6 +92,7 @@ impl Settings {
             default_policy: policy,
             no_delay: config.keep_alive.no_delay,
             graceful_shutdown: config.timeouts.graceful_shutdown,
+            workers: config.workers.unwrap_or_else(default_workers),
         }
     }
 }
@@ -153,16 +160,18 @@ impl Proxy {
     /// Accepts on `listeners` until `shutdown` resolves, then stops
     /// accepting, waits up to the graceful-shutdown time for connections to
     /// finish, and closes the rest.
+    ///
+    /// Connections run on [`Settings::workers`] threads of their own (see
+    /// `workers.rs`), not on the calling runtime, which keeps only the
+    /// 1 Hz metrics sampler and the drain.
     pub async fn serve(
         self: Arc<Self>,
         listeners: Vec<Listener>,
         shutdown: impl Future<Output = ()>,
     ) {
         let (accepting_tx, accepting_rx) = watch::channel(true);
-        let mut loops = tokio::task::JoinSet::new();
-        for l in listeners {
-            loops.spawn(accept_loop(self.clone(), l, accepting_rx.clone()));
-        }
+        let count = self.settings.load().workers;
+        let mut workers = workers::Workers::start(&self, listeners, count, &accepting_rx);
         let sweeper = tokio::spawn({
             let tracker = self.tracker.clone();
             let metrics = self.metrics.clone();
@@ -182,7 +191,7 @@ impl Proxy {
         });
         shutdown.await;
         let _ = accepting_tx.send(false);
-        while loops.join_next().await.is_some() {}
+        workers.stopped_accepting().await;
         let grace = self.settings.load().graceful_shutdown;
         tracing::info!(
             active = self.tracker.total(),
@@ -197,9 +206,10 @@ impl Proxy {
             );
             let _ = self.stop.send(true);
             // Relays close at once on `stop`; connections still waiting for
-            // a ClientHello end with the process.
+            // a ClientHello end when their worker finishes.
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait_idle()).await;
         }
+        workers.finish().await;
         sweeper.abort();
     }
 }
@@ -290,10 +300,38 @@ pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, Bind
     Ok(out)
 }
 
-/// A listening socket on `addr`. IPv6 sockets are IPv6-only, so `bind:
-/// ["0.0.0.0", "::"]` gets both families instead of the second bind
-/// failing with "address in use" (Linux makes `::` dual-stack by default).
+/// A listening socket on `addr`, in a `SO_REUSEPORT` group so that every
+/// worker can have its own (see `workers.rs`). IPv6 sockets are IPv6-only,
+/// so `bind: ["0.0.0.0", "::"]` gets both families instead of the second
+/// bind failing with "address in use" (Linux makes `::` dual-stack by
+/// default).
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    // `SO_REUSEPORT` would also let this bind join a group another process
+    // of the same user listens on — a second proxy would quietly take half
+    // the connections. A plain bind first fails with "address in use" as
+    // it always did; it also resolves port 0.
+    let probe = socket_for(addr, false)?;
+    probe.bind(&addr.into())?;
+    let addr = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
+    drop(probe);
+    TcpListener::from_std(listening_socket(addr, true)?)
+}
+
+/// A bound, listening, non-blocking socket on `addr`.
+pub(crate) fn listening_socket(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
+    let socket = socket_for(addr, reuse_port)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn socket_for(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
@@ -301,10 +339,11 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     }
     // Restarts must not wait for TIME_WAIT sockets of the previous run.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 /// A listener could not be bound.
