@@ -81,6 +81,7 @@ pub fn plugin_settings(config: &Config, dir: Option<PathBuf>) -> PluginSettings 
 pub fn runtime_config(config: &Config) -> RuntimeConfig {
     RuntimeConfig {
         call_deadline: config.plugins.deadline,
+        epoch_tick: RuntimeConfig::tick_for(config.plugins.deadline),
         max_memory: config.plugins.memory_limit,
         ..RuntimeConfig::default()
     }
