@@ -144,7 +144,8 @@ fn spawn_thread(
     // it to hand back.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(1);
     let spawned = std::thread::Builder::new()
-        .name(format!("turnout-worker-{index}"))
+        // Linux keeps 15 bytes of a thread name (what `top -H` shows).
+        .name(format!("turnout-wrk-{index}"))
         .spawn(move || {
             if let Ok(work) = rx.recv() {
                 rt.block_on(work);

@@ -1,0 +1,146 @@
+//! The worker threads as `turnout run` starts them: a listening socket per
+//! worker and port, connections spread over the workers, a second proxy on
+//! the same port refused, and the drain ending connections on every worker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::l4::{STEP, echo_backend};
+
+/// This process's threads named `turnout-wrk-*`, with how many times
+/// each has been scheduled onto a CPU (`/proc/…/schedstat`, third field).
+/// An idle worker sleeps in `epoll_wait` and is not scheduled at all.
+fn worker_timeslices() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = task.expect("task").path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread just exited
+        };
+        let name = name.trim().to_owned();
+        if !name.starts_with("turnout-wrk-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).expect("schedstat");
+        let slices = stat
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .expect("schedstat has three numbers");
+        out.insert(name, slices);
+    }
+    out
+}
+
+/// Listening sockets on `port` (IPv4), from `/proc/net/tcp`: what
+/// `ss -ltn` shows.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        })
+        .count()
+}
+
+async fn echo_once(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(STEP, s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&back, b"ping");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all() {
+    let (backend, _) = echo_backend().await;
+    let port = free_port();
+    let config = json!({
+        "bind": ["127.0.0.1"],
+        "workers": 3,
+        "gracefulShutdownTimeout": 300,
+        "maxConnectionsPerIP": 0,
+        "connectionRateLimitPerMinute": 0,
+        "routes": [{ "name": "echo", "match": { "ports": port },
+                     "action": { "type": "forward",
+                                 "targets": [{ "host": "127.0.0.1", "port": backend.port() }] } }]
+    });
+    let app = RunningApp::start(&config.to_string()).await;
+    assert_eq!(
+        listening_sockets(port),
+        3,
+        "one listening socket per worker"
+    );
+    let before = worker_timeslices();
+    assert_eq!(
+        before.keys().cloned().collect::<Vec<_>>(),
+        ["turnout-wrk-0", "turnout-wrk-1", "turnout-wrk-2"]
+    );
+
+    // 90 connections held open: the kernel spreads them over the three
+    // sockets by address hash, so every worker gets some (the odds of one
+    // getting none are about 3 × (2/3)⁹⁰ ≈ 10⁻¹⁵).
+    let mut held = Vec::new();
+    for _ in 0..90 {
+        held.push(echo_once(port).await);
+    }
+    let after = worker_timeslices();
+    for (name, n) in &after {
+        assert!(
+            *n > before[name],
+            "{name} was never scheduled while 90 connections arrived: {before:?} → {after:?}"
+        );
+    }
+    assert_eq!(app.tracker.total(), 90);
+
+    // A second proxy on the same port is refused, not let into the group.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("second.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let second = tokio::time::timeout(
+        Duration::from_secs(60),
+        turnout::app::run(&path, None, reload_rx, std::future::pending(), |_| {}),
+    )
+    .await
+    .expect("the second proxy gives up at once")
+    .expect_err("port is taken");
+    let message = second.to_string();
+    assert!(
+        message.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && message.contains("another process is listening there"),
+        "{message}"
+    );
+    assert_eq!(listening_sockets(port), 3);
+
+    // The drain outlasts its 300 ms and closes the held connections on
+    // every worker; the proxy stops and its sockets are gone.
+    app.stop().await;
+    for mut s in held {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .expect("closed by the drain")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "EOF after the drain");
+    }
+    assert_eq!(listening_sockets(port), 0);
+    // A worker reports it is done just before its thread returns.
+    let deadline = std::time::Instant::now() + STEP;
+    while !worker_timeslices().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(worker_timeslices().is_empty(), "worker threads exited");
+}
