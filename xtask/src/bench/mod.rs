@@ -14,7 +14,7 @@
 //!    ratios to HAProxy from the same repeat, machine facts, every run.
 //!
 //! Fairness: each proxy gets as many threads/processes as there are cores
-//! (Turnout: tokio's default, one worker per core; HAProxy: `nbthread`;
+//! (Turnout: its `workers` default, one per core; HAProxy: `nbthread`;
 //! nginx: `worker_processes`), none logs per connection (Turnout runs with
 //! `RUST_LOG=warn`; HAProxy has no `log` line; nginx's stream access log
 //! is off by default), and all share the cores with the load generator.

@@ -280,7 +280,7 @@ Turnout: `turnout run` with those routes and the embedded default plugins \
 `tcp-request inspect-delay` + `req.ssl_sni` ACLs; nginx: `stream`, \
 `ssl_preread`, `map $ssl_preread_server_name` with `hostnames`.
 * Threads: each proxy gets one thread or worker process per core \
-(Turnout's tokio default, HAProxy `nbthread`, nginx `worker_processes`). \
+(Turnout's `workers` default, HAProxy `nbthread`, nginx `worker_processes`). \
 The load generator and backends run on the same cores; that is why the \
 headline is CPU time per unit of work, read from the proxy's \
 `/proc/PID/stat` (utime + stime, 10 ms ticks; nginx: master + workers), \
