@@ -238,6 +238,8 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
         (Some(5), Some(5))
     );
     assert!(c["ageMs"].as_u64().unwrap() >= c["idleMs"].as_u64().unwrap());
+    let workers = turnout::proxy::default_workers() as u64;
+    assert!(c["worker"].as_u64().is_some_and(|w| w < workers), "{c}");
     live.shutdown().await.unwrap();
     read_all(&mut live).await;
 
@@ -276,6 +278,17 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
     assert_eq!(totals["bytesOut"].as_u64(), Some(received), "{st:#}");
     assert_eq!(totals["connections"].as_u64(), Some(9));
     assert_eq!(st["connections"]["active"].as_u64(), Some(0));
+    // One entry per worker thread; together they saw every connection.
+    let by_worker = st["connections"]["byWorker"].as_array().unwrap();
+    assert_eq!(by_worker.len() as u64, workers, "{st:#}");
+    assert_eq!(
+        by_worker
+            .iter()
+            .map(|w| w["total"].as_u64().unwrap())
+            .sum::<u64>(),
+        9
+    );
+    assert!(by_worker.iter().all(|w| w["active"] == 0), "{st:#}");
     let refusals = &totals["refusals"];
     for (reason, n) in [
         ("no-route", 1),
@@ -364,6 +377,15 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
         received as f64
     );
     assert_eq!(value("turnout_connections_total", &[]), 9.0);
+    let per_worker: f64 = (0..workers)
+        .map(|w| {
+            value(
+                "turnout_worker_connections_total",
+                &[("worker", &w.to_string())],
+            )
+        })
+        .sum();
+    assert_eq!(per_worker, 9.0);
     assert_eq!(
         value(
             "turnout_connections_refused_total",

@@ -2,7 +2,6 @@
 //! worker and port, connections spread over the workers, a second proxy on
 //! the same port refused, and the drain ending connections on every worker.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,29 +10,16 @@ use tokio::net::TcpStream;
 use turnout_tests::app::{RunningApp, free_port};
 use turnout_tests::l4::{STEP, echo_backend};
 
-/// This process's threads named `turnout-wrk-*`, with how many times
-/// each has been scheduled onto a CPU (`/proc/…/schedstat`, third field).
-/// An idle worker sleeps in `epoll_wait` and is not scheduled at all.
-fn worker_timeslices() -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
-        let dir = task.expect("task").path();
-        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
-            continue; // the thread just exited
-        };
-        let name = name.trim().to_owned();
-        if !name.starts_with("turnout-wrk-") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("schedstat")).expect("schedstat");
-        let slices = stat
-            .split_whitespace()
-            .nth(2)
-            .and_then(|n| n.parse().ok())
-            .expect("schedstat has three numbers");
-        out.insert(name, slices);
-    }
-    out
+/// This process's threads named `turnout-wrk-*`.
+fn worker_threads() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("turnout-wrk-"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Listening sockets on `port` (IPv4), from `/proc/net/tcp`: what
@@ -78,31 +64,41 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
                                  "targets": [{ "host": "127.0.0.1", "port": backend.port() }] } }]
     });
     let app = RunningApp::start(&config.to_string()).await;
+    // `ready` fires once the first socket is bound; the workers' copies
+    // follow as serving starts (connections meanwhile wait in the first
+    // socket's backlog).
+    let deadline = std::time::Instant::now() + STEP;
+    while (listening_sockets(port) < 3 || worker_threads().len() < 3)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         listening_sockets(port),
         3,
         "one listening socket per worker"
     );
-    let before = worker_timeslices();
     assert_eq!(
-        before.keys().cloned().collect::<Vec<_>>(),
+        worker_threads(),
         ["turnout-wrk-0", "turnout-wrk-1", "turnout-wrk-2"]
     );
 
     // 90 connections held open: the kernel spreads them over the three
     // sockets by address hash, so every worker gets some (the odds of one
-    // getting none are about 3 × (2/3)⁹⁰ ≈ 10⁻¹⁵).
+    // getting none are about 3 × (2/3)⁹⁰ ≈ 10⁻¹⁵), and counts them.
     let mut held = Vec::new();
     for _ in 0..90 {
         held.push(echo_once(port).await);
     }
-    let after = worker_timeslices();
-    for (name, n) in &after {
-        assert!(
-            *n > before[name],
-            "{name} was never scheduled while 90 connections arrived: {before:?} → {after:?}"
-        );
-    }
+    let workers = app.metrics.workers();
+    assert_eq!(workers.len(), 3);
+    assert!(
+        workers
+            .iter()
+            .all(|&(accepted, active)| accepted > 0 && active == accepted),
+        "every worker accepted some and holds them: {workers:?}"
+    );
+    assert_eq!(workers.iter().map(|w| w.0).sum::<u64>(), 90);
     assert_eq!(app.tracker.total(), 90);
 
     // A second proxy on the same port is refused, not let into the group.
@@ -127,6 +123,7 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
 
     // The drain outlasts its 300 ms and closes the held connections on
     // every worker; the proxy stops and its sockets are gone.
+    let app_metrics = app.metrics.clone();
     app.stop().await;
     for mut s in held {
         let mut buf = [0u8; 1];
@@ -139,8 +136,9 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
     assert_eq!(listening_sockets(port), 0);
     // A worker reports it is done just before its thread returns.
     let deadline = std::time::Instant::now() + STEP;
-    while !worker_timeslices().is_empty() && std::time::Instant::now() < deadline {
+    while !worker_threads().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(worker_timeslices().is_empty(), "worker threads exited");
+    assert!(worker_threads().is_empty(), "worker threads exited");
+    assert!(app_metrics.workers().iter().all(|&(_, active)| active == 0));
 }

@@ -192,8 +192,17 @@ pub struct ConnEntry {
     started: Instant,
     started_unix_ms: u64,
     info: Mutex<ConnInfo>,
+    /// The worker thread it runs on, once known.
+    worker: OnceLock<usize>,
     /// The relay's counters.
     pub traffic: crate::proxy::relay::Traffic,
+}
+
+/// One worker thread's connections: how evenly the kernel spreads them.
+#[derive(Debug, Default)]
+struct WorkerUsage {
+    accepted: AtomicU64,
+    active: AtomicU64,
 }
 
 /// One live connection, as `/api/connections` shows it.
@@ -222,6 +231,8 @@ pub struct ConnView {
     pub bytes_out: u64,
     /// Milliseconds since the last byte either way.
     pub idle_ms: u64,
+    /// The worker thread running it.
+    pub worker: Option<usize>,
 }
 
 /// The proxy's metrics registry. Shared as `Arc`.
@@ -243,6 +254,7 @@ pub struct Metrics {
     durations_ms: LogHistogram,
     conn_bytes: LogHistogram,
     global: Mutex<Series>,
+    workers: OnceLock<Box<[WorkerUsage]>>,
 }
 
 impl Default for Metrics {
@@ -277,7 +289,34 @@ impl Metrics {
             durations_ms: LogHistogram::default(),
             conn_bytes: LogHistogram::default(),
             global: Mutex::new(global),
+            workers: OnceLock::new(),
         }
+    }
+
+    /// How many worker threads there are; set once, when the proxy starts
+    /// serving (later calls are ignored).
+    pub fn set_workers(&self, count: usize) {
+        let _ = self
+            .workers
+            .set((0..count).map(|_| WorkerUsage::default()).collect());
+    }
+
+    /// Per worker thread: connections accepted and open now.
+    pub fn workers(&self) -> Vec<(u64, u64)> {
+        self.workers.get().map_or_else(Vec::new, |w| {
+            w.iter()
+                .map(|u| {
+                    (
+                        u.accepted.load(Ordering::Relaxed),
+                        u.active.load(Ordering::Relaxed),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn worker_usage(&self, worker: usize) -> Option<&WorkerUsage> {
+        self.workers.get().and_then(|w| w.get(worker))
     }
 
     /// A shared registry with the default bounds.
@@ -308,6 +347,7 @@ impl Metrics {
                 target: None,
                 phase: "handshake",
             }),
+            worker: OnceLock::new(),
             traffic: crate::proxy::relay::Traffic::metered(Meters {
                 global: Some(self.bytes.clone()),
                 ..Meters::default()
@@ -568,6 +608,7 @@ impl ConnEntry {
             bytes_in: self.traffic.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.traffic.bytes_out.load(Ordering::Relaxed),
             idle_ms: age_ms.saturating_sub(self.traffic.last_activity_ms()),
+            worker: self.worker.get().copied(),
         }
     }
 }
@@ -583,6 +624,17 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
+    /// The connection runs on worker thread `worker` (see
+    /// [`Metrics::set_workers`]). Later calls are ignored.
+    pub fn worker(&self, worker: usize) {
+        if self.entry.worker.set(worker).is_ok()
+            && let Some(w) = self.metrics.worker_usage(worker)
+        {
+            w.accepted.fetch_add(1, Ordering::Relaxed);
+            w.active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The byte counters the relay feeds.
     pub fn traffic(&self) -> &crate::proxy::relay::Traffic {
         &self.entry.traffic
@@ -659,6 +711,9 @@ impl Drop for ConnHandle {
             m.conn_bytes
                 .record(t.bytes_in.load(Ordering::Relaxed) + t.bytes_out.load(Ordering::Relaxed));
         }
+        if let Some(w) = self.entry.worker.get().and_then(|&w| m.worker_usage(w)) {
+            w.active.fetch_sub(1, Ordering::Relaxed);
+        }
         m.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -669,6 +724,26 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn connections_are_counted_by_worker_and_settle_on_drop() {
+        let m = Metrics::new();
+        m.set_workers(2);
+        m.set_workers(5); // ignored: the count is fixed at start
+        let a = m.open(1, addr("10.0.0.1:1"));
+        a.worker(1);
+        a.worker(0); // ignored: a connection does not move
+        let b = m.open(2, addr("10.0.0.2:1"));
+        b.worker(1);
+        let stray = m.open(3, addr("10.0.0.3:1"));
+        stray.worker(7); // no such worker: counted nowhere, harmless
+        assert_eq!(m.workers(), vec![(0, 0), (2, 2)]);
+        assert_eq!(m.connections(10)[0].worker, Some(1));
+        drop((a, stray));
+        assert_eq!(m.workers(), vec![(0, 0), (2, 1)]);
+        drop(b);
+        assert_eq!(m.workers(), vec![(0, 0), (2, 0)]);
     }
 
     #[test]

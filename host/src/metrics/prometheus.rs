@@ -179,6 +179,30 @@ impl Collector for Scrape {
             |s, v| s.encode_gauge(&v),
         )?;
 
+        let workers = m.workers();
+        family(
+            e,
+            "worker_connections_active",
+            "Open connections by worker thread.",
+            MetricType::Gauge,
+            workers
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, active))| (vec![("worker", Cow::Owned(i.to_string()))], active)),
+            |s, v| s.encode_gauge(&v),
+        )?;
+        family(
+            e,
+            "worker_connections",
+            "Connections accepted, by worker thread (the kernel spreads them by address hash).",
+            MetricType::Counter,
+            workers
+                .iter()
+                .enumerate()
+                .map(|(i, &(accepted, _))| (vec![("worker", Cow::Owned(i.to_string()))], accepted)),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+
         let routes = m.routes();
         family(
             e,

@@ -160,6 +160,8 @@ pub(crate) struct Accepted {
     pub(crate) tls_port: bool,
     /// The options the socket got from its listener.
     pub(crate) inherited: super::socket::Inherited,
+    /// The worker thread it was accepted on.
+    pub(crate) worker: usize,
 }
 
 /// Runs one connection to the end.
@@ -195,6 +197,7 @@ async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Relaying> {
         local,
         tls_port,
         inherited,
+        worker,
     } = accepted;
     let mut guard = proxy.tracker.accept(peer.ip());
     // Declared after the limit guard so it drops first: once the tracker
@@ -202,6 +205,7 @@ async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Relaying> {
     // may be moved into the async block below, which would drop it when
     // the block ends, before the refusal is counted.)
     let mut meter = proxy.metrics.open(id, peer);
+    meter.worker(worker);
     let deadline = started + settings.initial_data_timeout;
     let mut buf = Vec::new();
     let mut client = peer;
@@ -571,6 +575,7 @@ mod tests {
                 local,
                 tls_port: true,
                 inherited: super::super::socket::Inherited::default(),
+                worker: 0,
             },
         );
         let size = std::mem::size_of_val(&fut);

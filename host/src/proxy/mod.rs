@@ -170,7 +170,8 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
     ) {
         let (accepting_tx, accepting_rx) = watch::channel(true);
-        let count = self.settings.load().workers;
+        let count = self.settings.load().workers.max(1);
+        self.metrics.set_workers(count);
         let mut workers = workers::Workers::start(&self, listeners, count, &accepting_rx);
         let sweeper = tokio::spawn({
             let tracker = self.tracker.clone();
@@ -220,7 +221,12 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Receiver<bool>) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    l: Listener,
+    worker: usize,
+    mut accepting: watch::Receiver<bool>,
+) {
     let local = match l.listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -252,7 +258,7 @@ async fn accept_loop(proxy: Arc<Proxy>, l: Listener, mut accepting: watch::Recei
                     } else {
                         local
                     };
-                    tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls, inherited }));
+                    tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls, inherited, worker }));
                 }
                 Err(e) if is_resource_exhaustion(&e) => {
                     tracing::error!(listener = %local, error = %e, "accept failed: out of resources; backing off 100 ms");

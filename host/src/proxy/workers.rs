@@ -86,6 +86,7 @@ impl Workers {
             exited.push(exit_rx);
             let work = run(
                 proxy.clone(),
+                i,
                 share,
                 accepting.clone(),
                 finish_rx.clone(),
@@ -169,6 +170,7 @@ fn spawn_thread(
 /// then keep running its connections until the drain is over.
 fn run(
     proxy: Arc<Proxy>,
+    index: usize,
     share: Share,
     accepting: watch::Receiver<bool>,
     mut finish: watch::Receiver<bool>,
@@ -184,6 +186,7 @@ fn run(
                     loops.spawn(accept_loop(
                         proxy.clone(),
                         Listener { listener, tls },
+                        index,
                         accepting.clone(),
                     ));
                 }
