@@ -2,13 +2,16 @@
 //! worker, each accepting on its own copy of every listener and running the
 //! connections it accepted to their end, nginx-style.
 //!
-//! Why not tokio's work-stealing runtime: there, a connection's wakeups
-//! cross threads — an idle worker is woken to steal a task the busy one was
-//! about to run — and on the new-TLS benchmark that cost about a fifth of
-//! the proxy's CPU per connection (`benches/results/2026-11-22-profile.md`).
-//! Here a connection never leaves the thread that accepted it; what workers
-//! share (plugins, limit counters, metrics) they already shared across
-//! tokio's threads.
+//! Why not tokio's work-stealing runtime: there, a connection's wake-ups
+//! cross threads (an idle worker is woken to steal a task the busy one was
+//! about to run), its state moves between cores' caches, and the per-thread
+//! relay buffer and pipe pools serve whichever thread polls it. Here a
+//! connection never leaves the thread that accepted it; what workers share
+//! (plugins, limit counters, metrics) they already shared across tokio's
+//! threads. The price: a plugin call that runs to its deadline delays the
+//! other connections of its worker, where tokio would have moved them. On
+//! the loopback benchmarks the CPU cost moved within their noise either way
+//! (`benches/results/2026-11-21-profile.md`, second session).
 //!
 //! Each worker gets its own listening socket per listener: a sibling bound
 //! to the same address with `SO_REUSEPORT` (the kernel spreads new
@@ -39,7 +42,8 @@ pub(super) struct Workers {
     finish: watch::Sender<bool>,
 }
 
-/// How many workers `workers: auto` means: one per CPU this process may run on.
+/// The worker count when the config sets none: one per CPU this process
+/// may run on (affinity masks and cgroup CPU quotas included).
 pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
