@@ -95,10 +95,10 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
     assert!(
         workers
             .iter()
-            .all(|&(accepted, active)| accepted > 0 && active == accepted),
+            .all(|w| w.accepted > 0 && w.active == w.accepted),
         "every worker accepted some and holds them: {workers:?}"
     );
-    assert_eq!(workers.iter().map(|w| w.0).sum::<u64>(), 90);
+    assert_eq!(workers.iter().map(|w| w.accepted).sum::<u64>(), 90);
     assert_eq!(app.tracker.total(), 90);
 
     // A second proxy on the same port is refused, not let into the group.
@@ -140,5 +140,5 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(worker_threads().is_empty(), "worker threads exited");
-    assert!(app_metrics.workers().iter().all(|&(_, active)| active == 0));
+    assert!(app_metrics.workers().iter().all(|w| w.active == 0));
 }

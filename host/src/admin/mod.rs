@@ -240,7 +240,7 @@ fn stats(state: &AdminState, query: Option<&str>) -> Result<Value, String> {
             "byRoute": routes.iter().map(|(r, u)| (r.clone(), json!({"active": u.active, "total": u.total}))).collect::<serde_json::Map<_, _>>(),
             "topIPs": ips.iter().map(|(ip, u)| json!({"ip": ip, "active": u.active, "total": u.total})).collect::<Vec<_>>(),
             "trackedIPs": m.tracked_ips(),
-            "byWorker": m.workers().iter().map(|&(total, active)| json!({"active": active, "total": total})).collect::<Vec<_>>(),
+            "byWorker": m.workers().iter().map(|w| json!({"active": w.active, "total": w.accepted})).collect::<Vec<_>>(),
         },
         "limits": {
             "active": state.tracker.total(),

@@ -205,6 +205,15 @@ struct WorkerUsage {
     active: AtomicU64,
 }
 
+/// One worker thread's connections, as the admin API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerCounts {
+    /// Accepted since start.
+    pub accepted: u64,
+    /// Open now.
+    pub active: u64,
+}
+
 /// One live connection, as `/api/connections` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -301,15 +310,13 @@ impl Metrics {
             .set((0..count).map(|_| WorkerUsage::default()).collect());
     }
 
-    /// Per worker thread: connections accepted and open now.
-    pub fn workers(&self) -> Vec<(u64, u64)> {
+    /// Per worker thread, in order: connections accepted and open now.
+    pub fn workers(&self) -> Vec<WorkerCounts> {
         self.workers.get().map_or_else(Vec::new, |w| {
             w.iter()
-                .map(|u| {
-                    (
-                        u.accepted.load(Ordering::Relaxed),
-                        u.active.load(Ordering::Relaxed),
-                    )
+                .map(|u| WorkerCounts {
+                    accepted: u.accepted.load(Ordering::Relaxed),
+                    active: u.active.load(Ordering::Relaxed),
                 })
                 .collect()
         })
@@ -738,12 +745,15 @@ mod tests {
         b.worker(1);
         let stray = m.open(3, addr("10.0.0.3:1"));
         stray.worker(7); // no such worker: counted nowhere, harmless
-        assert_eq!(m.workers(), vec![(0, 0), (2, 2)]);
+        let counts = |m: &Metrics| -> Vec<(u64, u64)> {
+            m.workers().iter().map(|w| (w.accepted, w.active)).collect()
+        };
+        assert_eq!(counts(&m), vec![(0, 0), (2, 2)]);
         assert_eq!(m.connections(10)[0].worker, Some(1));
         drop((a, stray));
-        assert_eq!(m.workers(), vec![(0, 0), (2, 1)]);
+        assert_eq!(counts(&m), vec![(0, 0), (2, 1)]);
         drop(b);
-        assert_eq!(m.workers(), vec![(0, 0), (2, 0)]);
+        assert_eq!(counts(&m), vec![(0, 0), (2, 0)]);
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl Collector for Scrape {
             workers
                 .iter()
                 .enumerate()
-                .map(|(i, &(_, active))| (vec![("worker", Cow::Owned(i.to_string()))], active)),
+                .map(|(i, w)| (vec![("worker", Cow::Owned(i.to_string()))], w.active)),
             |s, v| s.encode_gauge(&v),
         )?;
         family(
@@ -199,7 +199,7 @@ impl Collector for Scrape {
             workers
                 .iter()
                 .enumerate()
-                .map(|(i, &(accepted, _))| (vec![("worker", Cow::Owned(i.to_string()))], accepted)),
+                .map(|(i, w)| (vec![("worker", Cow::Owned(i.to_string()))], w.accepted)),
             |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
         )?;
 
