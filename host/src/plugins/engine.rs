@@ -67,10 +67,11 @@ impl Default for RuntimeConfig {
 
 impl RuntimeConfig {
     /// The epoch tick for a call deadline: a quarter of it, between 1 and
-    /// 5 ms, so a deadline fires within 25 % of its length (10 ms: 2.5 ms
-    /// ticks, a call traps 10–12.5 ms after it starts). While calls run the
-    /// ticker thread wakes once per tick; a finer tick than needed costs
-    /// CPU on a busy proxy (1 ms ticks were ≈ 1 % of it per connection).
+    /// 5 ms. A deadline of 4 ms or more then fires within a quarter of its
+    /// length late (10 ms: 2.5 ms ticks, a call traps 10–12.5 ms after it
+    /// starts); shorter ones within 1 ms. While calls run the ticker thread
+    /// wakes once per tick, and on a busy proxy 1 ms ticks were 2.4 % of
+    /// its CPU (`benches/results/2026-11-21-profile.md`).
     pub fn tick_for(deadline: Duration) -> Duration {
         (deadline / 4).clamp(Duration::from_millis(1), Duration::from_millis(5))
     }
