@@ -13,7 +13,9 @@
 //! | more than `connectionRateLimitPerMinute` connections from this IP in the last minute | `rate-limit` |
 //!
 //! Otherwise the answer is "no opinion" (never "allow"), so plugins later in
-//! the chain still get asked.
+//! the chain still get asked. With no list and every limit 0 there is
+//! nothing to check, and the plugin declares no hook at all: the host then
+//! never calls it.
 //!
 //! The host counts the connection being admitted before it calls `admit`,
 //! so every count includes it: with `maxConnectionsPerIP: 100` the 100th
@@ -224,6 +226,16 @@ impl Guard {
         })
     }
 
+    /// Whether any list or limit is set: with none, `admit` would pass
+    /// every client.
+    fn checks_anything(&self) -> bool {
+        !self.block.is_empty()
+            || !self.allow.is_empty()
+            || self.max_connections != 0
+            || self.max_connections_per_ip != 0
+            || self.rate_limit_per_minute != 0
+    }
+
     /// The refusal reason for a client at `ip`, if any. Only asks the host
     /// for the counters a configured limit needs.
     fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
@@ -257,7 +269,14 @@ impl Plugin for Guard {
     }
 
     fn info(&self) -> PluginInfo {
-        PluginInfo::new("guard", env!("CARGO_PKG_VERSION")).hooks(Hooks::ADMIT)
+        // Nothing to check declares no hook, so the host skips the call for
+        // every connection (a reload with a limit set brings it back).
+        let hooks = if self.checks_anything() {
+            Hooks::ADMIT
+        } else {
+            Hooks::NONE
+        };
+        PluginInfo::new("guard", env!("CARGO_PKG_VERSION")).hooks(hooks)
     }
 
     fn admit(&self, peer: &Peer) -> AdmitDecision {

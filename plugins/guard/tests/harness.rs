@@ -144,6 +144,15 @@ fn zero_is_unlimited(make: Make<'_>) {
     h.host().set_active_for_ip(ip("10.0.0.1"), u32::MAX);
     h.host().set_recent_for_ip(ip("10.0.0.1"), u32::MAX);
     assert_eq!(admit(&mut h, "10.0.0.1:1"), AdmitDecision::Pass);
+    // Nothing left to check: no hook, so the host does not call it at all.
+    assert_eq!(h.info().hooks, Hooks::NONE);
+    // A list alone keeps it.
+    let h = harness(
+        make,
+        r#"{"maxConnectionsPerIP": 0, "connectionRateLimitPerMinute": 0, "maxConnections": 0,
+            "defaults": {"security": {"ipBlockList": ["203.0.113.0/24"]}}}"#,
+    );
+    assert_eq!(h.info().hooks, Hooks::ADMIT);
 
     // Each limit on its own.
     for (config, reason) in [
@@ -154,6 +163,7 @@ fn zero_is_unlimited(make: Make<'_>) {
         ),
     ] {
         let mut h = harness(make, config);
+        assert_eq!(h.info().hooks, Hooks::ADMIT, "{config}");
         h.host().set_active_total(5);
         h.host().set_active_for_ip(ip("10.0.0.1"), 1_000);
         h.host().set_recent_for_ip(ip("10.0.0.1"), 1_000);
