@@ -10,7 +10,9 @@
 //! * [`plugins`] — the plugin runtime (wasmtime lives only there): engine,
 //!   loaded plugins, the chain, the watched plugins directory.
 //! * [`proxy`] — the connection path: relay with timers.
-//! * [`testing`] — run a plugin's SDK harness tests against its `.wasm`.
+//! * `testing` — run a plugin's SDK harness tests against its `.wasm`
+//!   (cargo feature `testing`, for tests; not in the binary).
+//! * [`watch`] — files picked up once unchanged over two scans.
 
 pub mod admin;
 pub mod app;
@@ -20,4 +22,6 @@ pub mod metrics;
 pub mod net;
 pub mod plugins;
 pub mod proxy;
+#[cfg(feature = "testing")]
 pub mod testing;
+pub mod watch;

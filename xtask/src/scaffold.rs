@@ -290,7 +290,8 @@ turnout-plugin-sdk.workspace = true
 serde_json.workspace = true
 
 [dev-dependencies]
-turnout.workspace = true
+# `turnout::testing`: the harness cases against the built .wasm.
+turnout = {{ workspace = true, features = ["testing"] }}
 
 [lints]
 workspace = true
@@ -322,8 +323,9 @@ turnout-plugin-sdk = {{ path = {sdk} }}
 serde_json = "1"
 
 [dev-dependencies]
-# The host library runs the harness cases against the built .wasm.
-turnout = {{ path = {host}, default-features = false }}
+# The host library runs the harness cases against the built .wasm
+# (`turnout::testing`, behind the `testing` feature).
+turnout = {{ path = {host}, default-features = false, features = ["testing"] }}
 
 # A workspace of its own, not a member of Turnout's.
 [workspace]

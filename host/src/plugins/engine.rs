@@ -1,12 +1,14 @@
 //! The one wasmtime `Engine` and `Linker`, with Turnout's safe defaults fixed
 //! here: component model, epoch interruption (a ticker thread), the pooling
 //! allocator where the machine allows it, and an on-disk cache of compiled
-//! components.
+//! components (native code, so used only from a directory private to this
+//! user).
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -37,6 +39,9 @@ pub struct RuntimeConfig {
     /// Component instances the pool can hold (all plugins together).
     pub pool_capacity: u32,
     /// Where compiled components are cached; `None` disables the cache.
+    /// Created mode 0700 if missing; a directory not owned by the effective
+    /// user, or writable by group or others, is not used (a warning says
+    /// why) — its files are mapped as native code.
     pub cache_dir: Option<PathBuf>,
     /// Epoch tick; deadlines are rounded up to whole ticks, plus one. See
     /// [`RuntimeConfig::tick_for`].
@@ -95,6 +100,9 @@ pub struct Runtime {
     pub(crate) config: RuntimeConfig,
     pub(crate) pooling: bool,
     ticker: Ticker,
+    /// Cache directories already warned about, so a refused one is logged
+    /// once rather than for every plugin.
+    cache_warned: Mutex<HashSet<PathBuf>>,
 }
 
 fn base_config(cfg: &RuntimeConfig) -> Config {
@@ -161,6 +169,7 @@ impl Runtime {
             config,
             pooling,
             ticker,
+            cache_warned: Mutex::default(),
         }))
     }
 
@@ -215,7 +224,7 @@ impl Runtime {
     /// Compiles `bytes`, or loads the cached compilation of the same bytes
     /// by an engine with the same settings.
     pub(crate) fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, LoadError> {
-        let Some(dir) = &self.config.cache_dir else {
+        let Some(dir) = self.cache_dir() else {
             return Component::new(&self.engine, bytes)
                 .map_err(|e| compile_error(plugin, bytes, e));
         };
@@ -223,8 +232,9 @@ impl Runtime {
         if path.is_file() {
             // SAFETY: the file was written by `precompile_component` of an
             // engine with the same compatibility hash (it is in the name), in
-            // a directory only this user writes; wasmtime re-checks the
-            // header and refuses an artifact from other settings.
+            // a directory only this user writes (`cache_dir` checked it);
+            // wasmtime re-checks the header and refuses an artifact from
+            // other settings.
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok(c),
@@ -245,6 +255,27 @@ impl Runtime {
         #[allow(unsafe_code)]
         unsafe { Component::deserialize(&self.engine, &compiled) }
             .map_err(|e| compile_error(plugin, bytes, e))
+    }
+
+    /// The cache directory, if there is one this process may trust; see
+    /// [`private_dir`]. Checked on every compile (a `stat`), warned about
+    /// once per directory.
+    fn cache_dir(&self) -> Option<&Path> {
+        let dir = self.config.cache_dir.as_deref()?;
+        match private_dir(dir) {
+            Ok(()) => Some(dir),
+            Err(problem) => {
+                let mut warned = self.cache_warned.lock().unwrap_or_else(|e| e.into_inner());
+                if warned.insert(dir.to_path_buf()) {
+                    tracing::warn!(
+                        path = %dir.display(),
+                        "not using the compilation cache: {problem}; plugins are compiled at every load \
+                         (make it a directory of this user's, mode 0700, or set TURNOUT_CACHE_DIR)"
+                    );
+                }
+                None
+            }
+        }
     }
 
     fn cache_key(&self, bytes: &[u8]) -> String {
@@ -278,14 +309,60 @@ fn compile_error(plugin: &str, bytes: &[u8], e: wasmtime::Error) -> LoadError {
     }
 }
 
+/// Makes sure `dir` is one only this process's user can write: creates it
+/// (and missing parents) mode 0700, else requires that it is a directory
+/// owned by the effective uid and not writable by group or others. What is
+/// in it is mapped as native code, so anyone else able to write there could
+/// run code as the proxy. Only the directory itself is checked: someone who
+/// can rename a parent can replace it, but not with one owned by this user.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_dir() {
+        return Err("it is not a directory".to_owned());
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(format!(
+            "it is owned by uid {}, not by this process's user (uid {euid})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        return Err(format!("it is writable by {who} (mode {mode:04o})"));
+    }
+    Ok(())
+}
+
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+
     let tmp = dir.join(format!(
         ".tmp-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
-    std::fs::write(&tmp, data)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    drop(file);
     std::fs::rename(&tmp, path)
 }
 
@@ -424,5 +501,158 @@ mod tests {
         assert!(!shared.parked.load(Ordering::SeqCst));
         drop(call);
         assert!(eventually(|| shared.parked.load(Ordering::SeqCst)));
+    }
+
+    /// What was logged while `f` ran on this thread.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer({
+                let buf = buf.clone();
+                move || buf.clone()
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn cached_runtime(dir: &Path) -> Arc<Runtime> {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.to_path_buf()),
+            pooling: false,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn guard_bytes() -> &'static [u8] {
+        crate::plugins::embedded()
+            .into_iter()
+            .find(|e| e.name == "guard")
+            .expect("guard is embedded")
+            .bytes
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_missing_cache_directory_is_created_private_and_used() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache/turnout");
+        let rt = cached_runtime(&dir);
+        let log = logged(|| {
+            rt.compile("guard", guard_bytes()).unwrap();
+            rt.compile("guard", guard_bytes()).unwrap(); // from the cache
+        });
+        assert!(!log.contains("WARN"), "{log}");
+        for d in [&dir, &tmp.path().join("cache")] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o700, "{}: {mode:04o}", d.display());
+        }
+        let files = entries(&dir);
+        assert!(
+            matches!(&files[..], [f] if f.ends_with(".cwasm")),
+            "{files:?}"
+        );
+        let file = std::fs::metadata(dir.join(&files[0])).unwrap();
+        assert_eq!(file.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_cache_directory_others_can_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let rt = cached_runtime(&dir);
+        let log = logged(|| {
+            // Loads, by compiling; twice, and warned about once.
+            for _ in 0..2 {
+                rt.load_plugin(
+                    "guard",
+                    guard_bytes(),
+                    "{}",
+                    crate::plugins::FailurePolicy::default(),
+                    Arc::new(turnout_plugin_sdk::testing::FakeHost::new()),
+                )
+                .unwrap();
+            }
+        });
+        assert!(
+            entries(&dir).is_empty(),
+            "nothing written: {:?}",
+            entries(&dir)
+        );
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert!(
+            matches!(&warnings[..], [w] if w.contains("not using the compilation cache")
+                && w.contains(&dir.display().to_string())
+                && w.contains("writable by group and others (mode 0777)")),
+            "{log}"
+        );
+
+        // Group-writable is refused too; a private directory is then used.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(
+            private_dir(&dir),
+            Err("it is writable by its group (mode 0770)".to_owned())
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(private_dir(&dir), Ok(()));
+        rt.compile("guard", guard_bytes()).unwrap();
+        assert_eq!(entries(&dir).len(), 1);
+    }
+
+    #[test]
+    fn a_cache_path_that_is_not_a_directory_is_not_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(
+            private_dir(&file)
+                .unwrap_err()
+                .starts_with("cannot create it")
+        );
+    }
+
+    #[test]
+    fn a_cache_directory_of_another_user_is_not_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("theirs");
+        assert_eq!(private_dir(&dir), Ok(()));
+        // Only root can give a directory away (CI runs as root).
+        if std::os::unix::fs::chown(&dir, Some(65534), None).is_err() {
+            return;
+        }
+        let euid = rustix::process::geteuid().as_raw();
+        assert_eq!(
+            private_dir(&dir),
+            Err(format!(
+                "it is owned by uid 65534, not by this process's user (uid {euid})"
+            ))
+        );
     }
 }

@@ -6,9 +6,9 @@
 //! and the version already serving (file or embedded) stays.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use turnout_plugin_sdk::host::HostApi;
@@ -19,6 +19,7 @@ use super::engine::Runtime;
 use super::error::LoadError;
 use super::host_api::{Counters, PluginHost};
 use super::loaded::{FailurePolicy, LoadArgs, LoadedPlugin, Origin};
+use crate::watch::{StableFiles, with_extension};
 
 /// A plugin compiled into the binary.
 #[derive(Debug, Clone, Copy)]
@@ -67,16 +68,6 @@ pub enum ReloadEvent {
     Failed(LoadError),
 }
 
-type Signature = (u64, Option<SystemTime>);
-
-#[derive(Default)]
-struct DirState {
-    /// Signature of the file version loaded (or failed) per name.
-    settled: HashMap<String, Signature>,
-    /// Signature seen on the previous scan, for files still changing.
-    pending: HashMap<String, Signature>,
-}
-
 /// The plugins the proxy runs, and the chain new connections use.
 pub struct PluginSet {
     runtime: Arc<Runtime>,
@@ -85,11 +76,18 @@ pub struct PluginSet {
     counters: Arc<dyn Counters>,
     hosts: Mutex<HashMap<String, Arc<PluginHost>>>,
     loaded: Mutex<BTreeMap<String, Arc<LoadedPlugin>>>,
-    dir_state: Mutex<DirState>,
+    /// The plugins directory's watcher (`None` without a directory). Its
+    /// lock is held across every rebuild of `loaded` — a rescan, a
+    /// reconfigure — because each reads `loaded`, compiles for a while and
+    /// writes back: two at once would lose what the other loaded (or keep
+    /// a file loaded with the settings a reconfigure just replaced).
+    rebuild: Mutex<Option<StableFiles>>,
     chain: ArcSwap<Chain>,
+    #[cfg(test)]
+    hooks: tests::Hooks,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -113,6 +111,10 @@ impl PluginSet {
         embedded: Vec<EmbeddedPlugin>,
         counters: Arc<dyn Counters>,
     ) -> Result<Arc<Self>, Vec<LoadError>> {
+        let watcher = settings
+            .dir
+            .clone()
+            .map(|dir| StableFiles::in_dir(dir, with_extension("wasm")));
         let set = Arc::new(Self {
             runtime,
             settings: arc_swap::ArcSwap::from_pointee(settings),
@@ -120,8 +122,10 @@ impl PluginSet {
             counters,
             hosts: Mutex::default(),
             loaded: Mutex::default(),
-            dir_state: Mutex::default(),
+            rebuild: Mutex::new(watcher),
             chain: ArcSwap::from_pointee(Chain::default()),
+            #[cfg(test)]
+            hooks: tests::Hooks::default(),
         });
         let mut errors = Vec::new();
         let settings = set.settings.load_full();
@@ -133,7 +137,11 @@ impl PluginSet {
                 Err(err) => errors.push(err),
             }
         }
-        for event in set.scan_dir(true) {
+        let events = match lock(&set.rebuild).as_mut() {
+            Some(watcher) => set.scan_dir(watcher, true),
+            None => Vec::new(),
+        };
+        for event in events {
             if let ReloadEvent::Failed(err) = event {
                 errors.push(err);
             }
@@ -168,7 +176,11 @@ impl PluginSet {
     /// or nothing — if any plugin refuses its new config, every plugin keeps
     /// its current version and config. The plugins directory itself is not
     /// changed by a reconfigure.
+    ///
+    /// It compiles and initialises every plugin, which takes a while: call
+    /// it from a blocking thread. A rescan waits until it is done.
     pub fn reconfigure(&self, mut settings: PluginSettings) -> Result<(), Vec<LoadError>> {
+        let _rebuild = self.lock_rebuild();
         let current = self.settings.load_full();
         settings.dir = current.dir.clone();
         let plugins: Vec<(String, Origin)> = lock(&self.loaded)
@@ -208,6 +220,8 @@ impl PluginSet {
         if !errors.is_empty() {
             return Err(errors);
         }
+        #[cfg(test)]
+        self.hooks.before_publish();
         self.settings.store(Arc::new(settings));
         *lock(&self.loaded) = fresh;
         self.publish();
@@ -268,14 +282,29 @@ impl PluginSet {
         self.chain.store(Arc::new(Chain::new(ordered)));
     }
 
+    /// Takes the rebuild lock (the `rebuild` field says why).
+    fn lock_rebuild(&self) -> MutexGuard<'_, Option<StableFiles>> {
+        #[cfg(test)]
+        if let Err(std::sync::TryLockError::WouldBlock) = self.rebuild.try_lock() {
+            self.hooks.contended();
+        }
+        lock(&self.rebuild)
+    }
+
     /// Looks at the plugins directory once and applies what changed. A file
     /// is loaded once its size and mtime are the same on two scans in a row,
     /// so a copy in progress is not mistaken for a broken plugin.
     pub fn rescan(&self) -> Vec<ReloadEvent> {
-        let events = self.scan_dir(false);
-        if events.iter().any(|e| !matches!(e, ReloadEvent::Failed(_))) {
-            self.publish();
-        }
+        let events = match self.lock_rebuild().as_mut() {
+            Some(watcher) => {
+                let events = self.scan_dir(watcher, false);
+                if events.iter().any(|e| !matches!(e, ReloadEvent::Failed(_))) {
+                    self.publish();
+                }
+                events
+            }
+            None => Vec::new(),
+        };
         for e in &events {
             match e {
                 ReloadEvent::Loaded {
@@ -303,33 +332,35 @@ impl PluginSet {
         events
     }
 
-    fn scan_dir(&self, initial: bool) -> Vec<ReloadEvent> {
+    /// Applies what `watcher` reports to `loaded`; the caller holds the
+    /// rebuild lock (`watcher` is behind it). `now`: at start-up, every file
+    /// present is taken as stable.
+    fn scan_dir(&self, watcher: &mut StableFiles, now: bool) -> Vec<ReloadEvent> {
         let settings = self.settings.load_full();
-        let Some(dir) = settings.dir.clone() else {
-            return Vec::new();
-        };
         let mut events = Vec::new();
-        let files = match list_wasm(&dir) {
-            Ok(files) => files,
+        let scanned = if now {
+            watcher.scan_now()
+        } else {
+            watcher.scan()
+        };
+        let changes = match scanned {
+            Ok(changes) => changes,
             Err(e) => {
                 events.push(ReloadEvent::Failed(LoadError::Read {
                     plugin: "*".to_owned(),
-                    path: dir.display().to_string(),
+                    path: watcher
+                        .dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
                     source: e,
                 }));
                 return events;
             }
         };
-        let mut state = lock(&self.dir_state);
-        for (name, (path, sig)) in &files {
-            if state.settled.get(name) == Some(sig) {
-                continue;
-            }
-            if !initial && state.pending.insert(name.clone(), *sig) != Some(*sig) {
-                continue; // still changing, or first sight: wait one scan
-            }
-            state.pending.remove(name);
-            state.settled.insert(name.clone(), *sig);
+        // `with_extension` passes only UTF-8 stems.
+        let name_of = |path: &PathBuf| path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+        for path in &changes.changed {
+            let Some(name) = name_of(path) else { continue };
             let loaded = std::fs::read(path)
                 .map_err(|source| LoadError::Read {
                     plugin: name.clone(),
@@ -338,7 +369,7 @@ impl PluginSet {
                 })
                 .and_then(|bytes| {
                     self.load_one(
-                        name,
+                        &name,
                         Arc::from(bytes),
                         Origin::File(path.clone()),
                         &settings,
@@ -351,21 +382,14 @@ impl PluginSet {
                         version: p.info().version.clone(),
                         origin: p.origin().clone(),
                     });
-                    lock(&self.loaded).insert(name.clone(), p);
+                    lock(&self.loaded).insert(name, p);
                 }
                 Err(err) => events.push(ReloadEvent::Failed(err)),
             }
         }
         // Files that disappeared: fall back to the embedded plugin, if any.
-        let gone: Vec<String> = state
-            .settled
-            .keys()
-            .filter(|n| !files.contains_key(*n))
-            .cloned()
-            .collect();
-        state.pending.retain(|n, _| files.contains_key(n));
-        for name in gone {
-            state.settled.remove(&name);
+        for path in &changes.removed {
+            let Some(name) = name_of(path) else { continue };
             let was_file = lock(&self.loaded)
                 .get(&name)
                 .is_some_and(|p| matches!(p.origin(), Origin::File(_)));
@@ -377,7 +401,7 @@ impl PluginSet {
             if let Some(e) = self.embedded.iter().find(|e| e.name == name) {
                 match self.load_one(e.name, Arc::from(e.bytes), Origin::Embedded, &settings) {
                     Ok(p) => {
-                        lock(&self.loaded).insert(name.clone(), p);
+                        lock(&self.loaded).insert(name, p);
                     }
                     Err(err) => events.push(ReloadEvent::Failed(err)),
                 }
@@ -407,25 +431,110 @@ impl PluginSet {
     }
 }
 
-fn list_wasm(dir: &Path) -> std::io::Result<BTreeMap<String, (PathBuf, Signature)>> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        if path.extension().and_then(|e| e.to_str()) != Some("wasm") || stem.starts_with('.') {
-            continue;
-        }
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        out.insert(
-            stem.to_owned(),
-            (path.clone(), (meta.len(), meta.modified().ok())),
-        );
+#[cfg(test)]
+mod tests {
+    use std::sync::Condvar;
+
+    use super::*;
+    use crate::plugins::{NoCounters, RuntimeConfig};
+
+    type Hook = Box<dyn Fn() + Send + Sync>;
+
+    /// Seams for tests: what runs in `reconfigure` between building the new
+    /// versions and publishing them, and what runs when a rebuild finds the
+    /// rebuild lock taken.
+    #[derive(Default)]
+    pub(super) struct Hooks {
+        before_publish: Mutex<Option<Hook>>,
+        contended: Mutex<Option<Hook>>,
     }
-    Ok(out)
+
+    impl Hooks {
+        pub(super) fn before_publish(&self) {
+            if let Some(f) = lock(&self.before_publish).take() {
+                f();
+            }
+        }
+
+        pub(super) fn contended(&self) {
+            if let Some(f) = lock(&self.contended).as_ref() {
+                f();
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        rescan_done: bool,
+        rescan_waiting: bool,
+    }
+
+    #[test]
+    fn a_plugin_file_loaded_during_a_reconfigure_survives_it() {
+        let guard = crate::plugins::embedded()
+            .into_iter()
+            .find(|e| e.name == "guard")
+            .expect("guard is embedded");
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: None,
+            pooling: false,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let settings = PluginSettings {
+            dir: Some(dir.path().to_path_buf()),
+            ..PluginSettings::default()
+        };
+        let set =
+            PluginSet::load(runtime, settings.clone(), vec![guard], Arc::new(NoCounters)).unwrap();
+        std::fs::write(dir.path().join("extra.wasm"), guard.bytes).unwrap();
+        assert!(set.rescan().is_empty(), "first sight: waits one scan");
+
+        // The scan that loads `extra` runs while the reconfigure is between
+        // its snapshot of the plugins and publishing their new versions, and
+        // the reconfigure goes on only once that scan has either finished or
+        // is waiting for it.
+        let seen = Arc::new((Mutex::new(Seen::default()), Condvar::new()));
+        let signal = |seen: &Arc<(Mutex<Seen>, Condvar)>, f: fn(&mut Seen)| {
+            f(&mut lock(&seen.0));
+            seen.1.notify_all();
+        };
+        *lock(&set.hooks.contended) = Some(Box::new({
+            let seen = seen.clone();
+            move || signal(&seen, |s| s.rescan_waiting = true)
+        }));
+        let scan = Arc::new(Mutex::new(None));
+        *lock(&set.hooks.before_publish) = Some(Box::new({
+            let (set, seen, scan) = (set.clone(), seen.clone(), scan.clone());
+            move || {
+                let (set, seen2) = (set.clone(), seen.clone());
+                *lock(&scan) = Some(std::thread::spawn(move || {
+                    let events = set.rescan();
+                    signal(&seen2, |s| s.rescan_done = true);
+                    events
+                }));
+                let state = lock(&seen.0);
+                drop(
+                    seen.1
+                        .wait_while(state, |s| !s.rescan_done && !s.rescan_waiting)
+                        .unwrap(),
+                );
+            }
+        }));
+        set.reconfigure(settings).unwrap();
+        let events = lock(&scan).take().expect("the hook ran").join().unwrap();
+        assert!(
+            matches!(&events[..], [ReloadEvent::Loaded { name, .. }] if name == "extra"),
+            "{events:?}"
+        );
+        let names: Vec<String> = set
+            .chain()
+            .plugins()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        assert_eq!(names, ["extra", "guard"], "the directory plugin survives");
+        assert!(set.rescan().is_empty(), "and is not loaded again");
+    }
 }
