@@ -12,6 +12,8 @@
 //! bounded (header read timeout, a cap on concurrent connections) so a
 //! scraper gone wrong cannot starve the proxy.
 
+pub mod prometheus;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,14 +31,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::limits::ConnectionTracker;
-use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate, prometheus};
+use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate};
 use crate::plugins::{Origin, PluginSet};
 use turnout_plugin_sdk::Hooks;
 
 /// Admin connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 64;
-/// Client IPs exposed one by one when `admin.topIPs` does not say.
-pub const DEFAULT_TOP_IPS: usize = 10;
+pub use crate::config::DEFAULT_TOP_IPS;
 
 /// What the admin API reads.
 #[derive(Debug)]
@@ -330,6 +331,18 @@ fn plugins(set: &PluginSet) -> Value {
         })
         .collect();
     json!({ "plugins": list })
+}
+
+/// A listening socket the caller bound for the admin API (`addr` is the
+/// configured address, for the error message).
+pub fn adopt(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<TcpListener, crate::proxy::BindError> {
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+        .map_err(|source| crate::proxy::BindError { addr, source })
 }
 
 /// Binds the admin listener, explaining the usual failures.

@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::{LogHistogram, Metrics};
 use crate::limits::ConnectionTracker;
+use crate::metrics::{LogHistogram, Metrics};
 use crate::plugins::{CALL_TIME_BUCKETS_US, PluginSet};
 
 /// The content type of [`render`]'s output.
@@ -92,19 +92,17 @@ fn family<'a, V>(
     Ok(())
 }
 
-fn histogram(
-    m: &mut MetricEncoder<'_>,
-    h: &LogHistogram,
-    scale: f64,
-    sum: f64,
-) -> Result<(), Error> {
-    let buckets: Vec<(f64, u64)> = h
-        .cumulative_pow2()
+/// `h` with its bounds and sum multiplied by `scale` (ms → s).
+fn histogram(m: &mut MetricEncoder<'_>, h: &LogHistogram, scale: f64) -> Result<(), Error> {
+    // One snapshot: `+Inf` and the count are the total of the buckets read.
+    let snap = h.snapshot();
+    let buckets: Vec<(f64, u64)> = snap
+        .cumulative
         .into_iter()
         .map(|(le, n)| (le as f64 * scale, n))
-        .chain([(f64::INFINITY, h.count())])
+        .chain([(f64::INFINITY, snap.count)])
         .collect();
-    m.encode_histogram::<NoLabelSet>(sum, h.count(), &buckets, None)
+    m.encode_histogram::<NoLabelSet>(snap.sum as f64 * scale, snap.count, &buckets, None)
 }
 
 impl Collector for Scrape {
@@ -264,7 +262,7 @@ impl Collector for Scrape {
         )?;
 
         let top = m.top_ips(self.top_ips);
-        let ips: Vec<(String, super::UsageView)> =
+        let ips: Vec<(String, crate::metrics::UsageView)> =
             top.into_iter().map(|(ip, u)| (ip.to_string(), u)).collect();
         family(
             e,
@@ -314,7 +312,7 @@ impl Collector for Scrape {
             None,
             MetricType::Histogram,
         )?;
-        histogram(&mut h, d, 0.001, d.sum() as f64 / 1000.0)?;
+        histogram(&mut h, d, 0.001)?;
         let b = m.connection_bytes();
         let mut h = e.encode_descriptor(
             "connection_bytes",
@@ -322,7 +320,7 @@ impl Collector for Scrape {
             None,
             MetricType::Histogram,
         )?;
-        histogram(&mut h, b, 1.0, b.sum() as f64)?;
+        histogram(&mut h, b, 1.0)?;
 
         if let Some(t) = &self.tracker {
             gauge(
@@ -412,4 +410,67 @@ fn plugins(e: &mut DescriptorEncoder<'_>, set: &PluginSet) -> Result<(), Error> 
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{Scrape, render};
+    use crate::metrics::Metrics;
+
+    /// `(le, count)` of every bucket line of `name` in the exposition.
+    fn buckets(text: &str, name: &str) -> Vec<(String, u64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (le, n) = rest.split_once("\"} ")?;
+                Some((le.to_owned(), n.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Scrapes while another thread records: every scrape's buckets must
+    /// be cumulative, `+Inf` included (it was read from a separate counter
+    /// that `record` bumps after the bucket, so it could fall below).
+    #[test]
+    fn inf_is_never_below_the_last_bucket_while_recording() {
+        let m = Metrics::new();
+        m.durations_ms().record(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let recorder = {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut v = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    m.durations_ms().record(v % 4096);
+                    v = v.wrapping_mul(31).wrapping_add(7);
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut scrapes = 0;
+        while scrapes < 20_000 && std::time::Instant::now() < deadline {
+            let text = render(Scrape {
+                metrics: m.clone(),
+                plugins: None,
+                tracker: None,
+                top_ips: 0,
+            });
+            let b = buckets(&text, "turnout_connection_duration_seconds");
+            assert!(b.len() >= 2, "{text}");
+            for pair in b.windows(2) {
+                assert!(
+                    pair[0].1 <= pair[1].1,
+                    "scrape {scrapes}: buckets not cumulative: {b:?}"
+                );
+            }
+            scrapes += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        recorder.join().unwrap();
+        assert!(scrapes > 100, "only {scrapes} scrapes");
+    }
 }

@@ -24,7 +24,21 @@ use serde_json::Value;
 use turnout_plugin_sdk::KeepAliveTreatment;
 use turnout_plugin_sdk::matching::IpList;
 
-pub use crate::plugins::FailurePolicy;
+/// What to do when a plugin fails a call (trap, deadline, memory,
+/// malformed answer): a config value (`plugins.failurePolicy`), obeyed by
+/// the plugin chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Deny at `admit`, reject at `route`, 502 at `request`.
+    #[default]
+    Closed,
+    /// Treat the failure as "no opinion".
+    Open,
+}
+
+/// Client IPs the admin API and `/metrics` expose one by one when
+/// `admin.topIPs` does not say.
+pub const DEFAULT_TOP_IPS: usize = 10;
 
 /// The admin API's address when `admin` is given without `listen`.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9900);

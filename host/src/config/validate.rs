@@ -163,14 +163,14 @@ pub(super) fn validate(
             }
         };
         let top_ips = match admin.top_ips {
-            None => crate::admin::DEFAULT_TOP_IPS,
+            None => super::DEFAULT_TOP_IPS,
             Some(n @ 0..=1000) => n as usize,
             Some(n) => {
                 p.add(
                     "admin.topIPs",
                     format!("{n} is too many series for a scrape; use 0 to 1000"),
                 );
-                crate::admin::DEFAULT_TOP_IPS
+                super::DEFAULT_TOP_IPS
             }
         };
         c.admin = listen.map(|listen| AdminConfig { listen, top_ips });

@@ -20,8 +20,6 @@ use std::time::Instant;
 
 use turnout_plugin_sdk::canonical_ip;
 
-use crate::plugins::Counters;
-
 const SHARDS: usize = 16;
 /// Distinct client IPs kept for the per-minute rate window.
 pub const DEFAULT_IP_CAPACITY: usize = 16_384;
@@ -151,7 +149,6 @@ impl ConnectionTracker {
         ClientGuard {
             tracker: self.clone(),
             ip,
-            route: None,
         }
     }
 
@@ -242,12 +239,43 @@ impl Counters for ConnectionTracker {
     }
 }
 
+/// The host's live connection counters, read by plugins. [`ConnectionTracker`]
+/// implements this; [`NoCounters`] answers zero everywhere.
+pub trait Counters: Send + Sync {
+    /// Active connections from `ip`.
+    fn active_for_ip(&self, ip: IpAddr) -> u32;
+    /// Active connections on `route`.
+    fn active_for_route(&self, route: &str) -> u32;
+    /// Active connections, whole proxy.
+    fn active_total(&self) -> u32;
+    /// Connections accepted from `ip` in the last minute.
+    fn recent_for_ip(&self, ip: IpAddr) -> u32;
+}
+
+/// Counters that are always zero (tools, benches, `turnout check`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCounters;
+
+impl Counters for NoCounters {
+    fn active_for_ip(&self, _: IpAddr) -> u32 {
+        0
+    }
+    fn active_for_route(&self, _: &str) -> u32 {
+        0
+    }
+    fn active_total(&self) -> u32 {
+        0
+    }
+    fn recent_for_ip(&self, _: IpAddr) -> u32 {
+        0
+    }
+}
+
 /// One accepted connection's share of the counters.
 #[derive(Debug)]
 pub struct ClientGuard {
     tracker: Arc<ConnectionTracker>,
     ip: IpAddr,
-    route: Option<Arc<str>>,
 }
 
 impl ClientGuard {
@@ -264,17 +292,17 @@ impl ClientGuard {
         drop(std::mem::replace(self, moved));
     }
 
-    /// Takes a slot on `route`, unless its limits are reached. A second call
-    /// moves the slot.
+    /// Takes a slot on `route` for this client, unless the route's limits
+    /// are reached; the slot is held by the returned guard. A connection
+    /// holds one per route it is on: one for an L4 connection, one per
+    /// request in flight on HTTP (an HTTP/2 connection can be on several
+    /// routes at once).
     pub fn enter_route(
-        &mut self,
+        &self,
         route: &str,
         max_connections: u32,
         max_per_ip: u32,
-    ) -> Result<(), RouteLimitHit> {
-        if let Some(old) = self.route.take() {
-            self.tracker.release_route(&old);
-        }
+    ) -> Result<RouteGuard, RouteLimitHit> {
         if max_per_ip > 0 && self.tracker.active_for_ip(self.ip) > max_per_ip {
             // Note: per-IP counts are proxy-wide; a route's per-IP limit
             // caps this client's connections while one is on this route.
@@ -294,8 +322,10 @@ impl ClientGuard {
         }
         *n += 1;
         drop(routes);
-        self.route = Some(key);
-        Ok(())
+        Ok(RouteGuard {
+            tracker: self.tracker.clone(),
+            route: key,
+        })
     }
 
     /// The IP this connection counts against.
@@ -306,10 +336,29 @@ impl ClientGuard {
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        if let Some(route) = self.route.take() {
-            self.tracker.release_route(&route);
-        }
         self.tracker.release_ip(self.ip);
+    }
+}
+
+/// One slot on a route (see [`ClientGuard::enter_route`]), released on
+/// drop. Held apart from the client's guard, and dropped before it, so that
+/// once the total reaches zero no route is counted either.
+#[derive(Debug)]
+pub struct RouteGuard {
+    tracker: Arc<ConnectionTracker>,
+    route: Arc<str>,
+}
+
+impl RouteGuard {
+    /// The route this slot is on.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.tracker.release_route(&self.route);
     }
 }
 
@@ -324,23 +373,31 @@ mod tests {
     #[test]
     fn guards_return_every_counter_to_zero() {
         let t = ConnectionTracker::new();
-        let mut a = t.accept(ip("10.0.0.1"));
+        let a = t.accept(ip("10.0.0.1"));
         let b = t.accept(ip("::ffff:10.0.0.1"));
-        let mut c = t.accept(ip("10.0.0.2"));
+        let c = t.accept(ip("10.0.0.2"));
         assert_eq!(
             t.active_for_ip(ip("10.0.0.1")),
             2,
             "mapped v6 is the same client"
         );
         assert_eq!(t.total(), 3);
-        a.enter_route("api", 0, 0).unwrap();
-        c.enter_route("api", 0, 0).unwrap();
+        let a_api = a.enter_route("api", 0, 0).unwrap();
+        let c_api = c.enter_route("api", 0, 0).unwrap();
         assert_eq!(t.active_for_route("api"), 2);
-        c.enter_route("web", 0, 0).unwrap();
+        // One client on two routes at once (two HTTP/2 requests).
+        let c_web = c.enter_route("web", 0, 0).unwrap();
+        assert_eq!(
+            (t.active_for_route("api"), t.active_for_route("web")),
+            (2, 1)
+        );
+        drop(c_api);
         assert_eq!(
             (t.active_for_route("api"), t.active_for_route("web")),
             (1, 1)
         );
+        assert_eq!(c_web.route(), "web");
+        drop((a_api, c_web));
         drop((a, b, c));
         assert_eq!(t.total(), 0);
         assert_eq!(t.active_for_ip(ip("10.0.0.1")), 0);
@@ -355,16 +412,22 @@ mod tests {
     #[test]
     fn route_limits_are_enforced_and_refusals_leave_nothing_behind() {
         let t = ConnectionTracker::new();
-        let mut g1 = t.accept(ip("10.0.0.1"));
-        let mut g2 = t.accept(ip("10.0.0.2"));
-        g1.enter_route("r", 1, 0).unwrap();
-        assert_eq!(g2.enter_route("r", 1, 0), Err(RouteLimitHit::Route(1)));
+        let g1 = t.accept(ip("10.0.0.1"));
+        let g2 = t.accept(ip("10.0.0.2"));
+        let r1 = g1.enter_route("r", 1, 0).unwrap();
+        assert_eq!(
+            g2.enter_route("r", 1, 0).err(),
+            Some(RouteLimitHit::Route(1))
+        );
         assert_eq!(t.active_for_route("r"), 1);
-        drop(g1);
-        g2.enter_route("r", 1, 0).unwrap();
-        let mut g3 = t.accept(ip("10.0.0.2"));
-        assert_eq!(g3.enter_route("s", 0, 1), Err(RouteLimitHit::PerIp(1)));
-        drop((g2, g3));
+        drop((r1, g1));
+        let r2 = g2.enter_route("r", 1, 0).unwrap();
+        let g3 = t.accept(ip("10.0.0.2"));
+        assert_eq!(
+            g3.enter_route("s", 0, 1).err(),
+            Some(RouteLimitHit::PerIp(1))
+        );
+        drop((r2, g2, g3));
         assert_eq!((t.total(), t.tracked_routes()), (0, 0));
     }
 

@@ -91,18 +91,28 @@ impl LogHistogram {
         counts.iter().rposition(|&c| c > 0).map(upper_bound)
     }
 
-    /// Cumulative counts at each power-of-two boundary up to the largest
-    /// observation: `(le, count ≤ le)`, for a Prometheus histogram.
-    pub fn cumulative_pow2(&self) -> Vec<(u64, u64)> {
+    /// A consistent copy for a Prometheus histogram: cumulative counts at
+    /// each power-of-two boundary up to the largest observation, `(le,
+    /// count ≤ le)`, and the total. The total is the sum of the same bucket
+    /// reads, never the separate counter: `record` bumps a bucket before
+    /// the counter, so a counter read after the buckets can lag them, and a
+    /// scrape would show `+Inf` below the last bucket.
+    pub fn snapshot(&self) -> HistogramSnapshot {
         let counts: Vec<u64> = self
             .buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
+        let total = counts.iter().sum();
+        let sum = self.sum();
         let Some(last) = counts.iter().rposition(|&c| c > 0) else {
-            return Vec::new();
+            return HistogramSnapshot {
+                cumulative: Vec::new(),
+                count: 0,
+                sum,
+            };
         };
-        let mut out = Vec::new();
+        let mut cumulative = Vec::new();
         let mut acc = 0;
         let mut i = 0;
         let mut le = 1u64;
@@ -111,14 +121,30 @@ impl LogHistogram {
                 acc += counts[i];
                 i += 1;
             }
-            out.push((le, acc));
+            cumulative.push((le, acc));
             if i > last || le >= 1 << 62 {
                 break;
             }
             le *= 2;
         }
-        out
+        HistogramSnapshot {
+            cumulative,
+            count: total,
+            sum,
+        }
     }
+}
+
+/// See [`LogHistogram::snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// `(le, count ≤ le)` at powers of two.
+    pub cumulative: Vec<(u64, u64)>,
+    /// Every observation in the buckets read (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of the values (read separately: may include an observation the
+    /// buckets did not yet show).
+    pub sum: u64,
 }
 
 #[cfg(test)]
@@ -172,7 +198,7 @@ mod tests {
         for v in [0, 1, 2, 900, 70_000] {
             h.record(v);
         }
-        let c = h.cumulative_pow2();
+        let c = h.snapshot().cumulative;
         assert_eq!(c.first(), Some(&(1, 2)));
         assert_eq!(c.iter().find(|(le, _)| *le == 1024).unwrap().1, 4);
         assert_eq!(c.last().unwrap().1, 5);

@@ -11,8 +11,9 @@
 //! a connection or for a minute after, and a table at its cap first drops
 //! every idle entry.
 
+mod conn;
 mod histogram;
-pub mod prometheus;
+mod refusal;
 mod series;
 
 use std::collections::HashMap;
@@ -20,13 +21,13 @@ use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-pub use histogram::LogHistogram;
+pub use conn::{ConnEntry, ConnHandle, ConnView, Meters, RouteMeter, Traffic};
+pub use histogram::{HistogramSnapshot, LogHistogram};
+pub use refusal::{PLUGIN_FAILURE, Refusal};
 pub use series::{Rate, Sample, Series};
 use turnout_plugin_sdk::canonical_ip;
-
-use crate::proxy::Refusal;
 
 const SHARDS: usize = 16;
 /// Global throughput history: an hour of 1 Hz samples (+1 for the base).
@@ -139,65 +140,6 @@ pub struct UsageView {
     pub rate_60s: Rate,
 }
 
-/// The byte meters one connection's relay feeds: its own counters, and the
-/// global, client-IP and route ones once known.
-#[derive(Debug, Default)]
-pub struct Meters {
-    global: Option<Arc<ByteCounter>>,
-    ip: OnceLock<Arc<Usage>>,
-    route: OnceLock<Arc<Usage>>,
-}
-
-impl Meters {
-    /// Adds bytes read from the client.
-    #[inline]
-    pub fn add_in(&self, n: u64) {
-        self.each(|c| c.bytes_in.fetch_add(n, Ordering::Relaxed));
-    }
-
-    /// Adds bytes written to the client.
-    #[inline]
-    pub fn add_out(&self, n: u64) {
-        self.each(|c| c.bytes_out.fetch_add(n, Ordering::Relaxed));
-    }
-
-    #[inline]
-    fn each(&self, f: impl Fn(&ByteCounter) -> u64) {
-        if let Some(g) = &self.global {
-            f(g);
-        }
-        if let Some(u) = self.ip.get() {
-            f(&u.bytes);
-        }
-        if let Some(u) = self.route.get() {
-            f(&u.bytes);
-        }
-    }
-}
-
-/// Descriptive state of a live connection (changes a few times in its life).
-#[derive(Debug, Clone)]
-struct ConnInfo {
-    client: SocketAddr,
-    sni: Option<String>,
-    route: Option<Arc<str>>,
-    target: Option<SocketAddr>,
-    phase: &'static str,
-}
-
-/// A live connection in the registry.
-#[derive(Debug)]
-pub struct ConnEntry {
-    id: u64,
-    started: Instant,
-    started_unix_ms: u64,
-    info: Mutex<ConnInfo>,
-    /// The worker thread it runs on, once known.
-    worker: OnceLock<usize>,
-    /// The relay's counters.
-    pub traffic: crate::proxy::relay::Traffic,
-}
-
 /// One worker thread's connections: how evenly the kernel spreads them.
 #[derive(Debug, Default)]
 struct WorkerUsage {
@@ -212,36 +154,6 @@ pub struct WorkerCounts {
     pub accepted: u64,
     /// Open now.
     pub active: u64,
-}
-
-/// One live connection, as `/api/connections` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnView {
-    /// Connection id (as in the log lines).
-    pub id: u64,
-    /// The client (after a PROXY header, the real one).
-    pub client: SocketAddr,
-    /// SNI, for TLS.
-    pub sni: Option<String>,
-    /// The route, once routed.
-    pub route: Option<String>,
-    /// The backend, once connected.
-    pub target: Option<SocketAddr>,
-    /// `handshake` (before routing), `connecting`, `relaying`.
-    pub phase: &'static str,
-    /// Milliseconds since the Unix epoch when accepted.
-    pub started_unix_ms: u64,
-    /// Age in milliseconds.
-    pub age_ms: u64,
-    /// Bytes from the client.
-    pub bytes_in: u64,
-    /// Bytes to the client.
-    pub bytes_out: u64,
-    /// Milliseconds since the last byte either way.
-    pub idle_ms: u64,
-    /// The worker thread running it.
-    pub worker: Option<usize>,
 }
 
 /// The proxy's metrics registry. Shared as `Arc`.
@@ -340,32 +252,9 @@ impl Metrics {
     pub fn open(self: &Arc<Self>, id: u64, peer: SocketAddr) -> ConnHandle {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(ConnEntry {
-            id,
-            started: Instant::now(),
-            started_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-            info: Mutex::new(ConnInfo {
-                client: peer,
-                sni: None,
-                route: None,
-                target: None,
-                phase: "handshake",
-            }),
-            worker: OnceLock::new(),
-            traffic: crate::proxy::relay::Traffic::metered(Meters {
-                global: Some(self.bytes.clone()),
-                ..Meters::default()
-            }),
-        });
+        let entry = Arc::new(ConnEntry::new(id, peer, self.bytes.clone()));
         lock(self.conn_shard(id)).insert(id, entry.clone());
-        ConnHandle {
-            metrics: self.clone(),
-            entry,
-            relayed: false,
-        }
+        ConnHandle::new(self.clone(), entry)
     }
 
     fn conn_shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<ConnEntry>>> {
@@ -596,132 +485,6 @@ impl Metrics {
         views.sort_by_key(|v| v.id);
         views.truncate(limit);
         views
-    }
-}
-
-impl ConnEntry {
-    fn view(&self) -> ConnView {
-        let info = lock(&self.info).clone();
-        let age_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        ConnView {
-            id: self.id,
-            client: info.client,
-            sni: info.sni,
-            route: info.route.map(|r| r.to_string()),
-            target: info.target,
-            phase: info.phase,
-            started_unix_ms: self.started_unix_ms,
-            age_ms,
-            bytes_in: self.traffic.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.traffic.bytes_out.load(Ordering::Relaxed),
-            idle_ms: age_ms.saturating_sub(self.traffic.last_activity_ms()),
-            worker: self.worker.get().copied(),
-        }
-    }
-}
-
-/// One connection's registration. Dropping it removes the connection from
-/// the live list and settles the active counts and the close histograms,
-/// on every path.
-#[derive(Debug)]
-pub struct ConnHandle {
-    metrics: Arc<Metrics>,
-    entry: Arc<ConnEntry>,
-    relayed: bool,
-}
-
-impl ConnHandle {
-    /// The connection runs on worker thread `worker` (see
-    /// [`Metrics::set_workers`]). Later calls are ignored.
-    pub fn worker(&self, worker: usize) {
-        if self.entry.worker.set(worker).is_ok()
-            && let Some(w) = self.metrics.worker_usage(worker)
-        {
-            w.accepted.fetch_add(1, Ordering::Relaxed);
-            w.active.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The byte counters the relay feeds.
-    pub fn traffic(&self) -> &crate::proxy::relay::Traffic {
-        &self.entry.traffic
-    }
-
-    /// The client is known (after any PROXY header): counts the connection
-    /// for its IP. Later calls are ignored.
-    pub fn client(&self, client: SocketAddr) {
-        let meters = &self.entry.traffic.meters;
-        if meters.ip.get().is_some() {
-            return;
-        }
-        lock(&self.entry.info).client = client;
-        let u = self.metrics.ip_usage(client.ip());
-        u.active.fetch_add(1, Ordering::Relaxed);
-        u.total.fetch_add(1, Ordering::Relaxed);
-        u.last_seen
-            .store(self.metrics.now_tick(), Ordering::Relaxed);
-        let _ = meters.ip.set(u);
-    }
-
-    /// The ClientHello named this server.
-    pub fn sni(&self, sni: &str) {
-        lock(&self.entry.info).sni = Some(sni.to_owned());
-    }
-
-    /// A plugin routed the connection to `route`.
-    pub fn routed(&self, route: &str) {
-        let meters = &self.entry.traffic.meters;
-        if meters.route.get().is_some() {
-            return;
-        }
-        let u = self.metrics.route_usage(route);
-        u.active.fetch_add(1, Ordering::Relaxed);
-        u.total.fetch_add(1, Ordering::Relaxed);
-        let mut info = lock(&self.entry.info);
-        info.route = Some(Arc::from(route));
-        info.phase = "connecting";
-        drop(info);
-        let _ = meters.route.set(u);
-    }
-
-    /// The backend answered; bytes start to flow.
-    pub fn relaying(&mut self, target: SocketAddr) {
-        self.relayed = true;
-        let mut info = lock(&self.entry.info);
-        info.target = Some(target);
-        info.phase = "relaying";
-    }
-
-    /// The connection was refused (counted under its reason).
-    pub fn refused(&self, refusal: &Refusal) {
-        let client = lock(&self.entry.info).client;
-        self.client(client);
-        self.metrics.count_refusal(refusal);
-    }
-}
-
-impl Drop for ConnHandle {
-    fn drop(&mut self) {
-        let m = &self.metrics;
-        lock(m.conn_shard(self.entry.id)).remove(&self.entry.id);
-        let tick = m.now_tick();
-        let meters = &self.entry.traffic.meters;
-        for u in [meters.ip.get(), meters.route.get()].into_iter().flatten() {
-            u.active.fetch_sub(1, Ordering::Relaxed);
-            u.last_seen.store(tick, Ordering::Relaxed);
-        }
-        if self.relayed {
-            let t = &self.entry.traffic;
-            m.durations_ms.record(
-                u64::try_from(self.entry.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            );
-            m.conn_bytes
-                .record(t.bytes_in.load(Ordering::Relaxed) + t.bytes_out.load(Ordering::Relaxed));
-        }
-        if let Some(w) = self.entry.worker.get().and_then(|&w| m.worker_usage(w)) {
-            w.active.fetch_sub(1, Ordering::Relaxed);
-        }
-        m.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

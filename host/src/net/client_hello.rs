@@ -15,6 +15,13 @@ pub const MAX_HELLO_LEN: usize = 64 * 1024;
 
 /// RFC 8446 §5.1: a plaintext record never carries more than 2^14 bytes.
 const MAX_RECORD_LEN: usize = 1 << 14;
+/// The most records a ClientHello may span. Real clients send one record,
+/// or a few when the hello is larger than 2^14 bytes (four hold the whole
+/// [`MAX_HELLO_LEN`]); the cap keeps the walk in [`locate`], which starts
+/// from byte 0 on every read, linear in what one connection can make the
+/// host do: a hello trickled as thousands of one-byte records would
+/// otherwise cost O(n²) on the worker that serves it.
+pub const MAX_RECORDS: usize = 64;
 const RECORD_HEADER_LEN: usize = 5;
 const HANDSHAKE_HEADER_LEN: usize = 4;
 const CONTENT_HANDSHAKE: u8 = 0x16;
@@ -72,6 +79,8 @@ pub enum HelloError {
     BadRecordVersion(u16),
     #[error("TLS handshake record is empty")]
     EmptyRecord,
+    #[error("ClientHello spread over more than {} TLS records", MAX_RECORDS)]
+    TooManyRecords,
     #[error("TLS record length {0} exceeds the 16384-byte limit")]
     RecordTooLong(usize),
     #[error("{0} bytes follow the ClientHello in its last record")]
@@ -206,6 +215,10 @@ fn locate(buf: &[u8]) -> Result<Located<'_>, HelloError> {
         }
         seen += len;
         pos += RECORD_HEADER_LEN + len;
+        let complete = total.is_some_and(|t| seen == t);
+        if !complete && records == MAX_RECORDS {
+            return Err(HelloError::TooManyRecords);
+        }
         if let Some(t) = total
             && seen == t
         {

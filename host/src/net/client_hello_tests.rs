@@ -418,6 +418,34 @@ fn other_protocols_are_not_tls() {
 }
 
 #[test]
+fn a_hello_over_too_many_records_is_refused_once_the_cap_is_reached() {
+    let msg = build(&Spec {
+        sni: Some("many.example".into()),
+        ..Spec::default()
+    });
+    assert!(
+        msg.len() > MAX_RECORDS + 1,
+        "the hello must need more records"
+    );
+    // At the cap the hello still parses.
+    let mut sizes = vec![1; MAX_RECORDS - 1];
+    let at_cap = records(&msg, &sizes);
+    assert_eq!(hello(&at_cap).sni.as_deref(), Some("many.example"));
+    // One-byte records: refused as soon as the cap's last record is in,
+    // whatever follows (the walk never goes past it).
+    sizes.resize(msg.len(), 1);
+    let trickled = records(&msg, &sizes);
+    let cap_end = MAX_RECORDS * (5 + 1);
+    assert_eq!(err(&trickled[..cap_end]), HelloError::TooManyRecords);
+    assert_eq!(err(&trickled), HelloError::TooManyRecords);
+    assert!(matches!(
+        parse(&trickled[..cap_end - 1]),
+        Ok(Parsed::Incomplete { .. })
+    ));
+    check_hints(&trickled[..cap_end + 20]);
+}
+
+#[test]
 fn record_layer_errors() {
     let msg = build(&Spec {
         sni: Some("r.example".into()),

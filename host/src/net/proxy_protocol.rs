@@ -95,6 +95,14 @@ pub fn parse(buf: &[u8]) -> Result<ProxyParse, ProxyError> {
     }
 }
 
+/// Whether `buf`, not empty, is a strict prefix of the v1 or the v2
+/// signature: a caller deciding whether the client sent a PROXY header
+/// must read more before it decides.
+pub fn is_signature_prefix(buf: &[u8]) -> bool {
+    let strict = |sig: &[u8]| buf.len() < sig.len() && sig.starts_with(buf);
+    !buf.is_empty() && (strict(V1_PREFIX) || strict(V2_SIGNATURE))
+}
+
 /// Whether `buf` opens with a complete v1 or v2 signature, so that a header
 /// from a peer not trusted to send one is refused instead of forwarded as data.
 pub fn looks_like_header(buf: &[u8]) -> bool {

@@ -305,6 +305,22 @@ fn other_protocols_are_not_proxy() {
     assert!(looks_like_header(&v2(0x20, 0, &[])[..12]));
     assert!(!looks_like_header(b"PROXY"));
     assert!(!looks_like_header(b"\x16\x03\x01"));
+    // While the bytes are a strict prefix of a signature, nobody can tell.
+    for buf in [&b"P"[..], b"PROX", b"PROXY", b"\r", b"\r\n\r\n\0\r\nQUIT"] {
+        assert!(is_signature_prefix(buf), "{buf:?}");
+    }
+    let whole_v2 = v2(0x20, 0, &[]);
+    for buf in [
+        &b""[..],
+        b"PROXY ",
+        b"PROXY TCP4",
+        b"Q",
+        b"PX",
+        b"\x16\x03",
+        &whole_v2[..12],
+    ] {
+        assert!(!is_signature_prefix(buf), "{buf:?}");
+    }
     for buf in [&b""[..], b"P", b"PROXY", b"\r\n\r\n\0\r\nQUIT"] {
         assert_eq!(parse(buf), Ok(ProxyParse::Incomplete), "{buf:?}");
     }

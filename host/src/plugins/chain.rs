@@ -7,13 +7,10 @@ use std::sync::Arc;
 
 use turnout_plugin_sdk::{
     Connection, Forward, Hooks, IdleDecision, IdleStats, Peer, Policy, PolicyDecision, Reject,
-    RequestDecision, RequestHead, RouteDecision, Routed, TlsAlert,
+    RequestDecision, RequestHead, RouteDecision, Routed,
 };
 
 use super::loaded::{FailurePolicy, LoadedPlugin};
-
-/// The reason recorded when a plugin with the `closed` policy fails.
-pub const PLUGIN_FAILURE_REASON: &str = "plugin-failure";
 
 /// Outcome of `admit` across the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +21,14 @@ pub enum Admission {
     Deny {
         /// Plugin name.
         plugin: String,
-        /// Reason (`plugin-failure` when it failed closed).
+        /// Reason, as the plugin gave it.
         reason: String,
+    },
+    /// `plugin` failed and its failure policy is `closed`: refused, and
+    /// counted as a failure, never as a denial.
+    Failed {
+        /// Plugin name.
+        plugin: String,
     },
 }
 
@@ -45,6 +48,12 @@ pub enum Routing {
         plugin: String,
         /// Why, and the alert to send.
         reject: Reject,
+    },
+    /// `plugin` failed and its failure policy is `closed`: refused (with
+    /// an `internal_error` alert on TLS).
+    Failed {
+        /// Plugin name.
+        plugin: String,
     },
     /// Every plugin passed.
     NoRoute,
@@ -87,9 +96,8 @@ impl Chain {
                 }
                 Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
                 Err(_) => {
-                    return Admission::Deny {
+                    return Admission::Failed {
                         plugin: p.name().to_owned(),
-                        reason: PLUGIN_FAILURE_REASON.to_owned(),
                     };
                 }
             }
@@ -116,12 +124,8 @@ impl Chain {
                 }
                 Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
                 Err(_) => {
-                    return Routing::Reject {
+                    return Routing::Failed {
                         plugin: p.name().to_owned(),
-                        reject: Reject {
-                            reason: PLUGIN_FAILURE_REASON.to_owned(),
-                            alert: Some(TlsAlert::InternalError),
-                        },
                     };
                 }
             }

@@ -10,37 +10,7 @@ use turnout_plugin_sdk::host::HostApi;
 use turnout_plugin_sdk::kv::{KvLimits, KvStore};
 use turnout_plugin_sdk::{KvError, LogLevel};
 
-/// The host's live connection counters, read by plugins. The L4 host
-/// implements this; [`NoCounters`] answers zero everywhere.
-pub trait Counters: Send + Sync {
-    /// Active connections from `ip`.
-    fn active_for_ip(&self, ip: IpAddr) -> u32;
-    /// Active connections on `route`.
-    fn active_for_route(&self, route: &str) -> u32;
-    /// Active connections, whole proxy.
-    fn active_total(&self) -> u32;
-    /// Connections accepted from `ip` in the last minute.
-    fn recent_for_ip(&self, ip: IpAddr) -> u32;
-}
-
-/// Counters that are always zero (tools, benches, `turnout check`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoCounters;
-
-impl Counters for NoCounters {
-    fn active_for_ip(&self, _: IpAddr) -> u32 {
-        0
-    }
-    fn active_for_route(&self, _: &str) -> u32 {
-        0
-    }
-    fn active_total(&self) -> u32 {
-        0
-    }
-    fn recent_for_ip(&self, _: IpAddr) -> u32 {
-        0
-    }
-}
+pub use crate::limits::{Counters, NoCounters};
 
 /// What one plugin (by name, across its versions and instances) sees.
 pub(crate) struct PluginHost {

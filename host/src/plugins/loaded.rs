@@ -19,15 +19,7 @@ use super::error::{CallFailure, FailureKind, LoadError};
 use super::metrics::PluginMetrics;
 use super::validate;
 
-/// What to do when a plugin fails a call (trap, deadline, memory, malformed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Deny at `admit`, reject at `route`, 502 at `request`.
-    #[default]
-    Closed,
-    /// Treat the failure as "no opinion".
-    Open,
-}
+pub use crate::config::FailurePolicy;
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

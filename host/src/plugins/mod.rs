@@ -18,9 +18,7 @@ mod metrics;
 pub mod registry;
 mod validate;
 
-include!("wasm_build.rs");
-
-pub use chain::{Admission, Chain, PLUGIN_FAILURE_REASON, Routing};
+pub use chain::{Admission, Chain, Routing};
 pub use engine::{Runtime, RuntimeConfig, default_cache_dir};
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host_api::{Counters, NoCounters};
@@ -36,9 +34,18 @@ pub fn embedded() -> Vec<EmbeddedPlugin> {
 
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 
-/// Builds the plugin crate at `manifest_dir` for `wasm32-wasip2` (cargo's
-/// own caching makes a repeat cheap) and returns the `.wasm` path.
-pub fn build_plugin(manifest_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
-    let start = std::env::current_exe().unwrap_or_else(|_| manifest_dir.to_path_buf());
-    cargo_build_wasm(manifest_dir, &wasm_target_dir(&start))
+#[cfg(feature = "testing")]
+pub use wasm_build::build_plugin;
+
+/// Shells out to cargo: for tests (feature `testing`), never the binary.
+#[cfg(feature = "testing")]
+mod wasm_build {
+    include!("wasm_build.rs");
+
+    /// Builds the plugin crate at `manifest_dir` for `wasm32-wasip2` (cargo's
+    /// own caching makes a repeat cheap) and returns the `.wasm` path.
+    pub fn build_plugin(manifest_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+        let start = std::env::current_exe().unwrap_or_else(|_| manifest_dir.to_path_buf());
+        cargo_build_wasm(manifest_dir, &wasm_target_dir(&start))
+    }
 }
