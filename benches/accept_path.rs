@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::app::{Ports, RunningApp};
 
 const SNI: &str = "svc5.bench.test";
 
@@ -77,8 +77,9 @@ fn benches(c: &mut Criterion) {
         .into();
     let (direct, proxied, app) = rt.block_on(async {
         let direct = backend(hello.len()).await;
-        let port = free_port();
-        let app = RunningApp::start(&config(port, direct)).await;
+        let mut ports = Ports::default();
+        let port = ports.take();
+        let app = RunningApp::start_with(&config(port, direct), ports).await;
         (direct, SocketAddr::from(([127, 0, 0, 1], port)), app)
     });
     let paths = [("direct", direct), ("turnout-default-plugins", proxied)];

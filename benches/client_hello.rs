@@ -7,7 +7,12 @@
 //! * `fragmented/*` — the large hello split into 512-byte TLS records and
 //!   delivered in 1460-byte TCP-sized chunks, and the small one delivered
 //!   one byte at a time; each chunk appended and the buffer parsed again
-//!   (the parser is stateless, so this is the real cost of a trickle).
+//!   (the parser is stateless, so this is the real cost of a trickle);
+//! * `adversarial/1B-records` — the large hello as one-byte TLS records,
+//!   one record per read, until the parser refuses it: the cap on records
+//!   (`MAX_RECORDS`) is what keeps this linear — without it the re-walk
+//!   from byte 0 on every read made the ~8 KiB hello's 8 000 records cost
+//!   O(n²), tens of millions of record steps on one worker.
 //!
 //! `cargo bench -p turnout-benches --bench client_hello`
 
@@ -111,6 +116,21 @@ fn feed(wire: &[u8], chunk: usize) -> usize {
     panic!("hello never completed")
 }
 
+/// The adversary's trickle: one record per read until the parser gives up;
+/// returns how many bytes it took.
+fn feed_until_refused(wire: &[u8], chunk: usize) -> usize {
+    let mut buf = Vec::with_capacity(4096);
+    for part in wire.chunks(chunk) {
+        buf.extend_from_slice(part);
+        match parse(black_box(&buf)) {
+            Ok(Parsed::Incomplete { .. }) => continue,
+            Err(_) => return buf.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("a hello in one-byte records was never refused")
+}
+
 fn expect_hello(wire: &[u8], alpn: usize) {
     match parse(wire) {
         Ok(Parsed::Hello(info)) => {
@@ -149,6 +169,11 @@ fn benches(c: &mut Criterion) {
             b.iter(|| feed(wire, chunk))
         });
     }
+    let trickle = records(&large_hello_message(), 1);
+    g.throughput(Throughput::Bytes(trickle.len() as u64));
+    g.bench_function(format!("adversarial/1B-records/{}B", trickle.len()), |b| {
+        b.iter(|| feed_until_refused(&trickle, 6))
+    });
     g.finish();
 }
 

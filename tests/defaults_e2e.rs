@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::app::{Ports, RunningApp};
 use turnout_tests::l4::{STEP, echo_backend, read_to_end, tls_backend, tls_greeting};
 
 fn target(addr: std::net::SocketAddr) -> serde_json::Value {
@@ -41,7 +41,8 @@ async fn passthrough_by_sni_wildcards_and_a_catch_all() {
     let b = tls_backend("b.test", "backend B").await;
     let w = tls_backend("x.wild.test", "backend W").await;
     let c = tls_backend("other.test", "backend C").await;
-    let port = free_port();
+    let mut ports = Ports::default();
+    let port = ports.take();
     let tls = json!({ "mode": "passthrough" });
     let routes = json!([
         { "name": "a", "match": { "ports": port, "domains": "a.test" }, "action": { "type": "forward", "targets": target(a), "tls": tls } },
@@ -49,7 +50,7 @@ async fn passthrough_by_sni_wildcards_and_a_catch_all() {
         { "name": "wild", "match": { "ports": port, "domains": "*.wild.test" }, "action": { "type": "forward", "targets": target(w), "tls": tls } },
         { "name": "rest", "priority": -1, "match": { "ports": port }, "action": { "type": "forward", "targets": target(c), "tls": tls } }
     ]);
-    let app = RunningApp::start(&config(routes, json!({}))).await;
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
     let proxy = app.addrs[0];
     assert_eq!(tls_greeting(proxy, "a.test").await.unwrap(), "backend A");
     assert_eq!(tls_greeting(proxy, "b.test").await.unwrap(), "backend B");
@@ -74,7 +75,8 @@ async fn passthrough_by_sni_wildcards_and_a_catch_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_and_block_lists_and_the_per_ip_limit() {
     let (echo_addr, _) = echo_backend().await;
-    let (open, blocked, allowed_only) = (free_port(), free_port(), free_port());
+    let mut ports = Ports::default();
+    let (open, blocked, allowed_only) = (ports.take(), ports.take(), ports.take());
     let routes = json!([
         { "name": "open", "match": { "ports": open }, "action": { "type": "forward", "targets": target(echo_addr) } },
         { "name": "blocked", "match": { "ports": blocked }, "action": { "type": "forward", "targets": target(echo_addr) },
@@ -82,7 +84,11 @@ async fn allow_and_block_lists_and_the_per_ip_limit() {
         { "name": "allowed-only", "match": { "ports": allowed_only }, "action": { "type": "forward", "targets": target(echo_addr) },
           "security": { "ipAllowList": ["10.0.0.0/8"] } }
     ]);
-    let app = RunningApp::start(&config(routes, json!({ "maxConnectionsPerIP": 100 }))).await;
+    let app = RunningApp::start_with(
+        &config(routes, json!({ "maxConnectionsPerIP": 100 })),
+        ports,
+    )
+    .await;
     echo(open).await.expect("no lists: allowed");
     echo(blocked)
         .await
@@ -116,16 +122,17 @@ async fn allow_and_block_lists_and_the_per_ip_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_and_route_max_connections() {
     let (echo_addr, _) = echo_backend().await;
-    let (rated, capped) = (free_port(), free_port());
+    let mut ports = Ports::default();
+    let (rated, capped) = (ports.take(), ports.take());
     let routes = json!([
         { "name": "rated", "match": { "ports": rated }, "action": { "type": "forward", "targets": target(echo_addr) } },
         { "name": "capped", "match": { "ports": capped }, "action": { "type": "forward", "targets": target(echo_addr) },
           "security": { "maxConnections": 2 } }
     ]);
-    let app = RunningApp::start(&config(
-        routes,
-        json!({ "connectionRateLimitPerMinute": 6 }),
-    ))
+    let app = RunningApp::start_with(
+        &config(routes, json!({ "connectionRateLimitPerMinute": 6 })),
+        ports,
+    )
     .await;
     let first = echo(capped).await.expect("1st on the capped route");
     let second = echo(capped).await.expect("2nd on the capped route");
@@ -158,7 +165,8 @@ async fn keep_alive_treatments_standard_extended_and_immortal() {
         ("extended", Some(600)),
         ("immortal", None),
     ] {
-        let port = free_port();
+        let mut ports = Ports::default();
+        let port = ports.take();
         let routes = json!([
             { "name": "idle", "match": { "ports": port }, "action": { "type": "forward", "targets": target(echo_addr) } }
         ]);
@@ -167,7 +175,7 @@ async fn keep_alive_treatments_standard_extended_and_immortal() {
             "keepAliveTreatment": treatment,
             "keepAliveInactivityMultiplier": 2
         });
-        let app = RunningApp::start(&config(routes, extra)).await;
+        let app = RunningApp::start_with(&config(routes, extra), ports).await;
         let mut s = echo(port).await.unwrap();
         let idle_since = Instant::now();
         match expect_closed_after {

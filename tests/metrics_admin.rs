@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::app::{Ports, RunningApp};
 use turnout_tests::l4::{
     STEP, client_config, client_hello_bytes, closed_port, echo_backend, read_to_end, tls_backend,
 };
@@ -165,7 +165,8 @@ fn base_config(routes: Value, extra: Value) -> String {
 async fn byte_totals_and_refusals_are_exact_and_exposed() {
     let (echo, _) = echo_backend().await;
     let tls_echo = tls_backend("a.test", "hello").await;
-    let (plain, tls, dead) = (free_port(), free_port(), free_port());
+    let mut ports = Ports::default();
+    let (plain, tls, dead) = (ports.take(), ports.take(), ports.take());
     let passthrough = json!({ "mode": "passthrough" });
     let routes = json!([
         { "name": "plain", "match": { "ports": plain }, "action": { "type": "forward", "targets": target(echo) } },
@@ -173,13 +174,16 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
           "action": { "type": "forward", "targets": target(tls_echo), "tls": passthrough } },
         { "name": "dead", "match": { "ports": dead }, "action": { "type": "forward", "targets": target(closed_port().await) } }
     ]);
-    let app = RunningApp::start(&base_config(
-        routes,
-        json!({
-            "initialDataTimeout": 500,
-            "defaults": { "security": { "ipBlockList": ["192.0.2.66"] } }
-        }),
-    ))
+    let app = RunningApp::start_with(
+        &base_config(
+            routes,
+            json!({
+                "initialDataTimeout": 500,
+                "defaults": { "security": { "ipBlockList": ["192.0.2.66"] } }
+            }),
+        ),
+        ports,
+    )
     .await;
     let admin = app.admin.expect("admin API configured");
     let tally = Tally::default();
@@ -481,11 +485,12 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constant_stream_shows_a_flat_rate() {
     let (echo, _) = echo_backend().await;
-    let port = free_port();
+    let mut ports = Ports::default();
+    let port = ports.take();
     let routes = json!([
         { "name": "stream", "match": { "ports": port }, "action": { "type": "forward", "targets": target(echo) } }
     ]);
-    let app = RunningApp::start(&base_config(routes, json!({}))).await;
+    let app = RunningApp::start_with(&base_config(routes, json!({})), ports).await;
     let tally = Tally::default();
     let s = tally.connect(port, "192.0.2.30").await;
     let (mut r, mut w) = tokio::io::split(s);
@@ -547,11 +552,12 @@ async fn a_constant_stream_shows_a_flat_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_tables_stay_bounded_after_50_000_distinct_clients() {
     let (echo, _) = echo_backend().await;
-    let port = free_port();
+    let mut ports = Ports::default();
+    let port = ports.take();
     let routes = json!([
         { "name": "many", "match": { "ports": port }, "action": { "type": "forward", "targets": target(echo) } }
     ]);
-    let app = RunningApp::start(&base_config(routes, json!({}))).await;
+    let app = RunningApp::start_with(&base_config(routes, json!({})), ports).await;
     const CLIENTS: u32 = 50_000;
     const WORKERS: u32 = 16;
     let started = Instant::now();

@@ -191,6 +191,121 @@ async fn no_sni_unknown_sni_and_slow_hellos_are_refused_cleanly() {
     p.stop().await;
 }
 
+/// A ClientHello trickled as one-byte TLS records, one record per TCP
+/// segment, used to cost the worker O(n²) (the parser re-walks every record
+/// on each read). With one worker, the trickler and everyone else share a
+/// thread: the trickler must be refused once it passes the record cap, long
+/// before it has sent its hello, and other clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_trickled_in_one_byte_records_is_refused_and_others_are_served() {
+    let a = tls_backend("a.test", "backend A").await;
+    let settings = Settings {
+        workers: 1,
+        ..Settings::default()
+    };
+    let p = start_proxy(settings, |tls, plain| {
+        router(
+            tls,
+            plain,
+            &[route("a", tls, Some("a.test"), &[a], None)],
+            "",
+        )
+    })
+    .await;
+    let hello = client_hello_bytes(Some("a.test"));
+    // The handshake message without its record header, re-framed as
+    // one-byte records.
+    let message = &hello[5..];
+    let records: Vec<[u8; 6]> = message
+        .iter()
+        .map(|&b| [0x16, 0x03, 0x01, 0x00, 0x01, b])
+        .collect();
+    assert!(records.len() > 200, "{} records", records.len());
+
+    let addr = p.tls;
+    let trickler = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut sent = 0usize;
+        for record in &records {
+            if s.write_all(record).await.is_err() {
+                break;
+            }
+            sent += 1;
+            // One record per segment, as the attack paces it; stop as
+            // soon as the proxy has closed the connection.
+            let mut probe = [0u8; 1];
+            let probed = tokio::time::timeout(Duration::from_millis(2), s.read(&mut probe)).await;
+            if probed.is_ok() {
+                break;
+            }
+        }
+        sent
+    });
+    // Meanwhile other clients on the same worker get through.
+    let mut served = 0;
+    loop {
+        assert_eq!(tls_greeting(p.tls, "a.test").await.unwrap(), "backend A");
+        served += 1;
+        if trickler.is_finished() || served == 50 {
+            break;
+        }
+    }
+    let sent = tokio::time::timeout(STEP, trickler).await.unwrap().unwrap();
+    eprintln!("trickler refused after {sent} records; {served} other clients served meanwhile");
+    assert!(
+        sent < 200,
+        "the trickler sent {sent} records before the proxy refused it"
+    );
+    p.settled().await;
+    let refusals = p.proxy.metrics().refusals();
+    assert_eq!(
+        p.proxy.metrics().refusal_count("bad-client-hello"),
+        1,
+        "{refusals:?}"
+    );
+    p.stop().await;
+}
+
+/// A policy's `noDelay` applies to both sockets (the WIT says so); the
+/// client socket used to keep the listener's setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_sets_no_delay_on_the_client_socket_too() {
+    for (listener, policy) in [(true, false), (false, true)] {
+        let (echo, _) = echo_backend().await;
+        let settings = Settings {
+            no_delay: listener,
+            ..Settings::default()
+        };
+        let p = start_proxy(settings, |tls, plain| {
+            router(
+                tls,
+                plain,
+                &[route("e", plain, None, &[echo], None)],
+                &format!(r#", "policy": {{"noDelay": {policy}}}"#),
+            )
+        })
+        .await;
+        let mut s = TcpStream::connect(p.plain).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(STEP, s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        let fd = proxy_side_socket(p.plain, s.local_addr().unwrap())
+            .expect("the proxy's end of the connection");
+        assert_eq!(
+            rustix::net::sockopt::tcp_nodelay(&fd).unwrap(),
+            policy,
+            "client socket TCP_NODELAY with listener {listener}, policy {policy}"
+        );
+        drop((fd, s));
+        p.settled().await;
+        p.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_passes_the_fin_and_the_other_direction_keeps_flowing() {
     let (echo, _) = echo_backend().await;
@@ -469,6 +584,18 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
         s.write_all(b"payload").await.unwrap();
         assert_eq!(read_to_end(&mut s).await, b"");
     }
+    // The same headers with only their first byte in the first segment:
+    // neither TLS nor yet a signature, so the proxy must wait for more
+    // rather than route the rest of a spoofed header as data.
+    for header in [encode_v1(real, dst), encode_v2(real, dst)] {
+        let mut s = TcpStream::connect(p.tls).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(&header[..1]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(&header[1..]).await.unwrap();
+        s.write_all(b"payload").await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, b"", "split {:?}", &header[..1]);
+    }
     // A malformed header from a trusted peer is refused too.
     p.proxy.reload(Settings {
         accept_proxy_protocol: true,
@@ -483,7 +610,7 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
     p.settled().await;
     assert_eq!(
         p.proxy.metrics().refusal_count("bad-proxy-header"),
-        3,
+        5,
         "{:?}",
         p.proxy.metrics().refusals()
     );

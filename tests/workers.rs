@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::app::{Ports, RunningApp};
 use turnout_tests::l4::{STEP, echo_backend};
 
 /// This process's threads named `turnout-wrk-*`.
@@ -52,7 +52,8 @@ async fn echo_once(port: u16) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all() {
     let (backend, _) = echo_backend().await;
-    let port = free_port();
+    let mut ports = Ports::default();
+    let port = ports.take_shared();
     let config = json!({
         "bind": ["127.0.0.1"],
         "workers": 3,
@@ -63,7 +64,7 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
                      "action": { "type": "forward",
                                  "targets": [{ "host": "127.0.0.1", "port": backend.port() }] } }]
     });
-    let app = RunningApp::start(&config.to_string()).await;
+    let app = RunningApp::start_with(&config.to_string(), ports).await;
     // `ready` fires once the first socket is bound; the workers' copies
     // follow as serving starts (connections meanwhile wait in the first
     // socket's backlog).
@@ -108,7 +109,14 @@ async fn each_worker_has_a_socket_and_gets_connections_and_the_drain_reaches_all
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let second = tokio::time::timeout(
         Duration::from_secs(60),
-        turnout::app::run(&path, None, reload_rx, std::future::pending(), |_| {}),
+        turnout::app::run(
+            &path,
+            None,
+            Default::default(),
+            reload_rx,
+            std::future::pending(),
+            |_| {},
+        ),
     )
     .await
     .expect("the second proxy gives up at once")

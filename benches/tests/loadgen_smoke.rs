@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use turnout_benches::loadgen::{backend, client};
-use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::app::{Ports, RunningApp};
 
 /// Turnout's config for the load: SNI routes to the two backends. A
 /// generous plugin deadline: on a loaded CI machine (or a debug build) a
@@ -38,8 +38,9 @@ async fn every_load_mode_runs_through_turnout() {
     let any = "127.0.0.1:0".parse().unwrap();
     let names = ["echo.bench.test".to_owned(), "*.bench.test".to_owned()];
     let b = backend::start(any, any, &names).await.unwrap();
-    let port = free_port();
-    let app = RunningApp::start(&config(port, b)).await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let app = RunningApp::start_with(&config(port, b), ports).await;
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     let target = |sni: &str| client::Target {
         addr: proxy,

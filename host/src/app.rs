@@ -106,6 +106,17 @@ pub fn prepare(
     Ok((config, set))
 }
 
+/// Listening sockets the caller bound itself (tests bind `127.0.0.1:0`; a
+/// supervisor may hand over its own): [`run`] uses each for the configured
+/// address it is bound to instead of binding that address.
+#[derive(Debug, Default)]
+pub struct Bound {
+    /// Listeners for the proxy's ports, matched by local address.
+    pub listeners: Vec<std::net::TcpListener>,
+    /// The admin API's listener, used when `admin` is configured.
+    pub admin: Option<std::net::TcpListener>,
+}
+
 /// What [`run`] bound, handed to its `ready` callback.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -121,10 +132,12 @@ pub struct Started {
 
 /// Runs the proxy until `shutdown` resolves; every message on `reload`
 /// re-reads the config file (a broken file is logged and ignored).
-/// `ready` is called once listening (and `/readyz` turns ready).
+/// `ready` is called once listening (and `/readyz` turns ready). `bound`
+/// holds sockets the caller already bound ([`Bound`]; default: none).
 pub async fn run(
     path: &Path,
     plugins_dir: Option<PathBuf>,
+    bound: Bound,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Started),
@@ -135,7 +148,11 @@ pub async fn run(
     for w in config.warnings() {
         tracing::warn!(key = %w.path, "{}", w.message);
     }
-    let listeners = proxy::bind(&config.bind, &set.chain()).await?;
+    let Bound {
+        listeners: given,
+        admin: given_admin,
+    } = bound;
+    let listeners = proxy::bind_with(&config.bind, &set.chain(), given).await?;
     if listeners.is_empty() {
         return Err(StartError::NoPorts);
     }
@@ -148,7 +165,10 @@ pub async fn run(
     let mut admin_addr = None;
     let mut admin_state = None;
     if let Some(a) = config.admin {
-        let listener = admin::bind(a.listen)?;
+        let listener = match given_admin {
+            Some(l) => admin::adopt(l, a.listen)?,
+            None => admin::bind(a.listen)?,
+        };
         admin_addr = listener.local_addr().ok();
         let state = AdminState::new(metrics.clone(), set.clone(), tracker.clone(), a.top_ips);
         admin_state = Some(state.clone());
@@ -193,18 +213,24 @@ pub async fn run(
         );
         async move {
             while reload.recv().await.is_some() {
-                let loaded = config::load(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|new| {
-                        set.reconfigure(plugin_settings(&new, None))
-                            .map(|()| new)
-                            .map_err(|errs| {
-                                errs.iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join("\n")
-                            })
-                    });
+                let loaded = match config::load(&path) {
+                    Err(e) => Err(e.to_string()),
+                    // Compiling and initialising every plugin takes a while:
+                    // on this runtime it would stall signals, the admin API
+                    // and the sampler, so it runs on a blocking thread.
+                    Ok(new) => {
+                        let (set, settings) = (set.clone(), plugin_settings(&new, None));
+                        match tokio::task::spawn_blocking(move || set.reconfigure(settings)).await {
+                            Ok(Ok(())) => Ok(new),
+                            Ok(Err(errs)) => Err(errs
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("\n")),
+                            Err(e) => Err(format!("reconfiguring the plugins failed: {e}")),
+                        }
+                    }
+                };
                 match loaded {
                     Ok(new) => {
                         // Listeners stay as they are: a reload changes

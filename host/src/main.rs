@@ -145,7 +145,7 @@ fn run(config: PathBuf, plugins: Option<PathBuf>) -> Result<()> {
                 std::process::exit(1);
             });
         };
-        turnout::app::run(&config, plugins, reload_rx, shutdown, |started| {
+        turnout::app::run(&config, plugins, Default::default(), reload_rx, shutdown, |started| {
             let list: Vec<String> = started.listeners.iter().map(ToString::to_string).collect();
             eprintln!("turnout listening on {}", list.join(", "));
             if let Some(admin) = started.admin {

@@ -6,13 +6,35 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-/// A free loopback port (bound, then released: the config must name ports).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Listening sockets on free loopback ports, bound by the test and handed
+/// to the proxy when it starts ([`RunningApp::start_with`]): the config
+/// names their ports, and no other process can take one in between.
+#[derive(Debug, Default)]
+pub struct Ports(Vec<std::net::TcpListener>);
+
+impl Ports {
+    /// Binds one more `127.0.0.1` port and returns its number.
+    pub fn take(&mut self) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        self.0.push(l);
+        port
+    }
+
+    /// [`Ports::take`] with `SO_REUSEPORT`, as Turnout binds its own
+    /// listeners: each worker thread then gets a sibling socket of its own
+    /// (a listener without it is shared by all workers).
+    pub fn take_shared(&mut self) -> u16 {
+        use rustix::net::{AddressFamily, SocketType, bind, listen, socket, sockopt};
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        sockopt::set_socket_reuseport(&fd, true).unwrap();
+        bind(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        listen(&fd, 1024).unwrap();
+        let l = std::net::TcpListener::from(fd);
+        let port = l.local_addr().unwrap().port();
+        self.0.push(l);
+        port
+    }
 }
 
 /// A running `turnout::app::run`.
@@ -32,8 +54,14 @@ pub struct RunningApp {
 }
 
 impl RunningApp {
-    /// Starts the proxy with `config` (JSON text).
+    /// Starts the proxy with `config` (JSON text), binding what it names.
     pub async fn start(config: &str) -> RunningApp {
+        Self::start_with(config, Ports::default()).await
+    }
+
+    /// Starts the proxy with `config` (JSON text) on the listeners in
+    /// `ports` (the config's routes name their ports).
+    pub async fn start_with(config: &str, ports: Ports) -> RunningApp {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("turnout.json");
         std::fs::write(&path, config).unwrap();
@@ -44,6 +72,10 @@ impl RunningApp {
             turnout::app::run(
                 &path,
                 None,
+                turnout::app::Bound {
+                    listeners: ports.0,
+                    admin: None,
+                },
                 reload_rx,
                 async move {
                     let _ = stop_rx.await;

@@ -274,6 +274,37 @@ pub fn client_hello_bytes(sni: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// The proxy's end of a client connection, found among this process's
+/// descriptors (the proxy runs in-process): the socket whose local address
+/// is `proxy` and whose peer is `client`, duplicated through
+/// `pidfd_getfd(2)` so its options can be read.
+pub fn proxy_side_socket(proxy: SocketAddr, client: SocketAddr) -> Option<std::os::fd::OwnedFd> {
+    use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
+    let me = pidfd_open(getpid(), PidfdFlags::empty()).ok()?;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()? {
+        let Some(n) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fd) = pidfd_getfd(&me, n, PidfdGetfdFlags::empty()) else {
+            continue;
+        };
+        let local = rustix::net::getsockname(&fd)
+            .ok()
+            .and_then(|a| SocketAddr::try_from(a).ok());
+        let peer = rustix::net::getpeername(&fd)
+            .ok()
+            .flatten()
+            .and_then(|a| SocketAddr::try_from(a).ok());
+        if local == Some(proxy) && peer == Some(client) {
+            return Some(fd);
+        }
+    }
+    None
+}
+
 /// Reads until EOF or error, bounded by [`STEP`].
 pub async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use turnout_tests::app::{RunningApp, free_port};
+use turnout_tests::app::{Ports, RunningApp};
 use turnout_tests::l4::{STEP, client_config};
 
 /// The `demo-backends` process; killed on drop, so a failed test leaves
@@ -133,14 +133,15 @@ async fn http_get(proxy: SocketAddr) -> std::io::Result<String> {
 #[tokio::test]
 async fn the_quickstart_routes_to_the_demo_backends() {
     let backends = start_backends();
-    let (proxy_tls, proxy_plain) = (free_port(), free_port());
+    let mut ports = Ports::default();
+    let (proxy_tls, proxy_plain) = (ports.take(), ports.take());
     let map = HashMap::from([
         (8443, proxy_tls),
         (8080, proxy_plain),
         (9443, backends.tls.port()),
         (9080, backends.plain.port()),
     ]);
-    let app = RunningApp::start(&quickstart(&map)).await;
+    let app = RunningApp::start_with(&quickstart(&map), ports).await;
     let tls_addr = SocketAddr::from(([127, 0, 0, 1], proxy_tls));
     let plain_addr = SocketAddr::from(([127, 0, 0, 1], proxy_plain));
 

@@ -6,6 +6,7 @@
 
 mod conn;
 mod connect;
+mod pending;
 pub mod relay;
 mod socket;
 mod workers;
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use turnout_plugin_sdk::Policy;
 use turnout_plugin_sdk::matching::IpList;
 
-pub use conn::Refusal;
+pub use crate::metrics::Refusal;
 pub use connect::{ConnectError, connect_any};
 pub use workers::default_count as default_workers;
 
@@ -294,14 +295,48 @@ pub fn declared_ports(chain: &Chain) -> BTreeMap<u16, bool> {
 /// Binds every port the chain's plugins declare on every address in
 /// `addrs`.
 pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, BindError> {
+    bind_with(addrs, chain, Vec::new()).await
+}
+
+/// [`bind`], using the caller's own listening sockets for the addresses
+/// they are bound to (a test binds `127.0.0.1:0` and writes the port it got
+/// into the config: no window in which another process takes the port).
+/// A handed-over socket that no declared address matches is an error,
+/// not silently closed.
+pub async fn bind_with(
+    addrs: &[IpAddr],
+    chain: &Chain,
+    mut given: Vec<std::net::TcpListener>,
+) -> Result<Vec<Listener>, BindError> {
     let ports = declared_ports(chain);
     let mut out = Vec::new();
     for ip in addrs {
         for (&port, &tls) in &ports {
             let addr = SocketAddr::new(*ip, port);
-            let listener = listen(addr).map_err(|e| BindError { addr, source: e })?;
+            let own = given
+                .iter()
+                .position(|l| l.local_addr().ok() == Some(addr))
+                .map(|i| given.swap_remove(i));
+            let listener = match own {
+                Some(l) => l
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(l)),
+                None => listen(addr),
+            }
+            .map_err(|e| BindError { addr, source: e })?;
             out.push(Listener { listener, tls });
         }
+    }
+    if let Some(extra) = given.first() {
+        let addr = extra
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+        return Err(BindError {
+            addr,
+            source: io::Error::other(
+                "a listener was handed over for this address, but no route listens on it",
+            ),
+        });
     }
     Ok(out)
 }

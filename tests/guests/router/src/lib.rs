@@ -6,7 +6,7 @@
 //!   "routes": [ { "name": "a", "port": 8443, "sni": "a.test",
 //!                 "targets": [["127.0.0.1", 9000]], "proxyProtocol": "v1",
 //!                 "maxConnections": 0 } ],
-//!   "policy": { "inactivityMs": 500, "halfOpenMs": 300 } }
+//!   "policy": { "inactivityMs": 500, "halfOpenMs": 300, "noDelay": false } }
 //! ```
 
 use serde::Deserialize;
@@ -31,6 +31,7 @@ struct PolicyOverride {
     half_open_ms: Option<u64>,
     stuck_ms: Option<u64>,
     lifetime_ms: Option<u64>,
+    no_delay: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +107,9 @@ impl Plugin for Router {
         }
         if let Some(ms) = o.lifetime_ms {
             p.max_lifetime = Some(ms);
+        }
+        if let Some(on) = o.no_delay {
+            p.no_delay = on;
         }
         PolicyDecision::Set(p)
     }

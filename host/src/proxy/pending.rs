@@ -1,0 +1,379 @@
+//! A connection before its relay, as phases: each a small function over
+//! [`Pending`] that reads what the earlier ones left and adds its part.
+//!
+//! ```text
+//! proxy_header ─► admit ─► peek ─► route (limits, policy) ══► Routed
+//! ```
+//!
+//! [`Routed`] is where a connection leaves the shared path: passthrough
+//! goes to [`Pending::connect`] and the L4 relay; a terminated or HTTP
+//! route is taken over by its own module at this point.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use turnout_plugin_sdk::{
+    ClientHello, Connection, Forward, Peer, Policy, ProxyProtocol, Routed as RoutedInfo, TlsAlert,
+};
+
+use super::conn::Accepted;
+use super::relay::Timers;
+use super::{Proxy, Settings, socket};
+use crate::limits::{ClientGuard, RouteGuard};
+use crate::metrics::{ConnHandle, Refusal};
+use crate::net::{client_hello, proxy_protocol};
+use crate::plugins::{Admission, Chain, Routing};
+
+/// Everything a connection has before its relay.
+pub(crate) struct Pending {
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) settings: Arc<Settings>,
+    /// The chain the connection started with, for its whole life.
+    pub(crate) chain: Arc<Chain>,
+    pub(crate) stream: TcpStream,
+    pub(crate) id: u64,
+    pub(crate) started: Instant,
+    /// `initialDataTimeout` from accept.
+    deadline: Instant,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    /// The client: the peer, or what a trusted PROXY header said.
+    pub(crate) client: SocketAddr,
+    via_proxy: bool,
+    tls_port: bool,
+    inherited: socket::Inherited,
+    /// Client bytes read and not yet forwarded.
+    buf: Vec<u8>,
+    pub(crate) sni: Option<String>,
+    /// Client bytes count from here on (never a PROXY header's).
+    counting: bool,
+    pub(crate) meter: ConnHandle,
+    pub(crate) guard: ClientGuard,
+}
+
+/// A routed connection: the verdict, the route's slot, the timers.
+pub(crate) struct Routed {
+    pub(crate) conn: Connection,
+    pub(crate) forward: Forward,
+    /// The connection's slot on the route (held until it closes).
+    pub(crate) slot: RouteGuard,
+    pub(crate) policy: Policy,
+}
+
+/// What the relay needs from the phases before it.
+pub(crate) struct Ready {
+    pub(crate) backend: TcpStream,
+    pub(crate) target: SocketAddr,
+    pub(crate) conn: Connection,
+    pub(crate) route: String,
+    pub(crate) slot: RouteGuard,
+    pub(crate) timers: Timers,
+}
+
+impl Pending {
+    pub(crate) fn new(proxy: Arc<Proxy>, accepted: Accepted) -> Self {
+        let started = Instant::now();
+        let id = proxy.ids.fetch_add(1, Ordering::Relaxed);
+        let settings = proxy.settings.load_full();
+        let chain = proxy.plugins.chain();
+        let Accepted {
+            stream,
+            peer,
+            local,
+            tls_port,
+            inherited,
+            worker,
+        } = accepted;
+        let guard = proxy.tracker.accept(peer.ip());
+        let meter = proxy.metrics.open(id, peer);
+        meter.worker(worker);
+        Self {
+            deadline: started + settings.initial_data_timeout,
+            proxy,
+            settings,
+            chain,
+            stream,
+            id,
+            started,
+            peer,
+            local,
+            client: peer,
+            via_proxy: false,
+            tls_port,
+            inherited,
+            buf: Vec::new(),
+            sni: None,
+            counting: false,
+            meter,
+            guard,
+        }
+    }
+
+    /// The phases up to the routing verdict.
+    pub(crate) async fn route_phases(&mut self) -> Result<Routed, Refusal> {
+        self.proxy_header().await?;
+        let peer = self.admit()?;
+        let hello = self.peek().await?;
+        self.route(peer, hello).await
+    }
+
+    /// Reads more client bytes into the buffer before the deadline;
+    /// `waiting_for` says what for, when the deadline passes.
+    async fn read_more(&mut self, waiting_for: &'static str) -> Result<(), Refusal> {
+        let limit = self.settings.max_pending_data;
+        if self.buf.len() >= limit {
+            return Err(Refusal::TooMuchPending);
+        }
+        // Straight into the Vec (no chunk array living in the connection's
+        // future while it waits), never past `limit`.
+        let room = (limit - self.buf.len()).min(4096);
+        self.buf.reserve(room);
+        let mut limited = (&mut self.stream).take(room as u64);
+        match tokio::time::timeout_at(self.deadline, limited.read_buf(&mut self.buf)).await {
+            Err(_) => Err(Refusal::Timeout(waiting_for)),
+            Ok(Ok(0) | Err(_)) => Err(Refusal::ClientGone),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// A PROXY header, only from trusted sources; from anyone else its
+    /// signature is a protocol error (see [`Pending::peek`]).
+    async fn proxy_header(&mut self) -> Result<(), Refusal> {
+        let s = &self.settings;
+        if s.accept_proxy_protocol && s.trusted_proxies.matches(self.peer.ip()) {
+            loop {
+                match proxy_protocol::parse(&self.buf) {
+                    Ok(proxy_protocol::ProxyParse::Incomplete) => {
+                        self.read_more("no complete PROXY header within initialDataTimeout")
+                            .await?;
+                    }
+                    Ok(proxy_protocol::ProxyParse::Header { header, len }) => {
+                        self.buf.drain(..len);
+                        if let Some(src) = header.source {
+                            self.client = src;
+                            self.via_proxy = true;
+                            self.guard.rebind(src.ip());
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(Refusal::ProxyHeader(e.to_string())),
+                }
+            }
+        }
+        self.counting = true;
+        self.meter.client(self.client);
+        Ok(())
+    }
+
+    /// The plugins' `admit`.
+    fn admit(&mut self) -> Result<Peer, Refusal> {
+        let peer = Peer::new(self.client, self.local.port()).via_proxy_protocol(self.via_proxy);
+        match self.chain.admit(&peer) {
+            Admission::Admit => Ok(peer),
+            Admission::Deny { plugin, reason } => Err(Refusal::Denied { plugin, reason }),
+            Admission::Failed { plugin } => Err(Refusal::PluginFailure { plugin }),
+        }
+    }
+
+    /// On TLS ports, the ClientHello (`None`: the client does not speak
+    /// TLS). On every port, a PROXY signature from an untrusted peer is
+    /// refused — on TLS ports even when its first segment holds only a
+    /// prefix of it.
+    async fn peek(&mut self) -> Result<Option<ClientHello>, Refusal> {
+        let mut hello = None;
+        if self.tls_port {
+            hello = loop {
+                match client_hello::parse(&self.buf) {
+                    Ok(client_hello::Parsed::Incomplete { .. }) => {
+                        self.read_more("no complete ClientHello within initialDataTimeout")
+                            .await?;
+                    }
+                    Ok(client_hello::Parsed::NotTls) => break None,
+                    Ok(client_hello::Parsed::Hello(info)) => break Some(self.hello(info)),
+                    Err(e) => return Err(Refusal::Hello(e.to_string())),
+                }
+            };
+            // A first segment of `P` is not TLS, and not yet a PROXY
+            // signature either: deciding now would pass the rest of a
+            // spoofed header to the backend as data.
+            while !self.via_proxy && proxy_protocol::is_signature_prefix(&self.buf) {
+                self.read_more("no complete first bytes within initialDataTimeout")
+                    .await?;
+            }
+        }
+        if !self.via_proxy && proxy_protocol::looks_like_header(&self.buf) {
+            return Err(Refusal::ProxyHeader(format!(
+                "PROXY header from untrusted peer {}",
+                self.peer.ip()
+            )));
+        }
+        Ok(hello)
+    }
+
+    fn hello(&mut self, info: client_hello::HelloInfo) -> ClientHello {
+        let mut h = ClientHello::without_sni()
+            .alpn(info.alpn)
+            .versions(&info.versions)
+            .resumption_without_sni(info.resumption_without_sni);
+        if let Some(name) = &info.sni {
+            self.meter.sni(name);
+        }
+        self.sni.clone_from(&info.sni);
+        h.sni = info.sni;
+        h
+    }
+
+    /// The plugins' `route`, the route's limits, then `policy`.
+    async fn route(&mut self, peer: Peer, hello: Option<ClientHello>) -> Result<Routed, Refusal> {
+        let is_tls = hello.is_some();
+        let conn = match hello {
+            Some(h) => Connection::tls(self.id, peer, h),
+            None => Connection::plain(self.id, peer),
+        };
+        let forward = match self.chain.route(&conn) {
+            Routing::Forward { forward, .. } => forward,
+            Routing::NoRoute => {
+                self.alert(is_tls.then_some(TlsAlert::UnrecognizedName))
+                    .await;
+                return Err(Refusal::NoRoute);
+            }
+            Routing::Reject { plugin, reject } => {
+                self.alert(reject.alert.filter(|_| is_tls)).await;
+                return Err(Refusal::Rejected {
+                    plugin,
+                    reason: reject.reason,
+                });
+            }
+            Routing::Failed { plugin } => {
+                self.alert(is_tls.then_some(TlsAlert::InternalError)).await;
+                return Err(Refusal::PluginFailure { plugin });
+            }
+        };
+        let limits = &forward.limits;
+        let slot = self
+            .guard
+            .enter_route(
+                &forward.route,
+                limits.max_connections,
+                limits.max_connections_per_ip,
+            )
+            .map_err(|hit| Refusal::RouteLimit(format!("{hit:?}")))?;
+        self.meter.routed(&forward.route);
+        let first = forward
+            .targets
+            .first()
+            .cloned()
+            .unwrap_or_else(|| turnout_plugin_sdk::Target::new("", 0));
+        let policy = self.chain.policy(
+            &conn,
+            &RoutedInfo::new(forward.route.clone(), first, forward.tls_mode),
+            &self.settings.policy_for(is_tls),
+        );
+        Ok(Routed {
+            conn,
+            forward,
+            slot,
+            policy,
+        })
+    }
+
+    /// Writes a fatal TLS alert, if any (best effort: a client already
+    /// gone cannot take it).
+    pub(crate) async fn alert(&mut self, alert: Option<TlsAlert>) {
+        let Some(alert) = alert else { return };
+        let record = alert_record(alert);
+        if self.stream.write_all(&record).await.is_ok() {
+            self.meter.traffic().count_out(record.len() as u64);
+        }
+    }
+
+    /// Passthrough: connects a target, sets both sockets' options from the
+    /// policy, sends the PROXY header and the peeked bytes.
+    pub(crate) async fn connect(&mut self, routed: Routed) -> Result<Ready, Refusal> {
+        let Routed {
+            conn,
+            forward,
+            slot,
+            policy,
+        } = routed;
+        let (mut backend, target) =
+            super::connect::connect_any(&forward.targets, self.settings.connect_timeout)
+                .await
+                .map_err(|e| Refusal::Backend(e.to_string()))?;
+        self.meter.relaying(target);
+        let keep_alive = policy.tcp_keep_alive.map(Duration::from_millis);
+        // The policy decides both sockets' options (the WIT says so); the
+        // client socket has what its listener gave it until here.
+        let wanted = socket::Inherited {
+            no_delay: policy.no_delay,
+            keep_alive,
+        };
+        socket::apply(&self.stream, self.inherited, wanted);
+        let _ = backend.set_nodelay(policy.no_delay);
+        if let Some(idle) = keep_alive {
+            socket::keepalive(&backend, idle);
+        }
+        let mut first_bytes = match forward.proxy_protocol {
+            ProxyProtocol::None => Vec::new(),
+            ProxyProtocol::V1 => proxy_protocol::encode_v1(self.client, self.local),
+            ProxyProtocol::V2 => proxy_protocol::encode_v2(self.client, self.local),
+        };
+        // The peeked bytes crossed the client socket: they count as "in",
+        // now, once. Neither buffer is needed again: an idle relay should
+        // hold none.
+        let peeked = std::mem::take(&mut self.buf);
+        self.meter.traffic().count_in(peeked.len() as u64);
+        first_bytes.extend_from_slice(&peeked);
+        drop(peeked);
+        if !first_bytes.is_empty() {
+            backend
+                .write_all(&first_bytes)
+                .await
+                .map_err(|e| Refusal::Backend(format!("{target}: {e}")))?;
+        }
+        let timers = Timers {
+            inactivity: policy.inactivity_timeout.map(Duration::from_millis),
+            max_lifetime: policy.max_lifetime.map(Duration::from_millis),
+            half_open_grace: Duration::from_millis(policy.half_open_grace),
+            stuck: policy.stuck_timeout.map(Duration::from_millis),
+        };
+        Ok(Ready {
+            backend,
+            target,
+            conn,
+            route: forward.route,
+            slot,
+            timers,
+        })
+    }
+
+    /// Counts and logs a refusal; the connection closes when `self` drops.
+    pub(crate) fn refuse(&self, refusal: &Refusal) {
+        if self.counting {
+            self.meter.traffic().count_in(self.buf.len() as u64);
+        }
+        self.meter.refused(refusal);
+        tracing::info!(
+            conn = self.id, client = %self.client, sni = self.sni.as_deref().unwrap_or("-"),
+            duration_ms = self.started.elapsed().as_millis(),
+            reason = refusal.label(), detail = ?refusal, "refused"
+        );
+    }
+}
+
+/// A fatal TLS alert record (TLS 1.2 record version, as servers send to
+/// clients that may speak either).
+fn alert_record(alert: TlsAlert) -> [u8; 7] {
+    let code = match alert {
+        TlsAlert::UnrecognizedName => 112,
+        TlsAlert::HandshakeFailure => 40,
+        TlsAlert::AccessDenied => 49,
+        TlsAlert::InternalError => 80,
+    };
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]
+}

@@ -1,0 +1,237 @@
+//! The two directions of a relay: copying loops that note every chunk in
+//! the connection's [`Traffic`] (which the timers read).
+//!
+//! * [`pump`] — the fast path for plain TCP sockets: it waits for
+//!   readiness without holding a buffer, so an idle connection holds none,
+//!   and a direction that fills a whole buffer switches to `splice(2)`.
+//! * [`copy`] — any `AsyncRead` to any `AsyncWrite` (a TLS stream, an
+//!   upgraded HTTP connection): such a stream cannot report readiness
+//!   without being read, so it holds its buffer while it waits.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+use super::{BUF, splice};
+use crate::metrics::Traffic;
+
+/// Which side of the relay an I/O error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Client,
+    Backend,
+}
+
+fn ms_since(start: Instant) -> u64 {
+    // +1 so that "0" can mean "unset" in `unanswered_since_ms`.
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// Buffers kept for reuse per worker thread (beyond them, freed).
+const POOLED_BUFFERS: usize = 32;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A relay buffer, held only while bytes are moving: an idle connection
+/// holds none, which is what keeps its memory to the sockets and the task.
+struct Buffer(Option<Box<[u8]>>);
+
+impl Buffer {
+    fn take() -> Self {
+        let pooled = BUFFERS.with(|b| b.borrow_mut().pop());
+        Buffer(Some(
+            pooled.unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice()),
+        ))
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.0.take() {
+            BUFFERS.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.len() < POOLED_BUFFERS {
+                    b.push(buf);
+                }
+            });
+        }
+    }
+}
+
+/// Bytes moved by `splice(2)` since start, all connections (tests check
+/// that bulk transfers take that path).
+static SPLICED: AtomicU64 = AtomicU64::new(0);
+
+/// Total bytes relayed through pipes so far.
+pub fn spliced_bytes() -> u64 {
+    SPLICED.load(Ordering::Relaxed)
+}
+
+/// Notes one chunk that crossed the proxy in the direction `from_client`.
+#[inline]
+fn on_chunk(traffic: &Traffic, from_client: bool, n: usize, started: Instant) {
+    traffic.record_chunk(from_client, n, ms_since(started));
+}
+
+/// Copies one direction until EOF (then shuts down the writer, passing
+/// the FIN on, unless the other direction already ended: the close that
+/// follows sends it) or an error, which says which side failed. Waits for
+/// the socket to be readable without a buffer; takes one while data flows
+/// and gives it back when the socket runs dry. A direction that fills a
+/// whole buffer in one read is a bulk transfer: from then on it moves
+/// bytes socket → pipe → socket with `splice(2)`, never copying them
+/// through user space.
+pub(super) async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    from_client: bool,
+    traffic: &Traffic,
+    started: Instant,
+    finished: &AtomicBool,
+) -> Result<(), (Side, io::ErrorKind)> {
+    let (src, dst) = if from_client {
+        (Side::Client, Side::Backend)
+    } else {
+        (Side::Backend, Side::Client)
+    };
+    // `bulk`: this direction moves by splice; `no_pipe`: it could not get
+    // a pipe once (out of descriptors) and stays with buffers.
+    let (mut bulk, mut no_pipe) = (false, false);
+    loop {
+        // `poll_read_ready`, not `readable()`: it honours tokio's
+        // cooperative budget, so when `read_once` below is refused for
+        // budget (not for lack of data) this yields to the scheduler
+        // instead of spinning between the two.
+        std::future::poll_fn(|cx| from.as_ref().poll_read_ready(cx))
+            .await
+            .map_err(|e| (src, e.kind()))?;
+        if bulk {
+            // Boxed: one allocation per burst of a bulk stream, and the
+            // burst's state is not part of every idle connection's task.
+            let moved = Box::pin(splice::burst(
+                from.as_ref(),
+                to.as_ref(),
+                |n| on_chunk(traffic, from_client, n, started),
+                |n| {
+                    SPLICED.fetch_add(n as u64, Ordering::Relaxed);
+                    if !from_client {
+                        traffic.count_out(n as u64);
+                    }
+                },
+            ))
+            .await;
+            match moved {
+                Ok(splice::Burst::Drained) => continue,
+                Ok(splice::Burst::Eof) => {
+                    if !finished.swap(true, Ordering::Relaxed) {
+                        let _ = to.shutdown().await;
+                    }
+                    return Ok(());
+                }
+                // Out of descriptors for a pipe: copy through a buffer.
+                Err(splice::Error::NoPipe) => (bulk, no_pipe) = (false, true),
+                Err(splice::Error::Read(e)) => return Err((src, e.kind())),
+                Err(splice::Error::Write(e)) => return Err((dst, e.kind())),
+            }
+        }
+        let mut buf = Buffer::take();
+        loop {
+            // One poll of `poll_read`, not `try_read`: after a short read
+            // tokio clears the readiness itself, so the next poll is
+            // `Pending` without the `recvfrom` that would return EAGAIN.
+            let n = match read_once(&mut from, buf.bytes()).await {
+                None => break,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err((src, e.kind())),
+            };
+            if n == 0 {
+                // A peer that already went away cannot take our FIN; that
+                // is not a failure of this direction. When the other
+                // direction is over too, the close right after sends it.
+                if !finished.swap(true, Ordering::Relaxed) {
+                    let _ = to.shutdown().await;
+                }
+                return Ok(());
+            }
+            on_chunk(traffic, from_client, n, started);
+            to.write_all(&buf.bytes()[..n])
+                .await
+                .map_err(|e| (dst, e.kind()))?;
+            if !from_client {
+                traffic.count_out(n as u64);
+            }
+            if n == BUF && !no_pipe {
+                bulk = true;
+                break;
+            }
+        }
+    }
+}
+
+/// Reads what is there now: `None` when nothing is (the socket's
+/// readiness is then cleared) or when the task has used up its
+/// cooperative budget; either way the caller waits on `poll_read_ready`.
+async fn read_once(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(&mut *from).poll_read(cx, &mut rb) {
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(r) => {
+                std::task::Poll::Ready(Some(r.map(|()| rb.filled().len())))
+            }
+        }
+    })
+    .await
+}
+
+/// Copies one direction between any two streams until EOF (then shuts
+/// down the writer) or an error, which says which side failed.
+pub(super) async fn copy<R, W>(
+    mut from: R,
+    mut to: W,
+    from_client: bool,
+    traffic: &Traffic,
+    started: Instant,
+) -> Result<(), (Side, io::ErrorKind)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (src, dst) = if from_client {
+        (Side::Client, Side::Backend)
+    } else {
+        (Side::Backend, Side::Client)
+    };
+    let mut buf = Buffer::take();
+    loop {
+        let n = from.read(buf.bytes()).await.map_err(|e| (src, e.kind()))?;
+        if n == 0 {
+            // Always passed on, unlike on TCP: the close that follows may
+            // not say it for such a stream (a TLS writer's close_notify is
+            // sent by its shutdown, not by dropping it).
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        on_chunk(traffic, from_client, n, started);
+        to.write_all(&buf.bytes()[..n])
+            .await
+            .map_err(|e| (dst, e.kind()))?;
+        // A TLS writer buffers: what was written must reach the socket
+        // before this direction waits for more.
+        to.flush().await.map_err(|e| (dst, e.kind()))?;
+        if !from_client {
+            traffic.count_out(n as u64);
+        }
+    }
+}
