@@ -9,9 +9,12 @@
 //! * [`net`] — wire parsers: TLS ClientHello peek, PROXY protocol v1/v2.
 //! * [`plugins`] — the plugin runtime (wasmtime lives only there): engine,
 //!   loaded plugins, the chain, the watched plugins directory.
-//! * [`proxy`] — the connection path: relay with timers.
+//! * [`proxy`] — the connection path: phases, relay with timers, and
+//!   terminated connections (through [`tls`]).
 //! * `testing` — run a plugin's SDK harness tests against its `.wasm`
 //!   (cargo feature `testing`, for tests; not in the binary).
+//! * [`tls`] — TLS termination: certificates by SNI, handshakes, the
+//!   client side of re-encryption.
 //! * [`watch`] — files picked up once unchanged over two scans.
 
 pub mod admin;
@@ -24,4 +27,5 @@ pub mod plugins;
 pub mod proxy;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod watch;

@@ -95,6 +95,16 @@ fn check(config: &std::path::Path, plugins: Option<PathBuf>) -> Result<()> {
     for w in cfg.warnings() {
         eprintln!("warning: {}: {}", w.path, w.message);
     }
+    // Every certificate of a terminated route, read and matched to its key.
+    let (terminator, report) = turnout::tls::Terminator::new(&cfg.tls);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !report.errors.is_empty() {
+        let list: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{} is not usable:\n{}", config.display(), list.join("\n"));
+    }
+    let certificates = terminator.store().certs().len();
     let names: Vec<String> = set
         .chain()
         .plugins()
@@ -102,7 +112,7 @@ fn check(config: &std::path::Path, plugins: Option<PathBuf>) -> Result<()> {
         .map(|p| p.name().to_owned())
         .collect();
     println!(
-        "{}: ok ({} routes, plugins: {})",
+        "{}: ok ({} routes, {certificates} certificates, plugins: {})",
         config.display(),
         cfg.routes.len(),
         names.join(", ")

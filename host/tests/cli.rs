@@ -58,3 +58,55 @@ fn a_missing_plugins_dir_is_named() {
         "{stderr}"
     );
 }
+
+/// `turnout check` reads every certificate of a terminated route and
+/// names the key path and the file of each one that is broken.
+#[test]
+fn check_validates_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["app.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (pem, good_key, bad_key) = (
+        write("app.pem", &cert.pem()),
+        write("app.key", &key.serialize_pem()),
+        write("other.key", &other.serialize_pem()),
+    );
+    let config = |key: &str| {
+        let text = serde_json::json!({ "routes": [
+            { "match": { "ports": 18443, "domains": "app.test", "protocol": "tcp" },
+              "action": { "type": "forward", "targets": [{ "host": "127.0.0.1", "port": 1 }],
+                          "tls": { "mode": "terminate", "certificate": { "cert": pem, "key": key } } } }
+        ]})
+        .to_string();
+        write("turnout.json", &text)
+    };
+    let out = turnout()
+        .args(["check", "-c", &config(&good_key)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("1 certificates"), "{stdout}");
+
+    let out = turnout()
+        .args(["check", "-c", &config(&bad_key)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("routes[0].action.tls.certificate.key:")
+            && stderr.contains("other.key does not match the certificate in")
+            && stderr.contains("app.pem"),
+        "{stderr}"
+    );
+}

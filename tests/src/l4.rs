@@ -162,7 +162,7 @@ pub fn cert(
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A TLS backend for `name` that greets with `greeting` and then echoes.

@@ -51,6 +51,8 @@ pub struct AdminState {
     /// Client IPs exposed per-IP (`admin.topIps`).
     pub top_ips: usize,
     ready: AtomicBool,
+    /// The proxy, for its certificates (set once it exists).
+    proxy: std::sync::OnceLock<Arc<crate::proxy::Proxy>>,
 }
 
 impl AdminState {
@@ -67,7 +69,18 @@ impl AdminState {
             tracker,
             top_ips,
             ready: AtomicBool::new(false),
+            proxy: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The proxy whose certificates `/api/certificates` and `/metrics`
+    /// show (later calls are ignored).
+    pub fn set_tls(&self, proxy: Arc<crate::proxy::Proxy>) {
+        let _ = self.proxy.set(proxy);
+    }
+
+    fn tls(&self) -> Option<Arc<crate::tls::Terminator>> {
+        self.proxy.get().map(|p| p.tls())
     }
 
     /// Sets what `/readyz` answers.
@@ -194,6 +207,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                     plugins: Some(state.plugins.clone()),
                     tracker: Some(state.tracker.clone()),
                     top_ips: top as usize,
+                    tls: state.tls(),
                 }),
             )
         }),
@@ -201,6 +215,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         "/api/connections" => param(query, "limit", 10_000, 0..=1_000_000)
             .map(|limit| json_response(&connections(&state.metrics, limit as usize))),
         "/api/plugins" => Ok(json_response(&plugins(&state.plugins))),
+        "/api/certificates" => Ok(json_response(&certificates(state.tls().as_deref()))),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -331,6 +346,55 @@ fn plugins(set: &PluginSet) -> Value {
         })
         .collect();
     json!({ "plugins": list })
+}
+
+/// Every certificate in use: names, source, file, issuer, serial,
+/// validity, days left, the routes using it.
+fn certificates(tls: Option<&crate::tls::Terminator>) -> Value {
+    let now = std::time::SystemTime::now();
+    let list: Vec<Value> = tls
+        .map(|t| t.store().certs().to_vec())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let cert = &c.cert;
+            json!({
+                "names": cert.names,
+                "source": "static",
+                "file": cert.source,
+                "issuer": cert.issuer,
+                "serial": cert.serial,
+                "notBefore": unix_to_rfc3339(cert.not_before),
+                "notAfter": unix_to_rfc3339(cert.not_after),
+                "daysLeft": cert.days_left(now),
+                "routes": c.routes,
+                "default": c.routes.is_empty(),
+            })
+        })
+        .collect();
+    json!({ "certificates": list })
+}
+
+/// Unix seconds as an RFC 3339 UTC time (civil-from-days, Howard Hinnant's
+/// algorithm: no date crate for one conversion).
+fn unix_to_rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A listening socket the caller bound for the admin API (`addr` is the

@@ -34,6 +34,8 @@ pub struct Scrape {
     pub tracker: Option<Arc<ConnectionTracker>>,
     /// Client IPs exposed one by one.
     pub top_ips: usize,
+    /// The certificates of terminated routes, if given.
+    pub tls: Option<Arc<crate::tls::Terminator>>,
 }
 
 /// The exposition text.
@@ -333,6 +335,46 @@ impl Collector for Scrape {
         if let Some(set) = &self.plugins {
             plugins(e, set)?;
         }
+        let handshakes = m.handshakes();
+        family(
+            e,
+            "tls_handshakes",
+            "TLS handshakes of terminated routes, by result, version and ALPN.",
+            MetricType::Counter,
+            handshakes.iter().map(|(h, n)| {
+                (
+                    vec![
+                        ("result", Cow::Borrowed(h.result)),
+                        ("version", Cow::Borrowed(h.version)),
+                        ("alpn", label(&h.alpn)),
+                    ],
+                    *n,
+                )
+            }),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        if let Some(tls) = &self.tls {
+            let certs = tls.store().certs();
+            family(
+                e,
+                "tls_certificate_expiry_timestamp_seconds",
+                "notAfter of each certificate in use (Unix seconds).",
+                MetricType::Gauge,
+                certs.iter().map(|c| {
+                    (
+                        vec![
+                            ("serial", Cow::Borrowed(c.cert.serial.as_str())),
+                            (
+                                "name",
+                                label(c.cert.names.first().map_or("", String::as_str)),
+                            ),
+                        ],
+                        c.cert.not_after,
+                    )
+                }),
+                |s, v| s.encode_gauge(&v),
+            )?;
+        }
         Ok(())
     }
 }
@@ -458,6 +500,7 @@ mod tests {
                 plugins: None,
                 tracker: None,
                 top_ips: 0,
+                tls: None,
             });
             let b = buckets(&text, "turnout_connection_duration_seconds");
             assert!(b.len() >= 2, "{text}");

@@ -13,6 +13,7 @@
 //! `match.ports`), which it needs to know what to listen on.
 
 mod raw;
+pub mod tls;
 mod validate;
 
 use std::collections::HashMap;
@@ -124,6 +125,9 @@ pub struct Config {
     pub limits: Limits,
     /// `false`: reject a TLS resumption that carries no SNI.
     pub allow_session_ticket: bool,
+    /// TLS termination: the routes the host terminates, the default
+    /// certificate and the handshake timeout.
+    pub tls: TlsConfig,
     /// PROXY protocol in and out.
     pub proxy_protocol: ProxyProtocolConfig,
     /// The plugin chain and runtime bounds.
@@ -132,6 +136,19 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
+}
+
+/// TLS termination settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The terminated routes, in config order.
+    pub routes: Vec<tls::TlsRoute>,
+    /// `defaultCertificate`: served to a client without SNI when a port
+    /// has several certificates.
+    pub default_certificate: Option<tls::CertSource>,
+    /// `tlsHandshakeTimeout` (default 10 s): from the routing decision to
+    /// the end of the handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// `admin`: the admin HTTP API.
@@ -253,6 +270,11 @@ impl Default for Config {
                 max_pending_data: 10 * 1024 * 1024,
             },
             allow_session_ticket: true,
+            tls: TlsConfig {
+                routes: Vec::new(),
+                default_certificate: None,
+                handshake_timeout: Duration::from_millis(10_000),
+            },
             proxy_protocol: ProxyProtocolConfig {
                 accept: false,
                 trusted: IpList::default(),
@@ -319,17 +341,32 @@ impl Config {
             });
         }
         for (i, route) in self.routes.iter().enumerate() {
-            let mode = route
-                .pointer("/action/tls/mode")
-                .and_then(Value::as_str)
-                .unwrap_or("passthrough");
-            if mode.starts_with("terminate") {
+            let Some(t) = self.tls.routes.iter().find(|t| t.index == i) else {
+                continue;
+            };
+            if t.protocol == tls::Protocol::Http {
                 out.push(ConfigWarning {
-                    path: format!("routes[{i}].action.tls.mode"),
-                    message: format!(
-                        "{mode:?}: TLS termination is not implemented yet; TLS connections on \
-                         this route are refused with an internal_error alert (use \"passthrough\")"
-                    ),
+                    path: format!("routes[{i}].match.protocol"),
+                    message: "terminated routes serve HTTP by default, and HTTP is not served yet: \
+                              TLS connections on this route are refused with an internal_error alert \
+                              (set \"protocol\": \"tcp\" to relay the decrypted stream)"
+                        .into(),
+                });
+            }
+            if t.certificate.is_none() {
+                let auto = route
+                    .pointer("/action/tls/certificate")
+                    .and_then(Value::as_str)
+                    == Some("auto");
+                out.push(ConfigWarning {
+                    path: format!("routes[{i}].action.tls.certificate"),
+                    message: if auto {
+                        "\"auto\" (ACME) is not implemented yet: handshakes get a certificate only \
+                         when another route's covers the name"
+                            .into()
+                    } else {
+                        "missing: handshakes get a certificate only when another route's covers the name".into()
+                    },
                 });
             }
         }
@@ -449,10 +486,10 @@ mod tests {
         let text = std::fs::read_to_string(EXAMPLE).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(Some(&Value::Array(c.routes.clone())), doc.get("routes"));
-        // Its one terminate route is flagged (TLS termination is not built).
+        // Its one terminate route serves HTTP by default, not built yet.
         let w = c.warnings();
         assert_eq!(w.len(), 1, "{w:?}");
-        assert_eq!(w[0].path, "routes[1].action.tls.mode");
+        assert_eq!(w[0].path, "routes[1].match.protocol");
     }
 
     #[test]
@@ -480,9 +517,10 @@ mod tests {
         )
         .unwrap();
         let w = c.warnings();
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert_eq!(w[0].path, "routes[1].action.tls.mode");
-        assert!(w[0].message.contains("not implemented"), "{}", w[0].message);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[0].path, "routes[1].match.protocol");
+        assert!(w[0].message.contains("not served yet"), "{}", w[0].message);
+        assert_eq!(w[1].path, "routes[1].action.tls.certificate");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub(super) struct RawConfig {
     pub(super) graceful_shutdown_timeout: Option<u64>,
     pub(super) max_pending_data_size: Option<u64>,
     pub(super) allow_session_ticket: Option<bool>,
+    pub(super) default_certificate: Option<Value>,
+    pub(super) tls_handshake_timeout: Option<u64>,
     pub(super) accept_proxy_protocol: Option<bool>,
     #[serde(rename = "proxyIPs")]
     pub(super) proxy_ips: Option<Vec<String>>,

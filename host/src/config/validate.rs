@@ -70,7 +70,19 @@ pub(super) fn validate(
         for (i, route) in routes.iter().enumerate() {
             check_route_outline(i, route, &mut p);
         }
+        c.tls.routes = super::tls::routes(&routes, &mut p.0);
         c.routes = routes;
+    }
+    if let Some(v) = &raw.default_certificate {
+        c.tls.default_certificate = super::tls::cert_source(v, "defaultCertificate", &mut p.0);
+    }
+    if let Some(ms) = p.check(
+        "tlsHandshakeTimeout",
+        raw.tls_handshake_timeout,
+        1,
+        u64::MAX,
+    ) {
+        c.tls.handshake_timeout = Duration::from_millis(ms);
     }
     c.defaults = raw.defaults.map(Value::Object);
 

@@ -64,6 +64,25 @@ impl Traffic {
         self.unanswered_since_ms.load(Ordering::Relaxed)
     }
 
+    /// Notes activity without counting bytes: a chunk of `from_client`
+    /// plaintext on a stream whose bytes on the wire are counted below it
+    /// (a terminated TLS stream counts its records, see
+    /// [`TrafficHandle`]).
+    #[inline]
+    pub fn record_activity(&self, from_client: bool, now_ms: u64) {
+        self.last_activity_ms.store(now_ms, Ordering::Relaxed);
+        if from_client {
+            let _ = self.unanswered_since_ms.compare_exchange(
+                0,
+                now_ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            self.unanswered_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Notes one chunk that crossed the proxy, `now_ms` after the start
     /// (never 0): the activity clock, the stuck clock, and the client-side
     /// "in" count for a chunk from the client. (Bytes to the client are
@@ -230,7 +249,25 @@ pub struct ConnHandle {
     relayed: bool,
 }
 
+/// A shared reference to one connection's [`Traffic`], for a stream
+/// wrapper that counts the bytes on the wire itself.
+#[derive(Debug, Clone)]
+pub struct TrafficHandle(Arc<ConnEntry>);
+
+impl std::ops::Deref for TrafficHandle {
+    type Target = Traffic;
+
+    fn deref(&self) -> &Traffic {
+        &self.0.traffic
+    }
+}
+
 impl ConnHandle {
+    /// The connection's counters, shared.
+    pub fn traffic_handle(&self) -> TrafficHandle {
+        TrafficHandle(self.entry.clone())
+    }
+
     pub(super) fn new(metrics: Arc<Metrics>, entry: Arc<ConnEntry>) -> Self {
         Self {
             metrics,

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
-pub use conn::{ConnEntry, ConnHandle, ConnView, Meters, RouteMeter, Traffic};
+pub use conn::{ConnEntry, ConnHandle, ConnView, Meters, RouteMeter, Traffic, TrafficHandle};
 pub use histogram::{HistogramSnapshot, LogHistogram};
 pub use refusal::{PLUGIN_FAILURE, Refusal};
 pub use series::{Rate, Sample, Series};
@@ -176,7 +176,24 @@ pub struct Metrics {
     conn_bytes: LogHistogram,
     global: Mutex<Series>,
     workers: OnceLock<Box<[WorkerUsage]>>,
+    /// TLS handshakes the proxy terminated, by (result, version, ALPN).
+    handshakes: Mutex<HashMap<Handshake, u64>>,
 }
+
+/// One kind of terminated handshake, as counted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handshake {
+    /// `ok`, or why it failed (`no-certificate`, `timeout`, …).
+    pub result: &'static str,
+    /// `TLSv1.2`, `TLSv1.3`, or `-` when it failed before one was agreed.
+    pub version: &'static str,
+    /// The protocol agreed by ALPN, or `-`.
+    pub alpn: String,
+}
+
+/// Distinct (result, version, ALPN) triples kept; more count under
+/// [`OTHER`] (ALPN values come from clients).
+const HANDSHAKE_KINDS_CAP: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -211,6 +228,7 @@ impl Metrics {
             conn_bytes: LogHistogram::default(),
             global: Mutex::new(global),
             workers: OnceLock::new(),
+            handshakes: Mutex::default(),
         }
     }
 
@@ -393,6 +411,30 @@ impl Metrics {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.refusals[i].load(Ordering::Relaxed))
+    }
+
+    /// Counts one terminated handshake.
+    pub fn handshake(&self, result: &'static str, version: &'static str, alpn: &str) {
+        let mut h = lock(&self.handshakes);
+        let mut key = Handshake {
+            result,
+            version,
+            alpn: alpn.to_owned(),
+        };
+        if h.len() >= HANDSHAKE_KINDS_CAP && !h.contains_key(&key) {
+            key.alpn = OTHER.to_owned();
+        }
+        *h.entry(key).or_default() += 1;
+    }
+
+    /// Terminated handshakes by kind, sorted.
+    pub fn handshakes(&self) -> Vec<(Handshake, u64)> {
+        let mut v: Vec<_> = lock(&self.handshakes)
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Plugin denials and rejections by (plugin, reason).

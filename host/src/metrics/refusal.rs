@@ -39,6 +39,14 @@ pub enum Refusal {
     },
     /// The route's connection limit.
     RouteLimit(String),
+    /// The TLS handshake of a terminated route failed (`reason`: one of
+    /// `tls::HandshakeError::REASONS`).
+    Handshake {
+        /// Why, as a stable label.
+        reason: &'static str,
+        /// rustls' or the OS's words.
+        detail: String,
+    },
     /// A TLS mode this build does not implement yet.
     Unsupported(&'static str),
     /// No target answered.
@@ -54,7 +62,7 @@ pub const PLUGIN_FAILURE: &str = "plugin-failure";
 impl Refusal {
     /// Every label [`Refusal::label`] returns, in a fixed order (metrics
     /// index their counters by it).
-    pub const LABELS: [&'static str; 12] = [
+    pub const LABELS: [&'static str; 13] = [
         "bad-proxy-header",
         "denied",
         "bad-client-hello",
@@ -67,6 +75,7 @@ impl Refusal {
         "unsupported",
         "backend-unreachable",
         "client-gone",
+        "tls-handshake",
     ];
 
     /// Stable metrics label.
@@ -89,6 +98,7 @@ impl Refusal {
             Refusal::Unsupported(_) => 9,
             Refusal::Backend(_) => 10,
             Refusal::ClientGone => 11,
+            Refusal::Handshake { .. } => 12,
         }
     }
 

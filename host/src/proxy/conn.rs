@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use turnout_plugin_sdk::{Connection, IdleDecision, IdleStats, TlsAlert, TlsMode};
+use turnout_plugin_sdk::{Connection, IdleDecision, IdleStats, TlsMode};
 
-use super::pending::{Pending, Ready, Routed};
+use super::pending::{Pending, Ready};
 use super::relay::{self, IdleVerdict, Timers};
+use super::terminate::{self, Terminated};
 use super::{Proxy, Settings};
-use crate::metrics::Refusal;
 use crate::plugins::Chain;
 
 /// State carried from accept to close.
@@ -39,8 +39,10 @@ pub(crate) struct Accepted {
 /// before the relay (PROXY header and ClientHello reads, plugin verdicts,
 /// connect with its timeout) runs in a heap allocation of its own, freed
 /// when the relay starts; the task itself holds only [`Relaying`] and the
-/// relay. (A plain `fn` returning an `async move` block: an `async fn`
-/// would keep a second copy of its arguments in its state.)
+/// relay (a terminated connection's relay, with its TLS state, lives in an
+/// allocation of its own, so the L4 path's task does not grow with it). (A
+/// plain `fn` returning an `async move` block: an `async fn` would keep a
+/// second copy of its arguments in its state.)
 pub(crate) fn handle(proxy: Arc<Proxy>, accepted: Accepted) -> impl Future<Output = ()> + Send {
     use futures_util::FutureExt;
     use futures_util::future::Either;
@@ -48,39 +50,53 @@ pub(crate) fn handle(proxy: Arc<Proxy>, accepted: Accepted) -> impl Future<Outpu
     // that would keep a moved-from copy of `Relaying` beside the future
     // that owns it.
     Box::pin(prepare(proxy, accepted)).then(|prepared| match prepared {
-        Some(relaying) => Either::Left(relaying.run()),
-        None => Either::Right(std::future::ready(())),
+        Some(Next::Relay(relaying)) => Either::Left(relaying.run()),
+        Some(Next::Terminated(t)) => Either::Right(Either::Left(Box::pin((*t).run()))),
+        None => Either::Right(Either::Right(std::future::ready(()))),
     })
 }
 
+/// Where a connection goes after the phases before its relay.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives only between the phases and the relay; boxing Relaying would cost every L4 connection an allocation"
+)]
+enum Next {
+    /// Passthrough: two TCP sockets.
+    Relay(Relaying),
+    /// TLS terminated here (boxed: its TLS state is large, and the L4
+    /// path's task must not grow with it).
+    Terminated(Box<Terminated>),
+}
+
 /// The phase before the relay: `Some` when the connection is to be
-/// relayed; a refusal is counted and logged here.
-async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Relaying> {
+/// relayed; a refusal is counted and logged here (or by the path that took
+/// the connection over).
+async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Next> {
     let mut pending = Pending::new(proxy, accepted);
-    let ready = async {
-        let routed = pending.route_phases().await?;
-        dispatch(&mut pending, routed).await
+    let routed = match pending.route_phases().await {
+        Ok(r) => r,
+        Err(refusal) => {
+            pending.refuse(&refusal);
+            return None;
+        }
+    };
+    // Where a routed connection goes: a TLS client on a terminating route
+    // to the terminator; everything else to a backend socket and the L4
+    // relay.
+    if routed.forward.tls_mode != TlsMode::Passthrough && routed.conn.tls.is_some() {
+        let tls = pending.held.proxy.tls.load_full();
+        return terminate::start(pending, routed, tls)
+            .await
+            .map(|t| Next::Terminated(Box::new(t)));
     }
-    .await;
-    match ready {
-        Ok(ready) => Some(Relaying::new(pending, ready)),
+    match pending.connect(routed).await {
+        Ok(ready) => Some(Next::Relay(Relaying::new(pending, ready))),
         Err(refusal) => {
             pending.refuse(&refusal);
             None
         }
     }
-}
-
-/// Where a routed connection goes: passthrough to a backend socket and the
-/// L4 relay; the TLS modes this build does not terminate yet are refused
-/// (better than passing ciphertext to a backend expecting plaintext).
-async fn dispatch(pending: &mut Pending, routed: Routed) -> Result<Ready, Refusal> {
-    let tls = routed.conn.tls.is_some();
-    if routed.forward.tls_mode != TlsMode::Passthrough && tls {
-        pending.alert(Some(TlsAlert::InternalError)).await;
-        return Err(Refusal::Unsupported("tls termination"));
-    }
-    pending.connect(routed).await
 }
 
 /// A connection being relayed: what its task holds for as long as it
@@ -111,22 +127,23 @@ struct Relaying {
 
 impl Relaying {
     fn new(pending: Pending, ready: Ready) -> Self {
+        let (stream, _, held) = pending.split();
         Self {
-            stream: pending.stream,
+            stream,
             backend: ready.backend,
-            meter: pending.meter,
+            meter: held.meter,
             _slot: ready.slot,
-            _guard: pending.guard,
-            proxy: pending.proxy,
-            chain: pending.chain,
+            _guard: held.guard,
+            proxy: held.proxy,
+            chain: held.chain,
             conn: ready.conn,
             route: ready.route,
             target: ready.target,
             timers: ready.timers,
-            client: pending.client,
-            sni: pending.sni,
-            id: pending.id,
-            started: pending.started,
+            client: held.client,
+            sni: held.sni,
+            id: held.id,
+            started: held.started,
         }
     }
 

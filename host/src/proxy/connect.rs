@@ -25,6 +25,17 @@ pub async fn connect_any(
     targets: &[Target],
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    connect_first(targets, timeout)
+        .await
+        .map(|(s, addr, _)| (s, addr))
+}
+
+/// [`connect_any`], also saying which target answered (re-encryption
+/// verifies the backend as that target's name).
+pub(super) async fn connect_first(
+    targets: &[Target],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr, &Target), ConnectError> {
     let mut last = ConnectError {
         tried: 0,
         target: String::new(),
@@ -34,7 +45,7 @@ pub async fn connect_any(
         last.tried += 1;
         last.target = format!("{}:{}", t.host, t.port);
         match tokio::time::timeout(timeout, connect_one(t)).await {
-            Ok(Ok(pair)) => return Ok(pair),
+            Ok(Ok((s, addr))) => return Ok((s, addr, t)),
             Ok(Err(e)) => last.reason = e.to_string(),
             Err(_) => last.reason = format!("connect timed out after {} ms", timeout.as_millis()),
         }

@@ -9,6 +9,7 @@ mod connect;
 mod pending;
 pub mod relay;
 mod socket;
+mod terminate;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ pub use workers::default_count as default_workers;
 use crate::limits::ConnectionTracker;
 use crate::metrics::Metrics;
 use crate::plugins::{Chain, PluginSet};
+use crate::tls::Terminator;
 
 /// What the connection path needs from the configuration.
 #[derive(Debug, Clone)]
@@ -123,6 +125,16 @@ pub struct Proxy {
     /// `true` tells live relays to close (end of the drain).
     stop: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// Certificates and settings of terminated routes (swapped on reload).
+    tls: ArcSwap<Terminator>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("settings", &self.settings.load())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proxy {
@@ -140,7 +152,20 @@ impl Proxy {
             ids: AtomicU64::new(1),
             stop: watch::channel(false).0,
             metrics,
+            tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
         })
+    }
+
+    /// Replaces the TLS termination settings and certificates for new
+    /// connections (start, reload, a changed certificate file); live
+    /// connections keep theirs.
+    pub fn set_tls(&self, tls: Terminator) {
+        self.tls.store(Arc::new(tls));
+    }
+
+    /// The TLS termination settings and certificates in use.
+    pub fn tls(&self) -> Arc<Terminator> {
+        self.tls.load_full()
     }
 
     /// Replaces the settings for new connections (SIGHUP).

@@ -31,29 +31,53 @@ use crate::plugins::{Admission, Chain, Routing};
 
 /// Everything a connection has before its relay.
 pub(crate) struct Pending {
-    pub(crate) proxy: Arc<Proxy>,
     pub(crate) settings: Arc<Settings>,
-    /// The chain the connection started with, for its whole life.
-    pub(crate) chain: Arc<Chain>,
     pub(crate) stream: TcpStream,
-    pub(crate) id: u64,
-    pub(crate) started: Instant,
     /// `initialDataTimeout` from accept.
     deadline: Instant,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-    /// The client: the peer, or what a trusted PROXY header said.
-    pub(crate) client: SocketAddr,
     via_proxy: bool,
     tls_port: bool,
     inherited: socket::Inherited,
     /// Client bytes read and not yet forwarded.
     buf: Vec<u8>,
+    pub(crate) held: Held,
+}
+
+/// A connection's bookkeeping apart from its socket: what a path that
+/// takes the socket over (termination) keeps until the connection ends.
+pub(crate) struct Held {
+    pub(crate) proxy: Arc<Proxy>,
+    /// The chain the connection started with, for its whole life.
+    pub(crate) chain: Arc<Chain>,
+    pub(crate) id: u64,
+    pub(crate) started: Instant,
+    /// The client: the peer, or what a trusted PROXY header said.
+    pub(crate) client: SocketAddr,
     pub(crate) sni: Option<String>,
     /// Client bytes count from here on (never a PROXY header's).
     counting: bool,
+    // Dropped in this order: the metrics settle before the limit counters
+    // are released.
     pub(crate) meter: ConnHandle,
     pub(crate) guard: ClientGuard,
+}
+
+impl Held {
+    /// Counts and logs a refusal (`unread`: client bytes read but never
+    /// forwarded, counted now); the connection closes when dropped.
+    pub(crate) fn refuse(&self, refusal: &Refusal, unread: usize) {
+        if self.counting {
+            self.meter.traffic().count_in(unread as u64);
+        }
+        self.meter.refused(refusal);
+        tracing::info!(
+            conn = self.id, client = %self.client, sni = self.sni.as_deref().unwrap_or("-"),
+            duration_ms = self.started.elapsed().as_millis(),
+            reason = refusal.label(), detail = ?refusal, "refused"
+        );
+    }
 }
 
 /// A routed connection: the verdict, the route's slot, the timers.
@@ -94,24 +118,38 @@ impl Pending {
         meter.worker(worker);
         Self {
             deadline: started + settings.initial_data_timeout,
-            proxy,
             settings,
-            chain,
             stream,
-            id,
-            started,
             peer,
             local,
-            client: peer,
             via_proxy: false,
             tls_port,
             inherited,
             buf: Vec::new(),
-            sni: None,
-            counting: false,
-            meter,
-            guard,
+            held: Held {
+                proxy,
+                chain,
+                id,
+                started,
+                client: peer,
+                sni: None,
+                counting: false,
+                meter,
+                guard,
+            },
         }
+    }
+
+    /// The client bytes read so far and not forwarded, handed to the path
+    /// that forwards them (counted there).
+    pub(crate) fn take_peeked(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// The socket, the unforwarded bytes and the bookkeeping, for a path
+    /// that takes the socket over.
+    pub(crate) fn split(self) -> (TcpStream, Vec<u8>, Held) {
+        (self.stream, self.buf, self.held)
     }
 
     /// The phases up to the routing verdict.
@@ -155,9 +193,9 @@ impl Pending {
                     Ok(proxy_protocol::ProxyParse::Header { header, len }) => {
                         self.buf.drain(..len);
                         if let Some(src) = header.source {
-                            self.client = src;
+                            self.held.client = src;
                             self.via_proxy = true;
-                            self.guard.rebind(src.ip());
+                            self.held.guard.rebind(src.ip());
                         }
                         break;
                     }
@@ -165,15 +203,16 @@ impl Pending {
                 }
             }
         }
-        self.counting = true;
-        self.meter.client(self.client);
+        self.held.counting = true;
+        self.held.meter.client(self.held.client);
         Ok(())
     }
 
     /// The plugins' `admit`.
     fn admit(&mut self) -> Result<Peer, Refusal> {
-        let peer = Peer::new(self.client, self.local.port()).via_proxy_protocol(self.via_proxy);
-        match self.chain.admit(&peer) {
+        let peer =
+            Peer::new(self.held.client, self.local.port()).via_proxy_protocol(self.via_proxy);
+        match self.held.chain.admit(&peer) {
             Admission::Admit => Ok(peer),
             Admission::Deny { plugin, reason } => Err(Refusal::Denied { plugin, reason }),
             Admission::Failed { plugin } => Err(Refusal::PluginFailure { plugin }),
@@ -221,9 +260,9 @@ impl Pending {
             .versions(&info.versions)
             .resumption_without_sni(info.resumption_without_sni);
         if let Some(name) = &info.sni {
-            self.meter.sni(name);
+            self.held.meter.sni(name);
         }
-        self.sni.clone_from(&info.sni);
+        self.held.sni.clone_from(&info.sni);
         h.sni = info.sni;
         h
     }
@@ -232,10 +271,10 @@ impl Pending {
     async fn route(&mut self, peer: Peer, hello: Option<ClientHello>) -> Result<Routed, Refusal> {
         let is_tls = hello.is_some();
         let conn = match hello {
-            Some(h) => Connection::tls(self.id, peer, h),
-            None => Connection::plain(self.id, peer),
+            Some(h) => Connection::tls(self.held.id, peer, h),
+            None => Connection::plain(self.held.id, peer),
         };
-        let forward = match self.chain.route(&conn) {
+        let forward = match self.held.chain.route(&conn) {
             Routing::Forward { forward, .. } => forward,
             Routing::NoRoute => {
                 self.alert(is_tls.then_some(TlsAlert::UnrecognizedName))
@@ -256,6 +295,7 @@ impl Pending {
         };
         let limits = &forward.limits;
         let slot = self
+            .held
             .guard
             .enter_route(
                 &forward.route,
@@ -263,13 +303,13 @@ impl Pending {
                 limits.max_connections_per_ip,
             )
             .map_err(|hit| Refusal::RouteLimit(format!("{hit:?}")))?;
-        self.meter.routed(&forward.route);
+        self.held.meter.routed(&forward.route);
         let first = forward
             .targets
             .first()
             .cloned()
             .unwrap_or_else(|| turnout_plugin_sdk::Target::new("", 0));
-        let policy = self.chain.policy(
+        let policy = self.held.chain.policy(
             &conn,
             &RoutedInfo::new(forward.route.clone(), first, forward.tls_mode),
             &self.settings.policy_for(is_tls),
@@ -288,7 +328,7 @@ impl Pending {
         let Some(alert) = alert else { return };
         let record = alert_record(alert);
         if self.stream.write_all(&record).await.is_ok() {
-            self.meter.traffic().count_out(record.len() as u64);
+            self.held.meter.traffic().count_out(record.len() as u64);
         }
     }
 
@@ -305,7 +345,7 @@ impl Pending {
             super::connect::connect_any(&forward.targets, self.settings.connect_timeout)
                 .await
                 .map_err(|e| Refusal::Backend(e.to_string()))?;
-        self.meter.relaying(target);
+        self.held.meter.relaying(target);
         let keep_alive = policy.tcp_keep_alive.map(Duration::from_millis);
         // The policy decides both sockets' options (the WIT says so); the
         // client socket has what its listener gave it until here.
@@ -320,14 +360,14 @@ impl Pending {
         }
         let mut first_bytes = match forward.proxy_protocol {
             ProxyProtocol::None => Vec::new(),
-            ProxyProtocol::V1 => proxy_protocol::encode_v1(self.client, self.local),
-            ProxyProtocol::V2 => proxy_protocol::encode_v2(self.client, self.local),
+            ProxyProtocol::V1 => proxy_protocol::encode_v1(self.held.client, self.local),
+            ProxyProtocol::V2 => proxy_protocol::encode_v2(self.held.client, self.local),
         };
         // The peeked bytes crossed the client socket: they count as "in",
         // now, once. Neither buffer is needed again: an idle relay should
         // hold none.
-        let peeked = std::mem::take(&mut self.buf);
-        self.meter.traffic().count_in(peeked.len() as u64);
+        let peeked = self.take_peeked();
+        self.held.meter.traffic().count_in(peeked.len() as u64);
         first_bytes.extend_from_slice(&peeked);
         drop(peeked);
         if !first_bytes.is_empty() {
@@ -354,15 +394,7 @@ impl Pending {
 
     /// Counts and logs a refusal; the connection closes when `self` drops.
     pub(crate) fn refuse(&self, refusal: &Refusal) {
-        if self.counting {
-            self.meter.traffic().count_in(self.buf.len() as u64);
-        }
-        self.meter.refused(refusal);
-        tracing::info!(
-            conn = self.id, client = %self.client, sni = self.sni.as_deref().unwrap_or("-"),
-            duration_ms = self.started.elapsed().as_millis(),
-            reason = refusal.label(), detail = ?refusal, "refused"
-        );
+        self.held.refuse(refusal, self.buf.len());
     }
 }
 

@@ -230,9 +230,10 @@ where
 
 /// [`relay`] for any two streams: a terminated TLS stream toward the
 /// client, a TLS client toward the backend, an upgraded HTTP connection.
-/// The same timers and counters; each direction holds a buffer while the
-/// connection lives (such streams cannot say they are readable without
-/// being read), and bytes are counted as the streams yield them.
+/// The same timers; each direction holds a buffer while the connection
+/// lives (such streams cannot say they are readable without being read).
+/// Bytes are not counted here: the client stream counts what crosses its
+/// socket (TLS records, not plaintext).
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps a second copy of its arguments"
@@ -320,7 +321,7 @@ mod tests {
     }
 
     /// Any pair of streams relays both ways, passes each FIN on, and
-    /// counts what crossed the client side.
+    /// notes the activity.
     #[tokio::test]
     async fn streams_relay_both_ways_and_complete() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -352,8 +353,7 @@ mod tests {
         };
         let (reason, ()) = tokio::join!(relay, peers);
         assert_eq!(reason, super::CloseReason::Completed);
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!((load(&traffic.bytes_in), load(&traffic.bytes_out)), (5, 6));
+        assert!(traffic.last_activity_ms() > 0, "activity noted");
     }
 
     /// `on-idle` extending by less than the inactivity timeout is asked

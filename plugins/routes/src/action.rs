@@ -39,13 +39,7 @@ const TARGET_UNSUPPORTED: &[&str] = &[
     "websocket",
 ];
 /// SmartProxy TLS keys Turnout does not implement.
-const TLS_UNSUPPORTED: &[&str] = &[
-    "acme",
-    "ciphers",
-    "honorCipherOrder",
-    "sessionTimeout",
-    "versions",
-];
+const TLS_UNSUPPORTED: &[&str] = &["acme", "ciphers", "honorCipherOrder", "sessionTimeout"];
 
 /// A checked `action`.
 #[derive(Debug, Default)]
@@ -134,9 +128,13 @@ struct RawTarget {
 #[serde(deny_unknown_fields)]
 struct RawTls {
     mode: Option<Value>,
-    /// For the terminating host; accepted here.
+    // For the terminating host, which checks them; accepted here.
     #[serde(rename = "certificate")]
     _certificate: Option<IgnoredAny>,
+    #[serde(rename = "versions")]
+    _versions: Option<IgnoredAny>,
+    #[serde(rename = "upstream")]
+    _upstream: Option<IgnoredAny>,
 }
 
 /// Reads `action`. A route without `targets`/`target` gets an empty list,

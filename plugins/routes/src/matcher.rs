@@ -18,6 +18,10 @@ struct RawMatch {
     client_ip: Option<Value>,
     tls_version: Option<Value>,
     headers: Option<Value>,
+    /// `"tcp"` or `"http"`: how the host serves a terminated route; it
+    /// checks the value.
+    #[serde(rename = "protocol")]
+    _protocol: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -29,7 +33,7 @@ struct RawRange {
 
 /// Reads `match` into a route that has no name or action yet.
 pub(crate) fn parse_match(v: &Value, at: &str) -> Result<Route> {
-    let raw: RawMatch = strict(v, at, &["protocol"])?;
+    let raw: RawMatch = strict(v, at, &[])?;
     let Some(ports_value) = &raw.ports else {
         return err(at, "has no ports (every route needs match.ports)");
     };

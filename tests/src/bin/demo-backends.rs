@@ -85,7 +85,7 @@ fn tls_acceptor(name: &str) -> Result<tokio_rustls::TlsAcceptor> {
     let cert = params.self_signed(&key)?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()

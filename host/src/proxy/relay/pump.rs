@@ -196,7 +196,9 @@ async fn read_once(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result
 }
 
 /// Copies one direction between any two streams until EOF (then shuts
-/// down the writer) or an error, which says which side failed.
+/// down the writer) or an error, which says which side failed. Notes
+/// activity for the timers; bytes are counted by the client stream itself
+/// (what crosses the socket, below any TLS).
 pub(super) async fn copy<R, W>(
     mut from: R,
     mut to: W,
@@ -223,15 +225,12 @@ where
             let _ = to.shutdown().await;
             return Ok(());
         }
-        on_chunk(traffic, from_client, n, started);
+        traffic.record_activity(from_client, ms_since(started));
         to.write_all(&buf.bytes()[..n])
             .await
             .map_err(|e| (dst, e.kind()))?;
         // A TLS writer buffers: what was written must reach the socket
         // before this direction waits for more.
         to.flush().await.map_err(|e| (dst, e.kind()))?;
-        if !from_client {
-            traffic.count_out(n as u64);
-        }
     }
 }

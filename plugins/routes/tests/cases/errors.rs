@@ -87,10 +87,6 @@ pub(crate) fn bad_configs(init: Init<'_>) {
             one(r#"{"match": {"ports": 1, "prots": 2}}"#),
             "routes[0].match: unknown field `prots`",
         ),
-        (
-            one(r#"{"match": {"ports": 1, "protocol": "http"}}"#),
-            "routes[0].match.protocol: not supported by Turnout",
-        ),
         // Route keys.
         (
             one(r#"{"match": {"ports": 1}, "priority": 1.5}"#),

@@ -2,6 +2,8 @@
 //! plugin runtime → listeners → proxy, with reload and drain. The binary
 //! only parses arguments and wires signals to [`run`].
 
+pub mod certs;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,10 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error("{0}")]
     Bind(#[from] BindError),
+    /// Certificates of terminated routes could not be loaded (all of
+    /// them).
+    #[error("{}", .0.join("\n"))]
+    Certificates(Vec<String>),
     /// No plugin declared a port to listen on.
     #[error(
         "no plugin declares a port to listen on: add routes with `match.ports`, or a plugin that listens"
@@ -152,6 +158,7 @@ pub async fn run(
         listeners: given,
         admin: given_admin,
     } = bound;
+    let terminator = certs::load(&config.tls).map_err(StartError::Certificates)?;
     let listeners = proxy::bind_with(&config.bind, &set.chain(), given).await?;
     if listeners.is_empty() {
         return Err(StartError::NoPorts);
@@ -184,7 +191,9 @@ pub async fn run(
         tracker.clone(),
         metrics.clone(),
     );
+    proxy.set_tls(terminator);
     if let Some(state) = &admin_state {
+        state.set_tls(proxy.clone());
         state.set_ready(true);
     }
     ready(Started {
@@ -201,6 +210,8 @@ pub async fn run(
         }
     };
     let watcher = tokio::spawn(set.clone().watch(config.plugins.poll_interval));
+    let current_tls = certs::Current::new(config.tls.clone());
+    let cert_watcher = tokio::spawn(certs::watch(proxy.clone(), current_tls.clone()));
     let reloader = tokio::spawn({
         let proxy = proxy.clone();
         let set = set.clone();
@@ -237,6 +248,7 @@ pub async fn run(
                         // decisions and timers, not what is bound — say so
                         // rather than let an operator wait for a new port.
                         proxy.reload(Settings::from_config(&new));
+                        current_tls.reload(&proxy, new.tls.clone());
                         tracing::info!(file = %path.display(), "config reloaded");
                         let ports = proxy::declared_ports(&set.chain());
                         if new.bind != bound.0.0
@@ -263,6 +275,7 @@ pub async fn run(
     });
     proxy.serve(listeners, shutdown).await;
     watcher.abort();
+    cert_watcher.abort();
     reloader.abort();
     let _ = admin_stop.send(());
     if let Some(t) = admin_task {

@@ -1,0 +1,300 @@
+//! A routed connection whose route terminates TLS: the handshake on the
+//! bytes the peek already read, a backend in plaintext or (re-encrypt) over
+//! TLS, then the relay over both streams with the connection's timers.
+//!
+//! ```text
+//! Routed ─► protocol tcp? ─► certificate for SNI ─► [re-encrypt: backend
+//!   TLS first, its ALPN choice offered to the client] ─► handshake (bounded)
+//!   ─► [terminate: connect backend] ─► relay_streams ─► close line
+//! ```
+//!
+//! Byte counters count what crosses the client socket (TLS records), as on
+//! passthrough: the client stream is wrapped in [`Metered`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use turnout_plugin_sdk::{IdleDecision, IdleStats, TlsAlert, TlsMode};
+
+use super::pending::{Held, Pending, Routed};
+use super::relay::{self, IdleVerdict, Timers};
+use crate::metrics::{Refusal, TrafficHandle};
+use crate::tls::{self, Prefixed, Terminator};
+
+/// The client side: TLS over the socket, counted below TLS.
+type ClientStream = tokio_rustls::server::TlsStream<Metered<Prefixed<TcpStream>>>;
+
+/// The backend side of a terminated connection.
+enum Backend {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A terminated connection, ready to relay: what its task holds.
+pub(super) struct Terminated {
+    client: ClientStream,
+    backend: Backend,
+    target: SocketAddr,
+    timers: Timers,
+    route: String,
+    conn: turnout_plugin_sdk::Connection,
+    version: &'static str,
+    alpn: String,
+    /// The route's slot, then the bookkeeping (dropped in this order).
+    _slot: crate::limits::RouteGuard,
+    held: Held,
+}
+
+/// Terminates `pending`'s TLS on its route and returns the relay to run,
+/// or `None` when it was refused (counted and logged here).
+pub(super) async fn start(
+    mut pending: Pending,
+    routed: Routed,
+    tls: Arc<Terminator>,
+) -> Option<Terminated> {
+    let name = routed.forward.route.clone();
+    let route = tls.route(&name);
+    if route.is_some_and(|r| !r.is_tcp()) {
+        pending.alert(Some(TlsAlert::InternalError)).await;
+        pending.refuse(&Refusal::Unsupported(
+            "HTTP on terminated routes (match.protocol \"http\", the default) is not served yet; \
+             set \"protocol\": \"tcp\" to relay the decrypted stream",
+        ));
+        return None;
+    }
+    let port = pending.local.port();
+    let sni = routed.conn.tls.as_ref().and_then(|h| h.sni.clone());
+    let fail = |e: tls::HandshakeError| Refusal::Handshake {
+        reason: e.reason,
+        detail: e.detail,
+    };
+    // Before any backend work: a name nobody has a certificate for gets
+    // `unrecognized_name`, as when no route matches.
+    if let Err(e) = tls.server_config(sni.as_deref(), &name, port, Vec::new()) {
+        pending.alert(Some(TlsAlert::UnrecognizedName)).await;
+        pending.held.proxy.metrics.handshake(e.reason, "-", "-");
+        pending.refuse(&fail(e));
+        return None;
+    }
+    // Re-encryption opens the backend first, offering what the client
+    // offered: its choice is then the only protocol offered back to the
+    // client, so both sides agree on one.
+    let backend = if routed.forward.tls_mode == TlsMode::TerminateAndReencrypt {
+        match reencrypt(&pending, &routed, &tls, sni.as_deref()).await {
+            Ok(b) => Some(b),
+            Err(refusal) => {
+                pending.refuse(&refusal);
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let server_alpn: Vec<Vec<u8>> = match &backend {
+        Some((Backend::Tls(b), _)) => b
+            .get_ref()
+            .1
+            .alpn_protocol()
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let config = match tls.server_config(sni.as_deref(), &name, port, server_alpn) {
+        Ok(c) => c,
+        Err(e) => {
+            pending.refuse(&fail(e));
+            return None;
+        }
+    };
+    let connect_timeout = pending.settings.connect_timeout;
+    let (stream, peeked, held) = pending.split();
+    let metrics = held.proxy.metrics.clone();
+    let io = Metered {
+        inner: Prefixed::new(peeked, stream),
+        traffic: held.meter.traffic_handle(),
+    };
+    let client = match tls::accept(config, io, tls.handshake_timeout()).await {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.handshake(e.reason, "-", "-");
+            held.refuse(&fail(e), 0);
+            return None;
+        }
+    };
+    let (_, session) = client.get_ref();
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        _ => "other",
+    };
+    let alpn = session.alpn_protocol().map_or_else(
+        || "-".to_owned(),
+        |p| String::from_utf8_lossy(p).into_owned(),
+    );
+    metrics.handshake("ok", version, &alpn);
+    let (backend, target) = match backend {
+        Some(b) => b,
+        None => match super::connect::connect_any(&routed.forward.targets, connect_timeout).await {
+            Ok((tcp, target)) => (Backend::Plain(tcp), target),
+            Err(e) => {
+                held.refuse(&Refusal::Backend(e.to_string()), 0);
+                return None;
+            }
+        },
+    };
+    let mut held = held;
+    held.meter.relaying(target);
+    let policy = &routed.policy;
+    let timers = Timers {
+        inactivity: policy.inactivity_timeout.map(Duration::from_millis),
+        max_lifetime: policy.max_lifetime.map(Duration::from_millis),
+        half_open_grace: Duration::from_millis(policy.half_open_grace),
+        stuck: policy.stuck_timeout.map(Duration::from_millis),
+    };
+    Some(Terminated {
+        client,
+        backend,
+        target,
+        timers,
+        route: name,
+        conn: routed.conn,
+        version,
+        alpn,
+        _slot: routed.slot,
+        held,
+    })
+}
+
+/// Connects a target over TLS with the route's client config, verifying
+/// it as the target's name (see `tls::upstream_name`).
+async fn reencrypt(
+    pending: &Pending,
+    routed: &Routed,
+    tls: &Terminator,
+    sni: Option<&str>,
+) -> Result<(Backend, SocketAddr), Refusal> {
+    let name = &routed.forward.route;
+    let timeout = pending.settings.connect_timeout;
+    let Some((route, config)) = tls
+        .route(name)
+        .and_then(|r| r.upstream.clone().map(|c| (r, c)))
+    else {
+        return Err(Refusal::Backend(format!(
+            "route {name:?} re-encrypts but has no upstream TLS settings"
+        )));
+    };
+    let (tcp, target, t) = super::connect::connect_first(&routed.forward.targets, timeout)
+        .await
+        .map_err(|e| Refusal::Backend(e.to_string()))?;
+    let server = tls::upstream_name(route, &t.host, sni)
+        .map_err(|e| Refusal::Backend(format!("{target}: {e}")))?;
+    let mut config = rustls::ClientConfig::clone(&config);
+    config.alpn_protocols = routed
+        .conn
+        .tls
+        .as_ref()
+        .map(|h| h.alpn.iter().map(|p| p.as_bytes().to_vec()).collect())
+        .unwrap_or_default();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::time::timeout(timeout, connector.connect(server, tcp))
+        .await
+        .map_err(|_| Refusal::Backend(format!("{target}: TLS handshake timed out")))?
+        .map_err(|e| Refusal::Backend(format!("{target}: TLS: {e}")))?;
+    Ok((Backend::Tls(Box::new(stream)), target))
+}
+
+impl Terminated {
+    /// Relays until the connection ends, then logs how it ended.
+    pub(super) async fn run(mut self) {
+        let held = &self.held;
+        let traffic = held.meter.traffic();
+        let (chain, started, route, conn) = (&held.chain, held.started, &self.route, &self.conn);
+        let on_idle = |idle: Duration| {
+            let stats = IdleStats::new(
+                route.clone(),
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+                traffic.bytes_in.load(Ordering::Relaxed),
+                traffic.bytes_out.load(Ordering::Relaxed),
+            );
+            match chain.on_idle(conn, &stats) {
+                IdleDecision::Extend(ms) => IdleVerdict::Extend(Duration::from_millis(ms)),
+                IdleDecision::Close | IdleDecision::Pass => IdleVerdict::Close,
+            }
+        };
+        let mut stop = held.proxy.stop.subscribe();
+        let stop = std::pin::pin!(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        let (timers, client) = (self.timers, &mut self.client);
+        let reason = match &mut self.backend {
+            Backend::Plain(b) => {
+                relay::relay_streams(client, b, timers, traffic, started, on_idle, stop).await
+            }
+            Backend::Tls(b) => {
+                relay::relay_streams(client, b.as_mut(), timers, traffic, started, on_idle, stop)
+                    .await
+            }
+        };
+        tracing::info!(
+            conn = held.id, client = %held.client, sni = held.sni.as_deref().unwrap_or("-"),
+            route = %self.route, target = %self.target, tls = self.version, alpn = %self.alpn,
+            bytes_in = traffic.bytes_in.load(Ordering::Relaxed),
+            bytes_out = traffic.bytes_out.load(Ordering::Relaxed),
+            duration_ms = started.elapsed().as_millis(), reason = reason.as_str(), "closed"
+        );
+    }
+}
+
+/// Counts the bytes that cross the client socket into the connection's
+/// traffic (the relay sees only plaintext).
+pub(super) struct Metered<S> {
+    inner: S,
+    traffic: TrafficHandle,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.traffic.count_in(n as u64);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.traffic.count_out(n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,645 @@
+//! TLS termination end to end: the whole proxy from a config file, real
+//! certificates (a CA made by rcgen, written to files), real clients
+//! (rustls and the `openssl` CLI), real plaintext and TLS backends.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turnout_tests::app::{Ports, RunningApp};
+use turnout_tests::l4::{STEP, echo_backend, read_to_end};
+use turnout_tests::pki::{Ca, Leaf, write};
+
+fn config(routes: Value, extra: Value) -> String {
+    let mut c = json!({ "bind": ["127.0.0.1"], "gracefulShutdownTimeout": 500, "routes": routes,
+                        "maxConnectionsPerIP": 0, "connectionRateLimitPerMinute": 0 });
+    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+        c.extend(extra.clone());
+    }
+    c.to_string()
+}
+
+fn target(addr: SocketAddr) -> Value {
+    json!([{ "host": addr.ip().to_string(), "port": addr.port() }])
+}
+
+/// A terminated route relaying the decrypted stream to `to`.
+fn terminate(name: &str, port: u16, domains: &[&str], to: SocketAddr, cert: Value) -> Value {
+    json!({ "name": name, "match": { "ports": port, "domains": domains, "protocol": "tcp" },
+            "action": { "type": "forward", "targets": target(to),
+                        "tls": { "mode": "terminate", "certificate": cert } } })
+}
+
+fn files(dir: &Path, name: &str, leaf: &Leaf) -> Value {
+    json!({ "cert": write(dir, &format!("{name}.pem"), &leaf.cert),
+            "key": write(dir, &format!("{name}.key"), &leaf.key) })
+}
+
+/// A TLS connection through the proxy, trusting `ca`; `Err` when the
+/// handshake failed.
+async fn connect(
+    proxy: SocketAddr,
+    sni: &str,
+    client: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(proxy).await?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    tokio::time::timeout(
+        STEP,
+        tokio_rustls::TlsConnector::from(client).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("handshake timed out"))?
+}
+
+/// Echo round trip over an established TLS stream.
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    s.flush().await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(STEP, s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, msg);
+}
+
+/// The serial of the certificate the server presented.
+fn served_serial(s: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<u8> {
+    let certs = s.get_ref().1.peer_certificates().unwrap();
+    certs[0].as_ref().to_vec()
+}
+
+/// Waits (bounded) until no connection is counted.
+async fn settled(app: &RunningApp) {
+    if tokio::time::timeout(STEP, app.tracker.wait_idle())
+        .await
+        .is_err()
+    {
+        panic!("{} connections still counted", app.tracker.total());
+    }
+}
+
+/// `openssl s_client` against the proxy (whose backend echoes): sends a
+/// line, waits for it to come back — by then any TLS 1.3 session ticket,
+/// sent before application data, has been read — then ends the session.
+/// Returns stdout+stderr and whether it exited 0.
+async fn s_client(proxy: SocketAddr, args: &[&str]) -> (String, bool) {
+    use tokio::io::AsyncBufReadExt;
+    const MARK: &str = "turnout-echo-check";
+    let mut child = tokio::process::Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(proxy.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the openssl CLI (installed by .ci/run)");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(format!("{MARK}\n").as_bytes()).await;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    let read = async {
+        // Until the echo (a live session) or the end (a failed one).
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push_str(&line);
+            out.push('\n');
+            if line.trim() == MARK {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(STEP, read)
+        .await
+        .expect("openssl answers in time");
+    drop(stdin);
+    let status = tokio::time::timeout(STEP, child.wait())
+        .await
+        .expect("openssl ends in time")
+        .unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err).await;
+    }
+    (format!("{out}{err}"), status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_by_sni_exact_wildcard_and_unknown_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Turnout Test CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let exact = ca.leaf(&["app.test"]);
+    let wild = ca.leaf(&["*.wild.test"]);
+    let routes = json!([
+        terminate(
+            "exact",
+            port,
+            &["app.test"],
+            echo_addr,
+            files(dir.path(), "exact", &exact)
+        ),
+        terminate(
+            "wild",
+            port,
+            &["*.wild.test"],
+            echo_addr,
+            files(dir.path(), "wild", &wild)
+        ),
+    ]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let client = ca.client(&[]);
+
+    let mut s = connect(proxy, "App.Test", client.clone())
+        .await
+        .expect("exact name, any case");
+    echo(&mut s, b"hello exact").await;
+    let mut w = connect(proxy, "a.wild.test", client.clone())
+        .await
+        .expect("wildcard");
+    echo(&mut w, b"hello wildcard").await;
+    assert_ne!(served_serial(&s), served_serial(&w));
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // Route matching's `*` spans dots, a certificate's does not: the route
+    // matches, no certificate names the server, the client is told so.
+    let mut raw = TcpStream::connect(proxy).await.unwrap();
+    raw.write_all(&turnout_tests::l4::client_hello_bytes(Some(
+        "a.b.wild.test",
+    )))
+    .await
+    .unwrap();
+    assert_eq!(read_to_end(&mut raw).await, [0x15, 3, 3, 0, 2, 2, 112]);
+    // No SNI with two certificates on the port and no default: the same.
+    let mut raw = TcpStream::connect(proxy).await.unwrap();
+    raw.write_all(&turnout_tests::l4::client_hello_bytes(None))
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(&mut raw).await, [0x15, 3, 3, 0, 2, 2, 112]);
+    drop((s, w));
+    settled(&app).await;
+    let m = &app.metrics;
+    assert_eq!(m.refusal_count("tls-handshake"), 1, "{:?}", m.refusals());
+    assert_eq!(
+        m.refusal_count("no-route"),
+        1,
+        "no SNI matches no route: {:?}",
+        m.refusals()
+    );
+    let hs = m.handshakes();
+    let count = |result: &str| {
+        hs.iter()
+            .filter(|(h, _)| h.result == result)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(count("ok"), 2, "{hs:?}");
+    assert_eq!(count("no-certificate"), 1, "{hs:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_verifies_with_openssl_and_versions_and_resumption_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Ca::new("Turnout Root");
+    let intermediate = root.intermediate("Turnout Intermediate");
+    let leaf = intermediate.leaf(&["chain.test"]);
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let (both, v12) = (ports.take(), ports.take());
+    let cert = json!({ "cert": write(dir.path(), "leaf.pem", &leaf.cert),
+                       "key": write(dir.path(), "leaf.key", &leaf.key),
+                       "ca": write(dir.path(), "intermediate.pem", &intermediate.pem) });
+    let mut only12 = terminate("v12", v12, &["chain.test"], echo_addr, cert.clone());
+    only12["action"]["tls"]["versions"] = json!(["TLSv1.2"]);
+    let routes = json!([
+        terminate("both", both, &["chain.test"], echo_addr, cert),
+        only12
+    ]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    let root_file = write(dir.path(), "root.pem", &root.pem);
+    let root_file = root_file.to_str().unwrap();
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+
+    let (out, ok) = s_client(
+        at(both),
+        &[
+            "-servername",
+            "chain.test",
+            "-verify_return_error",
+            "-CAfile",
+            root_file,
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(out.contains("TLSv1.3"), "{out}");
+
+    // A TLS 1.2-only route: 1.3-only clients fail, 1.2 clients get through.
+    let (out, ok) = s_client(at(v12), &["-servername", "chain.test", "-tls1_3"]).await;
+    assert!(!ok || !out.contains("Cipher is"), "TLS 1.3 refused: {out}");
+    let (out, ok) = s_client(
+        at(v12),
+        &[
+            "-servername",
+            "chain.test",
+            "-tls1_2",
+            "-verify_return_error",
+            "-CAfile",
+            root_file,
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("TLSv1.2"), "{out}");
+
+    // Resumption: the second connection reuses the session of the first.
+    let sess = dir.path().join("session.pem");
+    let sess = sess.to_str().unwrap();
+    for (version, port) in [("-tls1_3", both), ("-tls1_2", v12)] {
+        let (out, ok) = s_client(
+            at(port),
+            &["-servername", "chain.test", version, "-sess_out", sess],
+        )
+        .await;
+        assert!(ok && out.contains("New,"), "{version} first: {out}");
+        let (out, ok) = s_client(
+            at(port),
+            &["-servername", "chain.test", version, "-sess_in", sess],
+        )
+        .await;
+        assert!(ok && out.contains("Reused,"), "{version} resumed: {out}");
+    }
+    settled(&app).await;
+    let failed = app
+        .metrics
+        .handshakes()
+        .iter()
+        .filter(|(h, _)| h.result == "no-shared-version-or-cipher")
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    assert_eq!(failed, 1, "{:?}", app.metrics.handshakes());
+    app.stop().await;
+}
+
+/// A TLS backend for `names` with a certificate from `ca`, echoing.
+async fn tls_echo_backend(ca: &Ca, names: &[&str]) -> SocketAddr {
+    let leaf = ca.leaf(names);
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"echo/1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = tls.flush().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+use rustls::pki_types::pem::PemObject;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reencrypt_verifies_the_backend_and_never_falls_back_to_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = Ca::new("Front CA");
+    let back = Ca::new("Backend CA");
+    let other = Ca::new("Some Other CA");
+    let backend = tls_echo_backend(&back, &["backend.internal"]).await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let reencrypt = |name: &str, sni: &str, upstream: Value| {
+        let leaf = front.leaf(&[sni]);
+        json!({ "name": name, "match": { "ports": port, "domains": [sni], "protocol": "tcp" },
+                "action": { "type": "forward", "targets": target(backend),
+                            "tls": { "mode": "terminate-and-reencrypt", "certificate": files(dir.path(), name, &leaf),
+                                     "upstream": upstream } } })
+    };
+    let back_ca = write(dir.path(), "back-ca.pem", &back.pem);
+    let other_ca = write(dir.path(), "other-ca.pem", &other.pem);
+    let routes = json!([
+        reencrypt(
+            "good",
+            "good.test",
+            json!({ "ca": back_ca, "serverName": "backend.internal" })
+        ),
+        reencrypt(
+            "wrong-ca",
+            "wrong.test",
+            json!({ "ca": other_ca, "serverName": "backend.internal" })
+        ),
+        reencrypt("unverified", "loose.test", json!({ "verify": false })),
+    ]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // ALPN: the client offers two, the backend picks echo/1, the proxy
+    // offers the client only that.
+    let mut s = connect(proxy, "good.test", front.client(&["h2", "echo/1"]))
+        .await
+        .expect("verified backend");
+    echo(&mut s, b"through two TLS hops").await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"echo/1"[..]));
+    let mut u = connect(proxy, "loose.test", front.client(&[]))
+        .await
+        .expect("verify: false");
+    echo(&mut u, b"unverified").await;
+
+    // The wrong CA: refused, counted, never relayed unverified.
+    let refused = match connect(proxy, "wrong.test", front.client(&[])).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = s.write_all(b"x").await;
+            let mut b = [0u8; 1];
+            matches!(
+                tokio::time::timeout(STEP, s.read(&mut b)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }
+    };
+    assert!(
+        refused,
+        "a backend with an untrusted certificate is refused"
+    );
+    drop((s, u));
+    settled(&app).await;
+    assert_eq!(
+        app.metrics.refusal_count("backend-unreachable"),
+        1,
+        "{:?}",
+        app.metrics.refusals()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_limits_count_terminated_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["limit.test"]);
+    let routes = json!([terminate(
+        "l",
+        port,
+        &["limit.test"],
+        echo_addr,
+        files(dir.path(), "l", &leaf)
+    )]);
+    let app =
+        RunningApp::start_with(&config(routes, json!({ "maxConnectionsPerIP": 2 })), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut a = connect(proxy, "limit.test", ca.client(&[])).await.unwrap();
+    echo(&mut a, b"1").await;
+    let mut b = connect(proxy, "limit.test", ca.client(&[])).await.unwrap();
+    echo(&mut b, b"2").await;
+    let third = connect(proxy, "limit.test", ca.client(&[])).await;
+    assert!(
+        third.is_err(),
+        "a third terminated connection from one IP is refused"
+    );
+    assert_eq!(app.tracker.total(), 2);
+    drop((a, b));
+    settled(&app).await;
+    assert_eq!(
+        app.metrics.refusal_count("denied"),
+        1,
+        "{:?}",
+        app.metrics.refusals()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_certificate_file_serves_new_handshakes_and_a_broken_one_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let first = ca.leaf(&["reload.test"]);
+    let cert = files(dir.path(), "r", &first);
+    let routes = json!([terminate("r", port, &["reload.test"], echo_addr, cert)]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let client = ca.client(&[]);
+    let mut old = connect(proxy, "reload.test", client.clone()).await.unwrap();
+    let old_serial = served_serial(&old);
+
+    // A new certificate and key (written key first, then the certificate,
+    // the way an ACME client or an operator replaces them).
+    let second = ca.leaf(&["reload.test"]);
+    write(dir.path(), "r.key", &second.key);
+    write(dir.path(), "r.pem", &second.cert);
+    let mut new_serial = old_serial.clone();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = connect(proxy, "reload.test", client.clone()).await.unwrap();
+        new_serial = served_serial(&s);
+        if new_serial != old_serial {
+            break;
+        }
+    }
+    assert_ne!(
+        new_serial, old_serial,
+        "the new certificate serves within 10 s"
+    );
+    echo(&mut old, b"the old connection is still up").await;
+
+    // A broken file: reported, and the certificate in use keeps serving.
+    write(
+        dir.path(),
+        "r.pem",
+        "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s = connect(proxy, "reload.test", client.clone())
+        .await
+        .expect("still served");
+    assert_eq!(served_serial(&s), new_serial);
+    echo(&mut s, b"ok").await;
+    drop((old, s));
+    settled(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_on_a_terminated_route_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["web.test"]);
+    let mut route = terminate(
+        "web",
+        port,
+        &["web.test"],
+        echo_addr,
+        files(dir.path(), "web", &leaf),
+    );
+    route["match"].as_object_mut().unwrap().remove("protocol");
+    let app = RunningApp::start_with(&config(json!([route]), json!({})), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(connect(proxy, "web.test", ca.client(&[])).await.is_err());
+    settled(&app).await;
+    assert_eq!(app.metrics.refusal_count("unsupported"), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_concurrent_terminated_connections_leave_no_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["many.test"]);
+    let routes = json!([terminate(
+        "many",
+        port,
+        &["many.test"],
+        echo_addr,
+        files(dir.path(), "m", &leaf)
+    )]);
+    let app = RunningApp::start_with(&config(routes, json!({ "maxConnections": 0 })), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let client = ca.client(&[]);
+    const N: usize = 2000;
+    let mut tasks = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for i in 0..N {
+        let (client, gate) = (client.clone(), gate.clone());
+        tasks.spawn(async move {
+            let permit = gate.acquire_owned().await.unwrap();
+            let mut s = connect(proxy, "many.test", client)
+                .await
+                .expect("handshake");
+            echo(&mut s, format!("conn {i}").as_bytes()).await;
+            drop(permit);
+            s
+        });
+    }
+    let mut open = Vec::with_capacity(N);
+    while let Some(s) = tasks.join_next().await {
+        open.push(s.unwrap());
+    }
+    assert_eq!(app.tracker.total() as usize, N, "all held at once");
+    drop(open);
+    settled(&app).await;
+    assert_eq!(app.tracker.tracked_routes(), 0);
+    app.stop().await;
+}
+
+/// `GET path` on the admin API: (status, body).
+async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let raw = String::from_utf8(read_to_end(&mut s).await).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_handshakes_are_shown_by_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Admin Test CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["shown.test", "*.shown.test"]);
+    let routes = json!([terminate(
+        "shown",
+        port,
+        &["shown.test"],
+        echo_addr,
+        files(dir.path(), "shown", &leaf)
+    )]);
+    let app = RunningApp::start_with(
+        &config(routes, json!({ "admin": { "listen": "127.0.0.1:0" } })),
+        ports,
+    )
+    .await;
+    let admin = app.admin.expect("admin configured");
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = connect(proxy, "shown.test", ca.client(&["x-test"]))
+        .await
+        .unwrap();
+    echo(&mut s, b"hi").await;
+    drop(s);
+    settled(&app).await;
+
+    let (status, body) = get(admin, "/api/certificates").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let c = &v["certificates"][0];
+    assert_eq!(c["names"], json!(["shown.test", "*.shown.test"]), "{v}");
+    assert_eq!(c["source"], "static");
+    assert!(c["file"].as_str().unwrap().ends_with("shown.pem"), "{v}");
+    assert!(
+        c["issuer"].as_str().unwrap().contains("Admin Test CA"),
+        "{v}"
+    );
+    assert!(c["daysLeft"].as_i64().unwrap() > 300, "{v}");
+    assert!(c["notAfter"].as_str().unwrap().ends_with('Z'), "{v}");
+    assert_eq!(c["routes"], json!(["shown"]));
+
+    let (status, text) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"turnout_tls_handshakes_total{result="ok",version="TLSv1.3",alpn="-"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("turnout_tls_certificate_expiry_timestamp_seconds{"),
+        "{text}"
+    );
+    app.stop().await;
+}
