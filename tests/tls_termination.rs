@@ -643,3 +643,64 @@ async fn certificates_and_handshakes_are_shown_by_the_admin_api() {
     );
     app.stop().await;
 }
+
+/// Keys in every PEM form an operator has lying around load: PKCS#1
+/// (`BEGIN RSA PRIVATE KEY`), SEC1 (`BEGIN EC PRIVATE KEY`), PKCS#8 — made
+/// by the `openssl` CLI, the way they usually are.
+#[test]
+fn pkcs1_sec1_and_pkcs8_keys_made_by_openssl_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("the openssl CLI (installed by .ci/run)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ec.key",
+    ]);
+    run(&["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
+    for (key, header) in [
+        ("rsa.key", "BEGIN RSA PRIVATE KEY"),
+        ("ec.key", "BEGIN EC PRIVATE KEY"),
+        ("ed.key", "BEGIN PRIVATE KEY"),
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(key)).unwrap();
+        assert!(text.contains(header), "{key} is {header}");
+        let cert = format!("{key}.pem");
+        run(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key,
+            "-out",
+            &cert,
+            "-days",
+            "30",
+            "-subj",
+            "/CN=forms.test",
+            "-addext",
+            "subjectAltName=DNS:forms.test",
+        ]);
+        let source = turnout::config::tls::CertSource {
+            cert: turnout::config::tls::Pem::File(dir.path().join(&cert)),
+            key: turnout::config::tls::Pem::File(dir.path().join(key)),
+            ca: None,
+            at: "routes[0].action.tls.certificate".into(),
+        };
+        let loaded = turnout::tls::certs::load(&source, &turnout::tls::provider())
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(loaded.names, ["forms.test"]);
+        assert!((29..=30).contains(&loaded.days_left(std::time::SystemTime::now())));
+    }
+}
