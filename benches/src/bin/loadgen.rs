@@ -1,16 +1,18 @@
 //! `turnout-loadgen`: the load generator and backends of `cargo xtask
 //! bench`. Each client mode prints one `result key=value …` line on
-//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR` once listening.
+//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR plain=ADDR` once
+//! listening; `cert` writes a certificate for the terminating proxies.
 //! Everything is bounded by counts and time limits.
 
 #![allow(clippy::print_stdout)] // the result lines are the interface
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use turnout_benches::loadgen::{backend, client};
+use turnout_benches::loadgen::{backend, client, tls};
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +45,15 @@ impl TargetArgs {
 
 #[derive(Subcommand)]
 enum Mode {
-    /// TLS echo server and bulk server on loopback.
+    /// Writes a self-signed ECDSA P-256 certificate: DIR/cert.pem,
+    /// DIR/key.pem, DIR/bundle.pem (both).
+    Cert {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long = "name", default_values_t = ["*.bench.test".to_owned()])]
+        names: Vec<String>,
+    },
+    /// TLS echo, plain echo and bulk servers on loopback.
     Backend {
         #[arg(long, default_value = "127.0.0.1:0")]
         tls_listen: SocketAddr,
@@ -151,6 +161,7 @@ fn say(line: impl std::fmt::Display) {
 async fn run(mode: Mode) -> Result<(), String> {
     let secs = Duration::from_secs;
     match mode {
+        Mode::Cert { out, names } => tls::write_cert(&out, &names)?,
         Mode::Backend {
             tls_listen,
             bulk_listen,
@@ -159,7 +170,10 @@ async fn run(mode: Mode) -> Result<(), String> {
             until_stdin_closes,
         } => {
             let b = backend::start(tls_listen, bulk_listen, &names).await?;
-            say(format_args!("ready tls={} bulk={}", b.tls, b.bulk));
+            say(format_args!(
+                "ready tls={} bulk={} plain={}",
+                b.tls, b.bulk, b.plain
+            ));
             let lifeline = async {
                 if until_stdin_closes {
                     let _ = stdin_signal().await;

@@ -2,6 +2,8 @@
 //!
 //! * a TLS echo server (rustls): handshake, then echo until EOF — what the
 //!   new-connection, idle and latency loads talk to;
+//! * a plain echo server: the same echo without TLS, behind proxies that
+//!   terminate TLS themselves;
 //! * a bulk server: reads the ClientHello record the client opens with
 //!   (so proxies route it on SNI like any TLS stream), then a command —
 //!   `U` + u64: read that many bytes and answer the count; `D` + u64:
@@ -29,6 +31,8 @@ pub struct Backends {
     pub tls: SocketAddr,
     /// The bulk server.
     pub bulk: SocketAddr,
+    /// The plain (unencrypted) echo server, on `tls`'s address, any port.
+    pub plain: SocketAddr,
 }
 
 /// A listener with a backlog deep enough for bursts of new connections.
@@ -75,9 +79,12 @@ pub async fn start(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let tls = listen(tls_listen).map_err(|e| format!("listen on {tls_listen}: {e}"))?;
     let bulk = listen(bulk_listen).map_err(|e| format!("listen on {bulk_listen}: {e}"))?;
+    let plain_listen = SocketAddr::new(tls_listen.ip(), 0);
+    let plain = listen(plain_listen).map_err(|e| format!("listen on {plain_listen}: {e}"))?;
     let addrs = Backends {
         tls: tls.local_addr().map_err(|e| e.to_string())?,
         bulk: bulk.local_addr().map_err(|e| e.to_string())?,
+        plain: plain.local_addr().map_err(|e| e.to_string())?,
     };
     let acceptor = Arc::new(acceptor);
     accept_loop(tls, move |s| {
@@ -89,7 +96,24 @@ pub async fn start(
     accept_loop(bulk, |s| async move {
         let _ = bulk_serve(s).await;
     });
+    accept_loop(plain, |s| async move {
+        let _ = plain_echo(s).await;
+    });
     Ok(addrs)
+}
+
+/// Echo until EOF, then FIN; what a terminating proxy relays the
+/// decrypted stream to.
+async fn plain_echo(mut s: TcpStream) -> io::Result<()> {
+    // Small: the idle load holds thousands of these open.
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return s.shutdown().await;
+        }
+        s.write_all(&buf[..n]).await?;
+    }
 }
 
 async fn echo(acceptor: &tokio_rustls::TlsAcceptor, s: TcpStream) -> io::Result<()> {

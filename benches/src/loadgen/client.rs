@@ -1,12 +1,14 @@
 //! The client loads. Every one is bounded: a count, a per-connection
 //! timeout and an overall time limit.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::HandshakeKind;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,6 +17,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::backend::{CHUNK, OP_DOWNLOAD, OP_UPLOAD};
 use super::report::{Report, Samples};
+use super::tls::NoResumption;
 
 /// Bound on connect + handshake + one exchange.
 const STEP: Duration = Duration::from_secs(10);
@@ -56,21 +59,99 @@ impl Errors {
     }
 }
 
+/// What the handshakes were, as the client saw them: whether any was
+/// resumed (none should be: the client offers no resumption) and what was
+/// negotiated, so a report says what each server really did.
+#[derive(Debug, Default)]
+struct Handshakes {
+    full: AtomicUsize,
+    retried: AtomicUsize,
+    resumed: AtomicUsize,
+    /// `version/suite/group/alpn` → connections.
+    seen: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Handshakes {
+    fn note(&self, c: &rustls::ClientConnection) {
+        let kind = match c.handshake_kind() {
+            Some(HandshakeKind::Full) => &self.full,
+            Some(HandshakeKind::FullWithHelloRetryRequest) => &self.retried,
+            Some(HandshakeKind::Resumed) => &self.resumed,
+            None => return,
+        };
+        kind.fetch_add(1, Ordering::Relaxed);
+        let version = c
+            .protocol_version()
+            .map_or_else(|| "?".to_owned(), |v| format!("{v:?}"));
+        let suite = c
+            .negotiated_cipher_suite()
+            .map_or_else(|| "?".to_owned(), |s| format!("{:?}", s.suite()));
+        let group = c
+            .negotiated_key_exchange_group()
+            .map_or_else(|| "?".to_owned(), |g| format!("{:?}", g.name()));
+        let alpn = c
+            .alpn_protocol()
+            .map_or_else(|| "none".to_owned(), |a| String::from_utf8_lossy(a).into_owned());
+        let key = format!("{version}/{suite}/{group}/alpn:{alpn}");
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen.entry(key).or_default() += 1;
+        }
+    }
+}
+
 struct Client {
     connector: TlsConnector,
     name: ServerName<'static>,
     request: Vec<u8>,
+    store: Arc<NoResumption>,
+    handshakes: Handshakes,
 }
 
 impl Client {
     fn new(sni: &str, request_bytes: usize) -> Result<Client, String> {
+        let store = Arc::new(NoResumption::default());
         Ok(Client {
-            connector: TlsConnector::from(super::tls::client_config()),
+            connector: TlsConnector::from(super::tls::client_config_counting(store.clone())),
             name: ServerName::try_from(sni.to_owned()).map_err(|e| format!("SNI {sni:?}: {e}"))?,
             request: (0..request_bytes.max(1))
                 .map(|i| b'a' + (i % 26) as u8)
                 .collect(),
+            store,
+            handshakes: Handshakes::default(),
         })
+    }
+
+    /// Adds what the handshakes were: `full`, `hrr` (full after a
+    /// HelloRetryRequest), `resumed`, `tickets` (TLS 1.3 tickets received,
+    /// never used) and `tickets_per_conn`, `negotiated` (each distinct
+    /// `version/suite/group/alpn`, `+`-separated, with a count when more
+    /// than one).
+    fn report_tls(&self, r: &mut Report) {
+        let h = &self.handshakes;
+        let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        let (full, hrr, resumed) = (load(&h.full), load(&h.retried), load(&h.resumed));
+        let tickets = self.store.tickets();
+        let done = full + hrr + resumed;
+        r.set("full", full)
+            .set("hrr", hrr)
+            .set("resumed", resumed)
+            .set("tickets", tickets)
+            .set(
+                "tickets_per_conn",
+                format!("{:.2}", tickets as f64 / done.max(1) as f64),
+            );
+        let seen = h.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let negotiated = if seen.len() == 1 {
+            seen.into_keys().collect::<String>()
+        } else {
+            seen.iter()
+                .map(|(k, n)| format!("{k}*{n}"))
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        if !negotiated.is_empty() {
+            r.set("negotiated", negotiated);
+        }
     }
 
     /// Connect, handshake, send the request, read the echo: the stream is
@@ -86,6 +167,7 @@ impl Client {
                 .connect(self.name.clone(), tcp)
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
+            self.handshakes.note(tls.get_ref().1);
             tls.write_all(&self.request)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
@@ -180,6 +262,7 @@ pub async fn tls_conns(o: &TlsConns) -> Report {
         .set("secs", format!("{secs:.3}"))
         .set("conns_per_s", format!("{:.1}", samples.len() as f64 / secs));
     errors.report(&mut report);
+    client.report_tls(&mut report);
     samples.report(&mut report, "");
     report
 }
@@ -354,6 +437,7 @@ pub async fn idle(
         .set("ok", open.len())
         .set("open_secs", format!("{:.3}", start.elapsed().as_secs_f64()));
     errors.report(&mut report);
+    client.report_tls(&mut report);
     opened(&report);
     let held = Instant::now();
     tokio::select! {
@@ -427,6 +511,7 @@ pub async fn latency(o: &Latency) -> Report {
     }
     report.set("ok", through.len());
     errors.report(&mut report);
+    client.report_tls(&mut report);
     through.report(&mut report, "");
     if o.direct.is_some() {
         direct.report(&mut report, "direct_");

@@ -376,12 +376,7 @@ impl Pending {
                 .await
                 .map_err(|e| Refusal::Backend(format!("{target}: {e}")))?;
         }
-        let timers = Timers {
-            inactivity: policy.inactivity_timeout.map(Duration::from_millis),
-            max_lifetime: policy.max_lifetime.map(Duration::from_millis),
-            half_open_grace: Duration::from_millis(policy.half_open_grace),
-            stuck: policy.stuck_timeout.map(Duration::from_millis),
-        };
+        let timers = Timers::from_policy(&policy);
         Ok(Ready {
             backend,
             target,

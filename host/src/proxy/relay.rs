@@ -47,6 +47,19 @@ pub struct Timers {
     pub stuck: Option<Duration>,
 }
 
+impl Timers {
+    /// The timers a policy sets (milliseconds; `None` is never).
+    pub fn from_policy(policy: &turnout_plugin_sdk::Policy) -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            inactivity: policy.inactivity_timeout.map(ms),
+            max_lifetime: policy.max_lifetime.map(ms),
+            half_open_grace: ms(policy.half_open_grace),
+            stuck: policy.stuck_timeout.map(ms),
+        }
+    }
+}
+
 /// Why a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

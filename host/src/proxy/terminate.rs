@@ -59,28 +59,10 @@ pub(super) async fn start(
     routed: Routed,
     tls: Arc<Terminator>,
 ) -> Option<Terminated> {
-    let name = routed.forward.route.clone();
-    let route = tls.route(&name);
-    if route.is_some_and(|r| !r.is_tcp()) {
-        pending.alert(Some(TlsAlert::InternalError)).await;
-        pending.refuse(&Refusal::Unsupported(
-            "HTTP on terminated routes (match.protocol \"http\", the default) is not served yet; \
-             set \"protocol\": \"tcp\" to relay the decrypted stream",
-        ));
-        return None;
-    }
-    let port = pending.local.port();
     let sni = routed.conn.tls.as_ref().and_then(|h| h.sni.clone());
-    let fail = |e: tls::HandshakeError| Refusal::Handshake {
-        reason: e.reason,
-        detail: e.detail,
-    };
-    // Before any backend work: a name nobody has a certificate for gets
-    // `unrecognized_name`, as when no route matches.
-    if let Err(e) = tls.server_config(sni.as_deref(), &name, port, Vec::new()) {
-        pending.alert(Some(TlsAlert::UnrecognizedName)).await;
-        pending.held.proxy.metrics.handshake(e.reason, "-", "-");
-        pending.refuse(&fail(e));
+    // Refused before any backend work or cryptography.
+    if let Err(refusal) = check(&mut pending, &routed, &tls, sni.as_deref()).await {
+        pending.refuse(&refusal);
         return None;
     }
     // Re-encryption opens the backend first, offering what the client
@@ -102,15 +84,17 @@ pub(super) async fn start(
             .get_ref()
             .1
             .alpn_protocol()
-            .map(<[u8]>::to_vec)
             .into_iter()
+            .map(<[u8]>::to_vec)
             .collect(),
         _ => Vec::new(),
     };
-    let config = match tls.server_config(sni.as_deref(), &name, port, server_alpn) {
+    let port = pending.local.port();
+    let name = &routed.forward.route;
+    let config = match tls.server_config(sni.as_deref(), name, port, server_alpn) {
         Ok(c) => c,
         Err(e) => {
-            pending.refuse(&fail(e));
+            pending.refuse(&handshake_refusal(e));
             return None;
         }
     };
@@ -125,20 +109,11 @@ pub(super) async fn start(
         Ok(c) => c,
         Err(e) => {
             metrics.handshake(e.reason, "-", "-");
-            held.refuse(&fail(e), 0);
+            held.refuse(&handshake_refusal(e), 0);
             return None;
         }
     };
-    let (_, session) = client.get_ref();
-    let version = match session.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        _ => "other",
-    };
-    let alpn = session.alpn_protocol().map_or_else(
-        || "-".to_owned(),
-        |p| String::from_utf8_lossy(p).into_owned(),
-    );
+    let (version, alpn) = agreed(&client);
     metrics.handshake("ok", version, &alpn);
     let (backend, target) = match backend {
         Some(b) => b,
@@ -152,25 +127,65 @@ pub(super) async fn start(
     };
     let mut held = held;
     held.meter.relaying(target);
-    let policy = &routed.policy;
-    let timers = Timers {
-        inactivity: policy.inactivity_timeout.map(Duration::from_millis),
-        max_lifetime: policy.max_lifetime.map(Duration::from_millis),
-        half_open_grace: Duration::from_millis(policy.half_open_grace),
-        stuck: policy.stuck_timeout.map(Duration::from_millis),
-    };
     Some(Terminated {
         client,
         backend,
         target,
-        timers,
-        route: name,
+        timers: Timers::from_policy(&routed.policy),
+        route: routed.forward.route,
         conn: routed.conn,
         version,
         alpn,
         _slot: routed.slot,
         held,
     })
+}
+
+/// What refuses a terminated connection before its handshake: a route
+/// that serves HTTP (not built yet), no certificate naming the server
+/// (`unrecognized_name`, as when no route matches). Sends the alert.
+async fn check(
+    pending: &mut Pending,
+    routed: &Routed,
+    tls: &Terminator,
+    sni: Option<&str>,
+) -> Result<(), Refusal> {
+    let name = &routed.forward.route;
+    if tls.route(name).is_some_and(|r| !r.is_tcp()) {
+        pending.alert(Some(TlsAlert::InternalError)).await;
+        return Err(Refusal::Unsupported(
+            "HTTP on terminated routes (match.protocol \"http\", the default) is not served yet; \
+             set \"protocol\": \"tcp\" to relay the decrypted stream",
+        ));
+    }
+    if let Err(e) = tls.server_config(sni, name, pending.local.port(), Vec::new()) {
+        pending.alert(Some(TlsAlert::UnrecognizedName)).await;
+        pending.held.proxy.metrics.handshake(e.reason, "-", "-");
+        return Err(handshake_refusal(e));
+    }
+    Ok(())
+}
+
+fn handshake_refusal(e: tls::HandshakeError) -> Refusal {
+    Refusal::Handshake {
+        reason: e.reason,
+        detail: e.detail,
+    }
+}
+
+/// The version and ALPN protocol a finished handshake agreed on.
+fn agreed(client: &ClientStream) -> (&'static str, String) {
+    let (_, session) = client.get_ref();
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        _ => "other",
+    };
+    let alpn = session.alpn_protocol().map_or_else(
+        || "-".to_owned(),
+        |p| String::from_utf8_lossy(p).into_owned(),
+    );
+    (version, alpn)
 }
 
 /// Connects a target over TLS with the route's client config, verifying
