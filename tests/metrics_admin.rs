@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use turnout_tests::app::{Ports, RunningApp};
+use turnout_tests::app::{Ports, RunningApp, admin_request};
 use turnout_tests::l4::{
     STEP, client_config, client_hello_bytes, closed_port, echo_backend, read_to_end, tls_backend,
 };
@@ -107,24 +107,7 @@ async fn read_all(s: &mut Counted) -> Vec<u8> {
 
 /// `GET path` on the admin API: (status, body).
 async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    request(admin, "GET", path).await
-}
-
-async fn request(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let raw = String::from_utf8(read_to_end(&mut s).await).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, body.to_owned())
+    admin_request(admin, "GET", path).await
 }
 
 async fn stats(admin: SocketAddr) -> Value {
@@ -460,7 +443,7 @@ async fn byte_totals_and_refusals_are_exact_and_exposed() {
     assert_eq!(get(admin, "/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(get(admin, "/readyz").await.0, 200);
     assert_eq!(get(admin, "/nope").await.0, 404);
-    assert_eq!(request(admin, "POST", "/api/stats").await.0, 405);
+    assert_eq!(admin_request(admin, "POST", "/api/stats").await.0, 405);
     let (status, body) = get(admin, "/api/stats?window=0").await;
     assert_eq!(status, 400);
     assert!(body.contains("window"), "{body}");

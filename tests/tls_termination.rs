@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use turnout_tests::app::{Ports, RunningApp};
+use turnout_tests::app::{Ports, RunningApp, admin_request};
 use turnout_tests::l4::{STEP, echo_backend, read_to_end};
 use turnout_tests::pki::{Ca, Leaf, write};
 
@@ -569,24 +569,6 @@ async fn two_thousand_concurrent_terminated_connections_leave_no_count() {
     app.stop().await;
 }
 
-/// `GET path` on the admin API: (status, body).
-async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let raw = String::from_utf8(read_to_end(&mut s).await).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_handshakes_are_shown_by_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -616,7 +598,7 @@ async fn certificates_and_handshakes_are_shown_by_the_admin_api() {
     drop(s);
     settled(&app).await;
 
-    let (status, body) = get(admin, "/api/certificates").await;
+    let (status, body) = admin_request(admin, "GET", "/api/certificates").await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     let c = &v["certificates"][0];
@@ -631,7 +613,7 @@ async fn certificates_and_handshakes_are_shown_by_the_admin_api() {
     assert!(c["notAfter"].as_str().unwrap().ends_with('Z'), "{v}");
     assert_eq!(c["routes"], json!(["shown"]));
 
-    let (status, text) = get(admin, "/metrics").await;
+    let (status, text) = admin_request(admin, "GET", "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         text.contains(r#"turnout_tls_handshakes_total{result="ok",version="TLSv1.3",alpn="-"} 1"#),

@@ -118,3 +118,22 @@ impl RunningApp {
         result.expect("ran cleanly");
     }
 }
+
+/// `method path` on the admin API at `admin`: (status, body).
+pub async fn admin_request(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let raw = String::from_utf8(crate::l4::read_to_end(&mut s).await).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_owned())
+}

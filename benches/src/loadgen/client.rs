@@ -89,9 +89,10 @@ impl Handshakes {
         let group = c
             .negotiated_key_exchange_group()
             .map_or_else(|| "?".to_owned(), |g| format!("{:?}", g.name()));
-        let alpn = c
-            .alpn_protocol()
-            .map_or_else(|| "none".to_owned(), |a| String::from_utf8_lossy(a).into_owned());
+        let alpn = c.alpn_protocol().map_or_else(
+            || "none".to_owned(),
+            |a| String::from_utf8_lossy(a).into_owned(),
+        );
         let key = format!("{version}/{suite}/{group}/alpn:{alpn}");
         if let Ok(mut seen) = self.seen.lock() {
             *seen.entry(key).or_default() += 1;

@@ -130,8 +130,8 @@ pub fn server_config(names: &[String]) -> Result<Arc<rustls::ServerConfig>, Stri
 /// `dir`: `cert.pem`, `key.pem` (PKCS#8) and `bundle.pem` (both, for
 /// HAProxy's `crt`).
 pub fn write_cert(dir: &Path, names: &[String]) -> Result<(), String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| e.to_string())?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let cert = rcgen::CertificateParams::new(names.to_vec())
         .and_then(|p| p.self_signed(&key))
         .map_err(|e| e.to_string())?;

@@ -89,17 +89,9 @@ impl Traffic {
     /// counted by the writer, once written: [`Traffic::count_out`].)
     #[inline]
     pub fn record_chunk(&self, from_client: bool, n: usize, now_ms: u64) {
-        self.last_activity_ms.store(now_ms, Ordering::Relaxed);
+        self.record_activity(from_client, now_ms);
         if from_client {
             self.count_in(n as u64);
-            let _ = self.unanswered_since_ms.compare_exchange(
-                0,
-                now_ms,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        } else {
-            self.unanswered_since_ms.store(0, Ordering::Relaxed);
         }
     }
 }

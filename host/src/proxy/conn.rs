@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use turnout_plugin_sdk::{Connection, IdleDecision, IdleStats, TlsMode};
 
 use super::pending::{Pending, Ready};
-use super::relay::{self, IdleVerdict, Timers};
+use super::relay::{self, IdleVerdict, Timers, Traffic};
 use super::terminate::{self, Terminated};
 use super::{Proxy, Settings};
 use crate::plugins::Chain;
@@ -162,19 +162,7 @@ impl Relaying {
             let traffic = this.meter.traffic();
             let (chain, conn, route, started) =
                 (&this.chain, &this.conn, &this.route, this.started);
-            let on_idle = |idle: Duration| {
-                let stats = IdleStats::new(
-                    route.clone(),
-                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
-                    traffic.bytes_in.load(Ordering::Relaxed),
-                    traffic.bytes_out.load(Ordering::Relaxed),
-                );
-                match chain.on_idle(conn, &stats) {
-                    IdleDecision::Extend(ms) => IdleVerdict::Extend(Duration::from_millis(ms)),
-                    IdleDecision::Close | IdleDecision::Pass => IdleVerdict::Close,
-                }
-            };
+            let on_idle = |idle| ask_on_idle(chain, conn, route, started, traffic, idle);
             let mut stop = this.proxy.stop.subscribe();
             let stop = std::pin::pin!(async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -197,6 +185,30 @@ impl Relaying {
                 duration_ms = started.elapsed().as_millis(), reason = reason.as_str(), "closed"
             );
         }
+    }
+}
+
+/// Asks the chain's `on-idle` about a connection idle for `idle` (the
+/// relay's inactivity timer fired): close, or how much longer to wait.
+pub(super) fn ask_on_idle(
+    chain: &Chain,
+    conn: &Connection,
+    route: &str,
+    started: Instant,
+    traffic: &Traffic,
+    idle: Duration,
+) -> IdleVerdict {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let stats = IdleStats::new(
+        route.to_owned(),
+        ms(started.elapsed()),
+        ms(idle),
+        traffic.bytes_in.load(Ordering::Relaxed),
+        traffic.bytes_out.load(Ordering::Relaxed),
+    );
+    match chain.on_idle(conn, &stats) {
+        IdleDecision::Extend(ms) => IdleVerdict::Extend(Duration::from_millis(ms)),
+        IdleDecision::Close | IdleDecision::Pass => IdleVerdict::Close,
     }
 }
 

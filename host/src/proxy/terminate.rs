@@ -17,14 +17,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use turnout_plugin_sdk::{IdleDecision, IdleStats, TlsAlert, TlsMode};
+use turnout_plugin_sdk::{TlsAlert, TlsMode};
 
 use super::pending::{Held, Pending, Routed};
-use super::relay::{self, IdleVerdict, Timers};
+use super::relay::{self, Timers};
 use crate::metrics::{Refusal, TrafficHandle};
 use crate::tls::{self, Prefixed, Terminator};
 
@@ -232,19 +231,7 @@ impl Terminated {
         let held = &self.held;
         let traffic = held.meter.traffic();
         let (chain, started, route, conn) = (&held.chain, held.started, &self.route, &self.conn);
-        let on_idle = |idle: Duration| {
-            let stats = IdleStats::new(
-                route.clone(),
-                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
-                traffic.bytes_in.load(Ordering::Relaxed),
-                traffic.bytes_out.load(Ordering::Relaxed),
-            );
-            match chain.on_idle(conn, &stats) {
-                IdleDecision::Extend(ms) => IdleVerdict::Extend(Duration::from_millis(ms)),
-                IdleDecision::Close | IdleDecision::Pass => IdleVerdict::Close,
-            }
-        };
+        let on_idle = |idle| super::conn::ask_on_idle(chain, conn, route, started, traffic, idle);
         let mut stop = held.proxy.stop.subscribe();
         let stop = std::pin::pin!(async move {
             let _ = stop.wait_for(|s| *s).await;
