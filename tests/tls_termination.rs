@@ -220,15 +220,18 @@ async fn a_chain_verifies_with_openssl_and_versions_and_resumption_hold() {
     let leaf = intermediate.leaf(&["chain.test"]);
     let (echo_addr, _) = echo_backend().await;
     let mut ports = Ports::default();
-    let (both, v12) = (ports.take(), ports.take());
+    let (both, v12, v13) = (ports.take(), ports.take(), ports.take());
     let cert = json!({ "cert": write(dir.path(), "leaf.pem", &leaf.cert),
                        "key": write(dir.path(), "leaf.key", &leaf.key),
                        "ca": write(dir.path(), "intermediate.pem", &intermediate.pem) });
     let mut only12 = terminate("v12", v12, &["chain.test"], echo_addr, cert.clone());
     only12["action"]["tls"]["versions"] = json!(["TLSv1.2"]);
+    let mut only13 = terminate("v13", v13, &["chain.test"], echo_addr, cert.clone());
+    only13["action"]["tls"]["versions"] = json!(["TLSv1.3"]);
     let routes = json!([
         terminate("both", both, &["chain.test"], echo_addr, cert),
-        only12
+        only12,
+        only13
     ]);
     let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
     let root_file = write(dir.path(), "root.pem", &root.pem);
@@ -266,6 +269,12 @@ async fn a_chain_verifies_with_openssl_and_versions_and_resumption_hold() {
     .await;
     assert!(ok && out.contains("TLSv1.2"), "{out}");
 
+    // And the other way round.
+    let (out, ok) = s_client(at(v13), &["-servername", "chain.test", "-tls1_2"]).await;
+    assert!(!ok || !out.contains("Cipher is"), "TLS 1.2 refused: {out}");
+    let (out, ok) = s_client(at(v13), &["-servername", "chain.test", "-tls1_3"]).await;
+    assert!(ok && out.contains("TLSv1.3"), "{out}");
+
     // Resumption: the second connection reuses the session of the first.
     let sess = dir.path().join("session.pem");
     let sess = sess.to_str().unwrap();
@@ -291,7 +300,7 @@ async fn a_chain_verifies_with_openssl_and_versions_and_resumption_hold() {
         .filter(|(h, _)| h.result == "no-shared-version-or-cipher")
         .map(|(_, n)| *n)
         .sum::<u64>();
-    assert_eq!(failed, 1, "{:?}", app.metrics.handshakes());
+    assert_eq!(failed, 2, "{:?}", app.metrics.handshakes());
     app.stop().await;
 }
 
@@ -685,4 +694,60 @@ fn pkcs1_sec1_and_pkcs8_keys_made_by_openssl_load() {
         assert_eq!(loaded.names, ["forms.test"]);
         assert!((29..=30).contains(&loaded.days_left(std::time::SystemTime::now())));
     }
+}
+
+/// A plaintext HTTP server behind a terminated TCP route: curl, with the
+/// test CA and the name resolved to loopback, gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_a_terminated_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Curl CA");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = http.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nhello over tls\r\n")
+                    .await;
+            });
+        }
+    });
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["curl.test"]);
+    let routes = json!([terminate(
+        "curl",
+        port,
+        &["curl.test"],
+        http_addr,
+        files(dir.path(), "c", &leaf)
+    )]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    let root = write(dir.path(), "root.pem", &ca.pem);
+    let out = tokio::time::timeout(
+        STEP,
+        tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "10", "--cacert"])
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("curl.test:{port}:127.0.0.1"))
+            .arg(format!("https://curl.test:{port}/"))
+            .output(),
+    )
+    .await
+    .expect("curl ends in time")
+    .expect("curl (installed by .ci/run)");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over tls\r\n");
+    settled(&app).await;
+    app.stop().await;
 }
