@@ -6,12 +6,13 @@
 //!   and a direction that fills a whole buffer switches to `splice(2)`.
 //! * [`copy`] — any `AsyncRead` to any `AsyncWrite` (a TLS stream, an
 //!   upgraded HTTP connection): such a stream cannot report readiness
-//!   without being read, so it holds its buffer while it waits.
+//!   without being read, so each read takes a pooled buffer and gives it
+//!   back when the read is pending.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
@@ -195,6 +196,26 @@ async fn read_once(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result
     .await
 }
 
+/// Reads once from `from` into a pooled buffer taken for each poll and
+/// given back while the read is pending: a `Pending` read has written
+/// nothing, so an idle stream holds no relay buffer (a TLS stream cannot
+/// say it is readable without being read, so this is how its idle
+/// connections stay small).
+async fn read_pooled<R: AsyncRead + Unpin>(from: &mut R) -> io::Result<(Buffer, usize)> {
+    std::future::poll_fn(|cx| {
+        let mut buf = Buffer::take();
+        let mut rb = tokio::io::ReadBuf::new(buf.bytes());
+        match std::pin::Pin::new(&mut *from).poll_read(cx, &mut rb) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(r) => {
+                let n = rb.filled().len();
+                std::task::Poll::Ready(r.map(|()| (buf, n)))
+            }
+        }
+    })
+    .await
+}
+
 /// Copies one direction between any two streams until EOF (then shuts
 /// down the writer) or an error, which says which side failed. Notes
 /// activity for the timers; bytes are counted by the client stream itself
@@ -215,9 +236,8 @@ where
     } else {
         (Side::Backend, Side::Client)
     };
-    let mut buf = Buffer::take();
     loop {
-        let n = from.read(buf.bytes()).await.map_err(|e| (src, e.kind()))?;
+        let (mut buf, n) = read_pooled(&mut from).await.map_err(|e| (src, e.kind()))?;
         if n == 0 {
             // Always passed on, unlike on TCP: the close that follows may
             // not say it for such a stream (a TLS writer's close_notify is
