@@ -4,10 +4,14 @@
 //! 1. Builds `turnout` and `turnout-loadgen` (benches crate) in release.
 //! 2. Installs HAProxy, nginx and nginx's stream module from Debian's
 //!    packages if missing (`--no-install` refuses instead).
-//! 3. Starts the loopback backends (`turnout-loadgen backend`: TLS echo and
-//!    bulk servers), then for every scenario, repeat and proxy — the proxy
-//!    order rotating each repeat — starts that proxy fresh with equivalent
-//!    SNI routing, warms it up, runs the load (`turnout-loadgen <mode>`)
+//! 3. Starts the loopback backends (`turnout-loadgen backend`: TLS echo,
+//!    plain echo and bulk servers) and, for the `*-terminate` scenarios,
+//!    writes one ECDSA P-256 certificate for `*.bench.test`
+//!    (`turnout-loadgen cert`) that all three proxies serve; then for every
+//!    scenario, repeat and proxy — the proxy order rotating each repeat —
+//!    starts that proxy fresh with equivalent SNI routing (passthrough) or
+//!    equivalent TLS termination to the plain echo (`*-terminate`), warms
+//!    it up, runs the load (`turnout-loadgen <mode>`)
 //!    and reads the proxy's own CPU time (utime + stime) and RSS from
 //!    `/proc` (nginx: master + workers), then stops it.
 //! 4. Writes `benches/results/YYYY-MM-DD-HHMM.md` (UTC): medians, min–max,
@@ -45,7 +49,8 @@ use procs::{Proc, command, cpu_secs, free_port, nofile_limits, output, rss_kib};
 use report::fmt_num;
 
 const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice]
-  scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency (default: all)
+  scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency,
+             new-tls-terminate, idle-terminate (= terminate) (default: all)
   --quick      tiny loads, 1 repeat: checks the harness, measures nothing worth keeping
   --repeats N  repeats per scenario and proxy (default 3, the minimum for a median and spread)
   --keep       keep the temporary directory (configs, proxy logs)
@@ -61,6 +66,8 @@ const WILD: &str = "*.wild.bench.test";
 const DECOYS: usize = 8;
 /// Nothing listens there.
 const NOWHERE: &str = "127.0.0.1:9";
+/// The name in the certificate the terminating proxies serve.
+const CERT_NAME: &str = "*.bench.test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proxy {
@@ -88,6 +95,10 @@ enum Scenario {
     Bulk64,
     Idle,
     Latency,
+    /// New TLS 1.3 connections terminated by the proxy.
+    NewTlsTerminate,
+    /// Idle connections terminated by the proxy.
+    IdleTerminate,
 }
 
 /// A scenario's headline figure and the goal for its ratio to HAProxy.
@@ -98,12 +109,14 @@ struct Headline {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 7] = [
         Scenario::NewTls,
         Scenario::Bulk1,
         Scenario::Bulk64,
         Scenario::Idle,
         Scenario::Latency,
+        Scenario::NewTlsTerminate,
+        Scenario::IdleTerminate,
     ];
 
     fn name(self) -> &'static str {
@@ -113,7 +126,15 @@ impl Scenario {
             Scenario::Bulk64 => "bulk-64",
             Scenario::Idle => "idle",
             Scenario::Latency => "latency",
+            Scenario::NewTlsTerminate => "new-tls-terminate",
+            Scenario::IdleTerminate => "idle-terminate",
         }
+    }
+
+    /// Whether the proxy terminates TLS (else it routes on SNI and passes
+    /// the TLS stream through).
+    fn terminates(self) -> bool {
+        matches!(self, Scenario::NewTlsTerminate | Scenario::IdleTerminate)
     }
 
     fn headline(self) -> Headline {
@@ -122,6 +143,16 @@ impl Scenario {
             Scenario::Bulk1 | Scenario::Bulk64 => ("cpu_s_per_gb", "proxy CPU-s per GB", 0.7),
             Scenario::Idle => ("rss_kib_per_conn", "proxy RSS KiB per idle conn", 1.0),
             Scenario::Latency => ("added_p99_us", "added p99 µs per new conn", 1.0),
+            Scenario::NewTlsTerminate => (
+                "cpu_s_per_10k",
+                "proxy CPU-s per 10 000 terminated conns",
+                0.7,
+            ),
+            Scenario::IdleTerminate => (
+                "rss_kib_per_conn",
+                "proxy RSS KiB per idle terminated conn",
+                1.0,
+            ),
         };
         Headline { key, label, goal }
     }
@@ -134,8 +165,19 @@ impl Scenario {
                 ("p50_us", "p50 µs connect→echo"),
                 ("p99_us", "p99 µs connect→echo"),
             ],
+            Scenario::NewTlsTerminate => &[
+                ("conns_per_s", "conns/s"),
+                ("p50_us", "p50 µs connect→echo"),
+                ("p99_us", "p99 µs connect→echo"),
+                ("full_pct", "% full handshakes (client's view)"),
+                ("resumed", "resumed handshakes"),
+                (
+                    "tickets_per_conn",
+                    "TLS 1.3 tickets sent per conn (client drops them)",
+                ),
+            ],
             Scenario::Bulk1 | Scenario::Bulk64 => &[("gb_per_s", "GB/s")],
-            Scenario::Idle => &[
+            Scenario::Idle | Scenario::IdleTerminate => &[
                 ("rss_mib_with", "proxy RSS MiB with all open"),
                 (
                     "retained_kib_per_conn",
@@ -206,6 +248,11 @@ impl Options {
                             "bulk-64" => vec![Scenario::Bulk64],
                             "idle" => vec![Scenario::Idle],
                             "latency" => vec![Scenario::Latency],
+                            "new-tls-terminate" => vec![Scenario::NewTlsTerminate],
+                            "idle-terminate" => vec![Scenario::IdleTerminate],
+                            "terminate" => {
+                                vec![Scenario::NewTlsTerminate, Scenario::IdleTerminate]
+                            }
                             _ => bail!("unknown scenario {name:?}\n\n{USAGE}"),
                         });
                     }
@@ -337,6 +384,8 @@ struct RunResult {
     proxy: Proxy,
     repeat: usize,
     figures: Figures,
+    /// What the client's handshakes negotiated (`version/suite/group/alpn`).
+    negotiated: Option<String>,
     errors: f64,
     first_error: Option<String>,
 }
@@ -352,6 +401,11 @@ struct Bench<'a> {
     _backend: Proc,
     echo: SocketAddr,
     bulk: SocketAddr,
+    /// The plain echo, behind the terminating proxies.
+    plain: SocketAddr,
+    /// The directory with `cert.pem`, `key.pem`, `bundle.pem`, when a
+    /// scenario terminates.
+    cert: Option<PathBuf>,
     runs: Vec<RunResult>,
     started: Instant,
 }
@@ -386,7 +440,27 @@ impl<'a> Bench<'a> {
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| anyhow!("backend said {ready:?}"))
         };
-        let (echo, bulk) = (addr("tls")?, addr("bulk")?);
+        let (echo, bulk, plain) = (addr("tls")?, addr("bulk")?, addr("plain")?);
+        let cert = if opts.scenarios.iter().any(|s| s.terminates()) {
+            step(&format!(
+                "writing an ECDSA P-256 certificate for {CERT_NAME} (turnout-loadgen cert)"
+            ));
+            let cert = dir.join("cert");
+            let mut cmd = command(
+                &bin.join("turnout-loadgen"),
+                &[
+                    "cert".into(),
+                    "--out".into(),
+                    cert.display().to_string(),
+                    "--name".into(),
+                    CERT_NAME.into(),
+                ],
+            );
+            output(&mut cmd)?;
+            Some(cert)
+        } else {
+            None
+        };
         Ok(Bench {
             opts,
             bin: bin.to_owned(),
@@ -397,6 +471,8 @@ impl<'a> Bench<'a> {
             _backend: backend,
             echo,
             bulk,
+            plain,
+            cert,
             runs: Vec::new(),
             started: Instant::now(),
         })
@@ -478,7 +554,7 @@ impl<'a> Bench<'a> {
     }
 
     fn measure(&self, scenario: Scenario, proxy: Proxy, repeat: usize) -> Result<RunResult> {
-        let (p, addr) = self.start_proxy(proxy)?;
+        let (p, addr) = self.start_proxy(proxy, scenario.terminates())?;
         let pids = p.pids();
         let warm = self.tls_conns(addr, self.load.warmup)?;
         if num(&warm, "ok") < 1.0 {
@@ -494,15 +570,23 @@ impl<'a> Bench<'a> {
         let cpu = || cpu_secs(&pids, self.ticks);
         let mut f = Figures::new();
         let report = match scenario {
-            Scenario::NewTls => {
+            Scenario::NewTls | Scenario::NewTlsTerminate => {
                 let before = cpu();
                 let r = self.tls_conns(addr, self.load.tls_conns)?;
                 settle();
                 let used = cpu() - before;
                 f.insert("cpu_s_per_10k".into(), used / num(&r, "ok") * 1e4);
-                for k in ["conns_per_s", "p50_us", "p99_us"] {
+                for k in [
+                    "conns_per_s",
+                    "p50_us",
+                    "p99_us",
+                    "resumed",
+                    "tickets_per_conn",
+                ] {
                     f.insert(k.into(), num(&r, k));
                 }
+                let handshakes = num(&r, "full") + num(&r, "hrr") + num(&r, "resumed");
+                f.insert("full_pct".into(), num(&r, "full") / handshakes * 100.0);
                 r
             }
             Scenario::Bulk1 | Scenario::Bulk64 => {
@@ -523,7 +607,13 @@ impl<'a> Bench<'a> {
                 f.insert("gb_per_s".into(), num(&r, "gb_per_s"));
                 r
             }
-            Scenario::Idle => self.idle(&p, addr, &mut f)?,
+            Scenario::Idle | Scenario::IdleTerminate => {
+                let r = self.idle(&p, addr, &mut f)?;
+                for k in ["resumed", "tickets_per_conn"] {
+                    f.insert(k.into(), num(&r, k));
+                }
+                r
+            }
             Scenario::Latency => {
                 let mut args = vec!["latency".to_owned()];
                 args.extend(Self::target(addr, ECHO));
@@ -555,6 +645,7 @@ impl<'a> Bench<'a> {
             proxy,
             repeat,
             figures: f,
+            negotiated: report.get("negotiated").cloned(),
             errors: num(&report, "errors"),
             first_error: report.get("first_error").cloned(),
         })
@@ -624,7 +715,9 @@ impl<'a> Bench<'a> {
         Ok(report)
     }
 
-    fn start_proxy(&self, proxy: Proxy) -> Result<(Proc, SocketAddr)> {
+    /// Starts `proxy` on a free port: SNI routing and passthrough, or, with
+    /// `terminate`, TLS termination to the plain echo.
+    fn start_proxy(&self, proxy: Proxy, terminate: bool) -> Result<(Proc, SocketAddr)> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stem = format!("{}-{port}", proxy.name());
@@ -633,7 +726,12 @@ impl<'a> Bench<'a> {
         let mut p = match proxy {
             Proxy::Turnout => {
                 let cfg = self.dir.join(format!("{stem}.json"));
-                std::fs::write(&cfg, self.turnout_config(port))?;
+                let text = if terminate {
+                    self.turnout_terminate_config(port)?
+                } else {
+                    self.turnout_config(port)
+                };
+                std::fs::write(&cfg, text)?;
                 let mut cmd = command(
                     &self.bin.join("turnout"),
                     &["run".into(), "-c".into(), cfg.display().to_string()],
@@ -643,7 +741,12 @@ impl<'a> Bench<'a> {
             }
             Proxy::Haproxy => {
                 let cfg = self.dir.join(format!("{stem}.cfg"));
-                std::fs::write(&cfg, self.haproxy_config(port, nproc))?;
+                let text = if terminate {
+                    self.haproxy_terminate_config(port, nproc)?
+                } else {
+                    self.haproxy_config(port, nproc)
+                };
+                std::fs::write(&cfg, text)?;
                 let cmd = command(
                     Path::new("haproxy"),
                     &["-db".into(), "-f".into(), cfg.display().to_string()],
@@ -654,7 +757,12 @@ impl<'a> Bench<'a> {
                 let prefix = self.dir.join(&stem);
                 std::fs::create_dir_all(&prefix)?;
                 let cfg = prefix.join("nginx.conf");
-                std::fs::write(&cfg, self.nginx_config(port, nproc, &prefix))?;
+                let text = if terminate {
+                    self.nginx_terminate_config(port, nproc, &prefix)?
+                } else {
+                    self.nginx_config(port, nproc, &prefix)
+                };
+                std::fs::write(&cfg, text)?;
                 let cmd = command(
                     Path::new("nginx"),
                     &[

@@ -1,13 +1,14 @@
 //! The peers' setup: installing HAProxy and nginx, and the three proxies'
-//! equivalent configurations.
+//! equivalent configurations: SNI routing with passthrough, and TLS
+//! termination to a plain backend.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::procs::output;
-use super::{BULK, Bench, DECOYS, ECHO, NOWHERE, WILD};
+use super::{BULK, Bench, CERT_NAME, DECOYS, ECHO, NOWHERE, WILD};
 use crate::step;
 
 /// Installs what is missing from Debian's packages.
@@ -72,11 +73,63 @@ impl Bench<'_> {
         )
     }
 
+    /// A file of the certificate written for the `*-terminate` scenarios:
+    /// `cert.pem`, `key.pem`, `bundle.pem` (both).
+    fn cert_file(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.cert.as_ref().context("no certificate was written")?;
+        Ok(dir.join(name))
+    }
+
+    /// One route terminating TLS 1.2 and 1.3 for every name under
+    /// `bench.test` and relaying the decrypted bytes to the plain echo.
+    pub(super) fn turnout_terminate_config(&self, port: u16) -> Result<String> {
+        let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
+        Ok(format!(
+            r#"{{
+  "routes": [
+    {{ "name": "t", "match": {{ "ports": {port}, "domains": ["{CERT_NAME}"], "protocol": "tcp" }},
+      "action": {{ "type": "forward", "targets": [{{ "host": "{}", "port": {} }}],
+        "tls": {{ "mode": "terminate", "certificate": {{ "cert": {:?}, "key": {:?} }} }} }} }}
+  ],
+  "bind": ["127.0.0.1"],
+  "maxConnectionsPerIP": 0,
+  "connectionRateLimitPerMinute": 0,
+  "maxConnections": 0,
+  "gracefulShutdownTimeout": 1000
+}}
+"#,
+            self.plain.ip(),
+            self.plain.port(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        ))
+    }
+
+    /// Two descriptors per connection (and per pipe, when splicing) must
+    /// fit the open-file limit.
+    fn haproxy_maxconn(&self) -> usize {
+        self.nofile.0.saturating_sub(100) / 2
+    }
+
+    /// `mode tcp`, `bind … ssl crt`, no tickets and no session cache, to the
+    /// plain echo.
+    pub(super) fn haproxy_terminate_config(&self, port: u16, nproc: usize) -> Result<String> {
+        let bundle = self.cert_file("bundle.pem")?;
+        let maxconn = self.haproxy_maxconn();
+        Ok(format!(
+            "global\n  nbthread {nproc}\n  maxconn {maxconn}\n  tune.ssl.cachesize 0\n\
+             defaults\n  mode tcp\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+             frontend tls_in\n  bind 127.0.0.1:{port} ssl crt {} no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n  \
+             default_backend plain\n\
+             backend plain\n  server s {}\n",
+            bundle.display(),
+            self.plain,
+        ))
+    }
+
     pub(super) fn haproxy_config(&self, port: u16, nproc: usize) -> String {
-        // Two descriptors per connection (and per pipe, when splicing)
-        // must fit the open-file limit.
         const MAXPIPES: usize = 1024;
-        let mut maxconn = self.nofile.0.saturating_sub(100) / 2;
+        let mut maxconn = self.haproxy_maxconn();
         let mut pipes = String::new();
         if self.opts.haproxy_splice {
             maxconn = maxconn.saturating_sub(MAXPIPES);
@@ -107,26 +160,54 @@ impl Bench<'_> {
         )
     }
 
-    pub(super) fn nginx_config(&self, port: u16, nproc: usize, prefix: &Path) -> String {
+    /// What comes before `stream`: the module, workers, limits.
+    fn nginx_main(&self, nproc: usize, prefix: &Path) -> String {
         let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
         let load = if module.is_file() {
             format!("load_module {};\n", module.display())
         } else {
             String::new()
         };
-        let decoys: String = (0..DECOYS)
-            .map(|i| format!("    svc{i}.bench.test {NOWHERE};\n"))
-            .collect();
         let nofile = self.nofile.0;
         format!(
             "{load}worker_processes {nproc};\nworker_rlimit_nofile {nofile};\ndaemon off;\nmaster_process on;\n\
-             pid {}/nginx.pid;\nevents {{ worker_connections {}; }}\n\
-             stream {{\n  map $ssl_preread_server_name $upstream {{\n    hostnames;\n    default {NOWHERE};\n    \
+             pid {}/nginx.pid;\nevents {{ worker_connections {}; }}\n",
+            prefix.display(),
+            nofile.saturating_sub(100),
+        )
+    }
+
+    /// `stream`, `listen … ssl`, TLS 1.2 and 1.3, no tickets and no session
+    /// cache, to the plain echo.
+    pub(super) fn nginx_terminate_config(
+        &self,
+        port: u16,
+        nproc: usize,
+        prefix: &Path,
+    ) -> Result<String> {
+        let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
+        Ok(format!(
+            "{}stream {{\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    \
+             ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets off;\n    ssl_session_cache off;\n    \
+             proxy_pass {};\n    proxy_connect_timeout 5s;\n    proxy_timeout 1h;\n  }}\n}}\n",
+            self.nginx_main(nproc, prefix),
+            cert.display(),
+            key.display(),
+            self.plain,
+        ))
+    }
+
+    pub(super) fn nginx_config(&self, port: u16, nproc: usize, prefix: &Path) -> String {
+        let decoys: String = (0..DECOYS)
+            .map(|i| format!("    svc{i}.bench.test {NOWHERE};\n"))
+            .collect();
+        format!(
+            "{}stream {{\n  map $ssl_preread_server_name $upstream {{\n    hostnames;\n    default {NOWHERE};\n    \
              {ECHO} {};\n    {BULK} {};\n    {WILD} {};\n{decoys}  }}\n  \
              server {{\n    listen 127.0.0.1:{port};\n    ssl_preread on;\n    preread_timeout 5s;\n    \
              proxy_pass $upstream;\n    proxy_connect_timeout 5s;\n    proxy_timeout 1h;\n  }}\n}}\n",
-            prefix.display(),
-            nofile.saturating_sub(100),
+            self.nginx_main(nproc, prefix),
             self.echo,
             self.bulk,
             self.echo

@@ -173,7 +173,7 @@ impl Bench<'_> {
         let l = &self.load;
         writeln!(
             md,
-            "* load: new-tls {} conns at concurrency {}; bulk {} MiB in total per run; idle {} conns; latency {} conns per path; warm-up {} conns per proxy start\n",
+            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; warm-up {} conns per proxy start\n",
             l.tls_conns,
             l.concurrency,
             l.bulk_total >> 20,
@@ -240,10 +240,54 @@ impl Bench<'_> {
             }
         }
 
+        if self.opts.scenarios.iter().any(|s| s.terminates()) {
+            writeln!(
+                md,
+                "\n## TLS as the client saw it (terminating scenarios)\n"
+            )?;
+            writeln!(
+                md,
+                "`version/cipher suite/key exchange group/ALPN` of every handshake (all runs), from the client's rustls. The client never offers resumption (its session store keeps nothing); tickets a server sends anyway are counted and dropped.\n"
+            )?;
+            writeln!(
+                md,
+                "| scenario | proxy | negotiated | resumed | tickets per conn |\n| --- | --- | --- | ---: | ---: |"
+            )?;
+            for &s in self.opts.scenarios.iter().filter(|s| s.terminates()) {
+                for &p in proxies {
+                    let runs: Vec<_> = self
+                        .runs
+                        .iter()
+                        .filter(|r| r.scenario == s && r.proxy == p)
+                        .collect();
+                    let mut seen: Vec<&str> = runs
+                        .iter()
+                        .filter_map(|r| r.negotiated.as_deref())
+                        .collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    let sum = |k: &str| runs.iter().filter_map(|r| r.figures.get(k)).sum::<f64>();
+                    writeln!(
+                        md,
+                        "| {} | {} | {} | {} | {} |",
+                        s.name(),
+                        p.name(),
+                        if seen.is_empty() {
+                            "—".to_owned()
+                        } else {
+                            seen.join(", ")
+                        },
+                        fmt_num(sum("resumed")),
+                        cell(self.values(s, p, "tickets_per_conn")),
+                    )?;
+                }
+            }
+        }
+
         writeln!(md, "\n## Every run, in the order run\n")?;
         writeln!(
             md,
-            "| scenario | repeat | proxy | figures | errors |\n| --- | ---: | --- | --- | --- |"
+            "| scenario | repeat | proxy | figures | negotiated | errors |\n| --- | ---: | --- | --- | --- | --- |"
         )?;
         for r in &self.runs {
             let figures: Vec<String> = r
@@ -258,20 +302,25 @@ impl Bench<'_> {
             };
             writeln!(
                 md,
-                "| {} | {} | {} | {} | {errors} |",
+                "| {} | {} | {} | {} | {} | {errors} |",
                 r.scenario.name(),
                 r.repeat + 1,
                 r.proxy.name(),
-                figures.join(" ")
+                figures.join(" "),
+                r.negotiated.as_deref().unwrap_or("—")
             )?;
         }
         writeln!(md, "\n## Method\n\n{METHOD}")?;
+        if self.opts.scenarios.iter().any(|s| s.terminates()) {
+            writeln!(md, "{METHOD_TERMINATE}")?;
+        }
         Ok(md)
     }
 }
 
 const METHOD: &str = "\
-* All three proxies route TLS on SNI to the same loopback backends \
+* Passthrough scenarios (new-tls, bulk-*, idle, latency): all three \
+proxies route TLS on SNI to the same loopback backends \
 (`turnout-loadgen backend`: a rustls echo server, and a bulk server that \
 reads the ClientHello record and then moves raw bytes), with the same \
 routes: `echo.`, `bulk.`, `*.wild.` and 8 decoys under `bench.test`. \
@@ -303,4 +352,43 @@ connected to a backend. The count is capped by the open-file limit \
 (a proxy holds two descriptors per connection).
 * latency: one connection at a time, alternating direct-to-backend and \
 through-the-proxy; added = the proxy's percentile minus the direct one.
+";
+
+const METHOD_TERMINATE: &str = "\
+* Terminating scenarios (new-tls-terminate, idle-terminate): each proxy \
+terminates TLS 1.2/1.3 on one listener with the same certificate — one \
+self-signed ECDSA P-256 certificate for `*.bench.test`, written once per \
+run by `turnout-loadgen cert` (rcgen) — and relays the decrypted bytes to \
+the same plain TCP echo (`turnout-loadgen backend`, no TLS). Turnout: one \
+route `{ match: { ports, domains: [\"*.bench.test\"], protocol: \"tcp\" }, \
+action: { type: forward, targets: [plain echo], tls: { mode: terminate, \
+certificate: { cert, key } } } }`, rustls with aws-lc-rs, default \
+plugins, global limits off; Turnout has no setting for session tickets or \
+its session cache, so it runs with its defaults (tickets on: a client \
+offering one would resume). HAProxy: \
+`mode tcp`, `bind … ssl crt <cert+key PEM> no-tls-tickets ssl-min-ver \
+TLSv1.2 ssl-max-ver TLSv1.3`, `tune.ssl.cachesize 0`, `nbthread` = cores, \
+no ALPN. nginx: `stream { server { listen … ssl; ssl_certificate; \
+ssl_certificate_key; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets \
+off; ssl_session_cache off; proxy_pass <plain echo>; } }`, \
+`worker_processes` = cores, no ALPN. With these settings OpenSSL 3.0 \
+(HAProxy, nginx) still sends two TLS 1.3 tickets per handshake, as rustls \
+(Turnout) does — the table above counts them — but `openssl s_client \
+-sess_out`/`-sess_in` gets \"New\" from HAProxy and nginx (they cannot \
+resume) and \"Reused\" from Turnout. Cipher suites and groups: each \
+peer's defaults; the client (rustls, aws-lc-rs, default order without \
+post-quantum preference) offers a single X25519 key share, so no peer \
+needs a HelloRetryRequest — what was negotiated is in the table above.
+* The client never resumes: its rustls session store keeps nothing, so \
+it offers no PSK and no TLS 1.2 session; every handshake is checked \
+(`handshake_kind`) and counted as full, full after a HelloRetryRequest, \
+or resumed. It skips certificate verification (the signature is still \
+made by the server) to keep client CPU low on the shared cores.
+* new-tls-terminate: per connection a full TLS 1.3 handshake with the \
+proxy, the proxy's TCP connection to the plain echo, a 64-byte request \
+echoed back, then close_notify and FIN. Headline: proxy CPU-s per 10 000 \
+such connections; goal ≤ 0.7× HAProxy's.
+* idle-terminate: as idle, but each connection is terminated by the \
+proxy (TLS state held by the proxy) and relayed in plaintext to the \
+echo; RSS with all open minus before, per connection. Goal ≤ HAProxy's.
 ";
