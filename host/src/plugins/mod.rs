@@ -1,7 +1,7 @@
 //! The plugin runtime: the only module that touches wasmtime.
 //!
 //! * [`engine`] — one `Engine` and `Linker` with fixed safe defaults, the
-//!   epoch ticker, the compilation cache.
+//!   epoch ticker; `cache` — the compilation cache on disk.
 //! * [`loaded`] — one plugin version: `InstancePre`, warm-instance pool,
 //!   deadline and memory cap per call, failure classification.
 //! * [`chain`] — the ordered chain and its semantics.
@@ -9,6 +9,7 @@
 //! * `bindings` / `host_api` — the WIT bindings and the host imports.
 
 mod bindings;
+mod cache;
 pub mod chain;
 pub mod engine;
 mod error;
