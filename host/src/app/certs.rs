@@ -47,7 +47,9 @@ fn files(config: &TlsConfig) -> Vec<PathBuf> {
 }
 
 /// The TLS config in force, shared by the config reloader (which replaces
-/// it) and the file watcher (which re-reads its files).
+/// it) and the file watcher (which re-reads its files). Every load happens
+/// under its lock, so a watcher load of the previous config can never land
+/// after a reload's and undo it.
 #[derive(Debug, Clone)]
 pub struct Current(Arc<Mutex<TlsConfig>>);
 
@@ -57,15 +59,23 @@ impl Current {
         Self(Arc::new(Mutex::new(config)))
     }
 
-    fn get(&self) -> TlsConfig {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, TlsConfig> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A config reload: its certificates are loaded now; when one fails,
-    /// the previous ones keep serving and the error is logged.
+    /// the previous ones keep serving and the error is logged. Reads files:
+    /// call it off the control runtime.
     pub fn reload(&self, proxy: &Proxy, config: TlsConfig) {
+        let mut current = self.lock();
         apply(proxy, &config, "config reload");
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        *current = config;
+    }
+
+    /// The files changed: the config in force is loaded again.
+    fn reread(&self, proxy: &Proxy, why: &str) {
+        let current = self.lock();
+        apply(proxy, &current, why);
     }
 }
 
@@ -88,7 +98,7 @@ fn apply(proxy: &Proxy, config: &TlsConfig, why: &str) {
 /// Watches the certificate files of the config in force and reloads the
 /// certificates when one changes. Runs until aborted.
 pub async fn watch(proxy: Arc<Proxy>, current: Current) {
-    let mut watched = files(&current.get());
+    let mut watched = files(&current.lock());
     let mut scanner = StableFiles::files(watched.clone());
     // What is there now is what was loaded at start.
     let _ = scanner.scan_now();
@@ -96,14 +106,13 @@ pub async fn watch(proxy: Arc<Proxy>, current: Current) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let config = current.get();
-        let now = files(&config);
+        let now = files(&current.lock());
         if now != watched {
-            // A config reload named other files: watch those from here.
+            // A config reload named other files. No baseline is taken: the
+            // files count as changed once stable, so one still being
+            // written when the reload read it is loaded again when done.
             watched = now;
             scanner = StableFiles::files(watched.clone());
-            let _ = scanner.scan_now();
-            continue;
         }
         let changes = match scanner.scan() {
             Ok(c) if !c.is_empty() => c,
@@ -115,9 +124,9 @@ pub async fn watch(proxy: Arc<Proxy>, current: Current) {
             .chain(&changes.removed)
             .map(|p| p.display().to_string())
             .collect();
-        let proxy = proxy.clone();
+        let (proxy, current) = (proxy.clone(), current.clone());
         let why = format!("{} changed", names.join(", "));
         // Reading and parsing PEM is file I/O: off the control runtime.
-        let _ = tokio::task::spawn_blocking(move || apply(&proxy, &config, &why)).await;
+        let _ = tokio::task::spawn_blocking(move || current.reread(&proxy, &why)).await;
     }
 }

@@ -248,7 +248,10 @@ pub async fn run(
                         // decisions and timers, not what is bound — say so
                         // rather than let an operator wait for a new port.
                         proxy.reload(Settings::from_config(&new));
-                        current_tls.reload(&proxy, new.tls.clone());
+                        // Certificates are files: read off this runtime.
+                        let (tls, current, p) =
+                            (new.tls.clone(), current_tls.clone(), proxy.clone());
+                        let _ = tokio::task::spawn_blocking(move || current.reload(&p, tls)).await;
                         tracing::info!(file = %path.display(), "config reloaded");
                         let ports = proxy::declared_ports(&set.chain());
                         if new.bind != bound.0.0

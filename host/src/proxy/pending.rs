@@ -346,18 +346,8 @@ impl Pending {
                 .await
                 .map_err(|e| Refusal::Backend(e.to_string()))?;
         self.held.meter.relaying(target);
-        let keep_alive = policy.tcp_keep_alive.map(Duration::from_millis);
-        // The policy decides both sockets' options (the WIT says so); the
-        // client socket has what its listener gave it until here.
-        let wanted = socket::Inherited {
-            no_delay: policy.no_delay,
-            keep_alive,
-        };
-        socket::apply(&self.stream, self.inherited, wanted);
-        let _ = backend.set_nodelay(policy.no_delay);
-        if let Some(idle) = keep_alive {
-            socket::keepalive(&backend, idle);
-        }
+        self.client_socket_policy(&policy);
+        backend_socket_policy(&backend, &policy);
         let mut first_bytes = match forward.proxy_protocol {
             ProxyProtocol::None => Vec::new(),
             ProxyProtocol::V1 => proxy_protocol::encode_v1(self.held.client, self.local),
@@ -387,9 +377,28 @@ impl Pending {
         })
     }
 
+    /// The policy's socket options on the client socket (the WIT says
+    /// the policy decides both sockets'; until here the client socket has
+    /// what its listener gave it).
+    pub(crate) fn client_socket_policy(&self, policy: &Policy) {
+        let wanted = socket::Inherited {
+            no_delay: policy.no_delay,
+            keep_alive: policy.tcp_keep_alive.map(Duration::from_millis),
+        };
+        socket::apply(&self.stream, self.inherited, wanted);
+    }
+
     /// Counts and logs a refusal; the connection closes when `self` drops.
     pub(crate) fn refuse(&self, refusal: &Refusal) {
         self.held.refuse(refusal, self.buf.len());
+    }
+}
+
+/// The policy's socket options on a backend socket.
+pub(crate) fn backend_socket_policy(backend: &TcpStream, policy: &Policy) {
+    let _ = backend.set_nodelay(policy.no_delay);
+    if let Some(ms) = policy.tcp_keep_alive {
+        socket::keepalive(backend, Duration::from_millis(ms));
     }
 }
 

@@ -34,6 +34,10 @@ mod splice;
 /// measurably; smaller ones cost syscalls.
 const BUF: usize = 32 * 1024;
 
+/// The shortest extension `on-idle` gets: asked again sooner, a plugin
+/// answering `extend(0)` would be called in a loop on the worker thread.
+pub const MIN_EXTENSION: Duration = Duration::from_millis(100);
+
 /// The timers of one connection (from the policy). `None` is never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
@@ -194,7 +198,9 @@ macro_rules! supervise {
                         match $on_idle(now.saturating_duration_since(last_byte())) {
                             IdleVerdict::Close => return CloseReason::Inactivity,
                             // Next check `extra` from now, however short.
-                            IdleVerdict::Extend(extra) => extended_until = now + extra,
+                            IdleVerdict::Extend(extra) => {
+                                extended_until = now + extra.max(MIN_EXTENSION);
+                            }
                         }
                     }
                 }
@@ -388,7 +394,7 @@ mod tests {
             |_| {
                 asked.push(started.elapsed());
                 if asked.len() == 1 {
-                    IdleVerdict::Extend(Duration::from_millis(50))
+                    IdleVerdict::Extend(Duration::from_millis(150))
                 } else {
                     IdleVerdict::Close
                 }
@@ -398,7 +404,7 @@ mod tests {
         .await;
         assert_eq!(reason, super::CloseReason::Inactivity);
         let ms: Vec<u128> = asked.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [300, 350], "on-idle asked at (virtual) ms");
+        assert_eq!(ms, [300, 450], "on-idle asked at (virtual) ms");
     }
 
     /// A long extension still waits its whole length.
@@ -428,5 +434,36 @@ mod tests {
         )
         .await;
         assert_eq!(asked, [300, 1300]);
+    }
+
+    /// `extend(0)` (a plugin computing what is left of a budget) waits the
+    /// shortest extension instead of asking again at once, in a loop.
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_extension_waits_the_shortest_one() {
+        let (_client_app, mut client_side) = tokio::io::duplex(64);
+        let (mut backend_side, _backend_app) = tokio::io::duplex(64);
+        let traffic = Traffic::default();
+        let started = Instant::now();
+        let never = std::pin::pin!(std::future::pending());
+        let mut asked = Vec::new();
+        super::relay_streams(
+            &mut client_side,
+            &mut backend_side,
+            timers(Some(Duration::from_millis(300))),
+            &traffic,
+            started,
+            |_| {
+                asked.push(started.elapsed().as_millis());
+                if asked.len() < 3 {
+                    IdleVerdict::Extend(Duration::ZERO)
+                } else {
+                    IdleVerdict::Close
+                }
+            },
+            never,
+        )
+        .await;
+        let step = super::MIN_EXTENSION.as_millis();
+        assert_eq!(asked, [300, 300 + step, 300 + 2 * step]);
     }
 }

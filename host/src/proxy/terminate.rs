@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use turnout_plugin_sdk::{TlsAlert, TlsMode};
 
-use super::pending::{Held, Pending, Routed};
+use super::pending::{Held, Pending, Routed, backend_socket_policy};
 use super::relay::{self, Timers};
 use crate::metrics::{Refusal, TrafficHandle};
 use crate::tls::{self, Prefixed, Terminator};
@@ -98,6 +98,7 @@ pub(super) async fn start(
         }
     };
     let connect_timeout = pending.settings.connect_timeout;
+    pending.client_socket_policy(&routed.policy);
     let (stream, peeked, held) = pending.split();
     let metrics = held.proxy.metrics.clone();
     let io = Metered {
@@ -109,6 +110,9 @@ pub(super) async fn start(
         Err(e) => {
             metrics.handshake(e.reason, "-", "-");
             held.refuse(&handshake_refusal(e), 0);
+            // The route's slot before the client's counters (as on every
+            // other path), not after, as the local `held` would drop.
+            drop(routed);
             return None;
         }
     };
@@ -117,9 +121,13 @@ pub(super) async fn start(
     let (backend, target) = match backend {
         Some(b) => b,
         None => match super::connect::connect_any(&routed.forward.targets, connect_timeout).await {
-            Ok((tcp, target)) => (Backend::Plain(tcp), target),
+            Ok((tcp, target)) => {
+                backend_socket_policy(&tcp, &routed.policy);
+                (Backend::Plain(tcp), target)
+            }
             Err(e) => {
                 held.refuse(&Refusal::Backend(e.to_string()), 0);
+                drop(routed);
                 return None;
             }
         },
@@ -208,6 +216,7 @@ async fn reencrypt(
     let (tcp, target, t) = super::connect::connect_first(&routed.forward.targets, timeout)
         .await
         .map_err(|e| Refusal::Backend(e.to_string()))?;
+    backend_socket_policy(&tcp, &routed.policy);
     let server = tls::upstream_name(route, &t.host, sni)
         .map_err(|e| Refusal::Backend(format!("{target}: {e}")))?;
     let mut config = rustls::ClientConfig::clone(&config);

@@ -237,7 +237,14 @@ where
         (Side::Backend, Side::Client)
     };
     loop {
-        let (mut buf, n) = read_pooled(&mut from).await.map_err(|e| (src, e.kind()))?;
+        let (mut buf, n) = match read_pooled(&mut from).await {
+            Ok(read) => read,
+            // A TLS peer that closes its socket without close_notify: rustls
+            // says UnexpectedEof. Most peers do it; treat it as the end of
+            // this direction, not as a failure of the connection.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => (Buffer::take(), 0),
+            Err(e) => return Err((src, e.kind())),
+        };
         if n == 0 {
             // Always passed on, unlike on TCP: the close that follows may
             // not say it for such a stream (a TLS writer's close_notify is
