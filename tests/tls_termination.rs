@@ -751,3 +751,39 @@ async fn curl_through_a_terminated_route() {
     settled(&app).await;
     app.stop().await;
 }
+
+/// A client that does not speak TLS, on a route that terminates TLS, is
+/// refused: its cleartext is never relayed to the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleartext_client_on_a_terminating_route_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (echo_addr, mut first) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["clear.test"]);
+    let mut route = terminate(
+        "clear",
+        port,
+        &["clear.test"],
+        echo_addr,
+        files(dir.path(), "c", &leaf),
+    );
+    // No domains: the route matches connections without SNI too.
+    route["match"].as_object_mut().unwrap().remove("domains");
+    let app = RunningApp::start_with(&config(json!([route]), json!({})), ports).await;
+    let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, b"", "closed, nothing echoed");
+    assert!(first.try_recv().is_err(), "nothing reached the backend");
+    settled(&app).await;
+    assert_eq!(
+        app.metrics.refusal_count("unsupported"),
+        1,
+        "{:?}",
+        app.metrics.refusals()
+    );
+    app.stop().await;
+}

@@ -348,7 +348,14 @@ fn upstream(v: &Value, at: &str, p: &mut Vec<ConfigError>) -> Upstream {
             ("ca", Value::String(s)) if !s.trim().is_empty() => out.ca = Some(Pem::from_text(s)),
             ("verify", Value::Bool(b)) => out.verify = *b,
             ("serverName", Value::String(s)) if !s.trim().is_empty() => {
-                out.server_name = Some(s.trim().to_owned());
+                let name = s.trim();
+                match rustls::pki_types::ServerName::try_from(name) {
+                    Ok(_) => out.server_name = Some(name.to_owned()),
+                    Err(e) => p.push(ConfigError::new(
+                        format!("{at}.serverName"),
+                        format!("{name:?} is not a DNS name or IP address: {e}"),
+                    )),
+                }
             }
             ("ca" | "serverName", other) => p.push(ConfigError::new(
                 format!("{at}.{key}"),
@@ -423,7 +430,9 @@ mod tests {
                 "certificate": { "cert": "a", "certFile": "b", "kee": "x" }, "versions": ["TLSv1.1"] } } },
             { "match": { "ports": 2 }, "action": { "tls": { "mode": "terminate" } } },
             { "match": { "ports": 3 }, "action": { "tls": { "mode": "terminate", "certificate": "auto",
-                "upstream": { "verify": false } } } }
+                "upstream": { "verify": false } } } },
+            { "match": { "ports": 4 }, "action": { "tls": { "mode": "terminate-and-reencrypt",
+                "upstream": { "serverName": "not a name" } } } }
         ]));
         let want = [
             "routes[0].match.protocol",
@@ -432,6 +441,7 @@ mod tests {
             "routes[0].action.tls.certificate.key",
             "routes[0].action.tls.versions[0]",
             "routes[2].action.tls.upstream",
+            "routes[3].action.tls.upstream.serverName",
         ];
         for w in want {
             assert!(

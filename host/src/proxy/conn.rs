@@ -19,6 +19,7 @@ use super::pending::{Pending, Ready};
 use super::relay::{self, IdleVerdict, Timers, Traffic};
 use super::terminate::{self, Terminated};
 use super::{Proxy, Settings};
+use crate::metrics::Refusal;
 use crate::plugins::Chain;
 
 /// State carried from accept to close.
@@ -84,7 +85,16 @@ async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Next> {
     // Where a routed connection goes: a TLS client on a terminating route
     // to the terminator; everything else to a backend socket and the L4
     // relay.
-    if routed.forward.tls_mode != TlsMode::Passthrough && routed.conn.tls.is_some() {
+    if routed.forward.tls_mode != TlsMode::Passthrough {
+        if routed.conn.tls.is_none() {
+            // A client that does not speak TLS on a route that terminates
+            // it: relaying its cleartext would quietly downgrade a route
+            // the operator meant to be encrypted.
+            pending.refuse(&Refusal::Unsupported(
+                "a client that does not speak TLS, routed to a route that terminates TLS",
+            ));
+            return None;
+        }
         let tls = pending.held.proxy.tls.load_full();
         return terminate::start(pending, routed, tls)
             .await

@@ -68,7 +68,11 @@ impl CertStore {
                 source.key.describe(),
                 source.ca.as_ref().map(|c| c.describe()).unwrap_or_default(),
             );
-            let inline = source.cert.describe() == "inline PEM";
+            // Inline PEM has no name to compare by: never shared.
+            let inline = [Some(&source.cert), Some(&source.key), source.ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|p| matches!(p, crate::config::tls::Pem::Text(_)));
             let index = match seen.get(&key) {
                 Some(&i) if !inline => i,
                 _ => match certs::load(source, provider) {
