@@ -787,3 +787,39 @@ async fn a_cleartext_client_on_a_terminating_route_is_refused() {
     );
     app.stop().await;
 }
+
+/// The policy's socket options reach both sockets of a terminated
+/// connection too (TCP_NODELAY on by default: a fresh backend socket has it
+/// off until the host sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_connection_gets_the_policys_socket_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (echo_addr, _) = echo_backend().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let leaf = ca.leaf(&["opts.test"]);
+    let routes = json!([terminate(
+        "opts",
+        port,
+        &["opts.test"],
+        echo_addr,
+        files(dir.path(), "o", &leaf)
+    )]);
+    let app = RunningApp::start_with(&config(routes, json!({ "noDelay": true })), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = connect(proxy, "opts.test", ca.client(&[])).await.unwrap();
+    echo(&mut s, b"options").await;
+    let backend = turnout_tests::l4::socket_to(echo_addr).expect("the proxy's backend socket");
+    assert!(
+        rustix::net::sockopt::tcp_nodelay(&backend).unwrap(),
+        "TCP_NODELAY on the backend socket"
+    );
+    assert!(
+        rustix::net::sockopt::socket_keepalive(&backend).unwrap(),
+        "keep-alive on the backend socket"
+    );
+    drop((backend, s));
+    settled(&app).await;
+    app.stop().await;
+}

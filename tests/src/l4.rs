@@ -279,6 +279,20 @@ pub fn client_hello_bytes(sni: Option<&str>) -> Vec<u8> {
 /// is `proxy` and whose peer is `client`, duplicated through
 /// `pidfd_getfd(2)` so its options can be read.
 pub fn proxy_side_socket(proxy: SocketAddr, client: SocketAddr) -> Option<std::os::fd::OwnedFd> {
+    socket_where(|local, peer| local == Some(proxy) && peer == Some(client))
+}
+
+/// The proxy's socket connected to `backend` (its local port is the
+/// kernel's choice), duplicated like [`proxy_side_socket`]'s.
+pub fn socket_to(backend: SocketAddr) -> Option<std::os::fd::OwnedFd> {
+    socket_where(|local, peer| {
+        peer == Some(backend) && local.is_some_and(|l| l.port() != backend.port())
+    })
+}
+
+fn socket_where(
+    wanted: impl Fn(Option<SocketAddr>, Option<SocketAddr>) -> bool,
+) -> Option<std::os::fd::OwnedFd> {
     use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
     let me = pidfd_open(getpid(), PidfdFlags::empty()).ok()?;
     for entry in std::fs::read_dir("/proc/self/fd").ok()? {
@@ -298,7 +312,7 @@ pub fn proxy_side_socket(proxy: SocketAddr, client: SocketAddr) -> Option<std::o
             .ok()
             .flatten()
             .and_then(|a| SocketAddr::try_from(a).ok());
-        if local == Some(proxy) && peer == Some(client) {
+        if wanted(local, peer) {
             return Some(fd);
         }
     }
