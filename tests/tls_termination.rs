@@ -823,3 +823,63 @@ async fn a_terminated_connection_gets_the_policys_socket_options() {
     settled(&app).await;
     app.stop().await;
 }
+
+/// A re-encrypted backend that sends its answer and drops the socket
+/// without close_notify (most servers do): the client gets the answer and
+/// a clean TLS close, not a reset connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_without_close_notify_ends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = Ca::new("Front CA");
+    let back = Ca::new("Backend CA");
+    let leaf = back.leaf(&["abrupt.internal"]);
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let _ = tls.write_all(b"bye").await;
+                let _ = tls.flush().await;
+                // Dropped without shutdown: no close_notify, just a FIN.
+            });
+        }
+    });
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let front_leaf = front.leaf(&["abrupt.test"]);
+    let route = json!({ "name": "abrupt", "match": { "ports": port, "domains": ["abrupt.test"], "protocol": "tcp" },
+        "action": { "type": "forward", "targets": target(backend),
+                    "tls": { "mode": "terminate-and-reencrypt", "certificate": files(dir.path(), "a", &front_leaf),
+                             "upstream": { "ca": write(dir.path(), "back.pem", &back.pem), "serverName": "abrupt.internal" } } } });
+    let app = RunningApp::start_with(&config(json!([route]), json!({})), ports).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = connect(proxy, "abrupt.test", front.client(&[]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(STEP, s.read_to_end(&mut got))
+        .await
+        .expect("ends in time");
+    assert_eq!(got, b"bye");
+    assert!(end.is_ok(), "a clean TLS close from the proxy, got {end:?}");
+    drop(s);
+    settled(&app).await;
+    app.stop().await;
+}
