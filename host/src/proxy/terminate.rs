@@ -60,10 +60,13 @@ pub(super) async fn start(
 ) -> Option<Terminated> {
     let sni = routed.conn.tls.as_ref().and_then(|h| h.sni.clone());
     // Refused before any backend work or cryptography.
-    if let Err(refusal) = check(&mut pending, &routed, &tls, sni.as_deref()).await {
-        pending.refuse(&refusal);
-        return None;
-    }
+    let key = match check(&mut pending, &routed, &tls, sni.as_deref()).await {
+        Ok(key) => key,
+        Err(refusal) => {
+            pending.refuse(&refusal);
+            return None;
+        }
+    };
     // Re-encryption opens the backend first, offering what the client
     // offered: its choice is then the only protocol offered back to the
     // client, so both sides agree on one.
@@ -88,15 +91,7 @@ pub(super) async fn start(
             .collect(),
         _ => Vec::new(),
     };
-    let port = pending.local.port();
-    let name = &routed.forward.route;
-    let config = match tls.server_config(sni.as_deref(), name, port, server_alpn) {
-        Ok(c) => c,
-        Err(e) => {
-            pending.refuse(&handshake_refusal(e));
-            return None;
-        }
-    };
+    let config = tls.server_config(key, &routed.forward.route, server_alpn);
     let connect_timeout = pending.settings.connect_timeout;
     pending.client_socket_policy(&routed.policy);
     let (stream, peeked, held) = pending.split();
@@ -150,13 +145,14 @@ pub(super) async fn start(
 
 /// What refuses a terminated connection before its handshake: a route
 /// that serves HTTP (not built yet), no certificate naming the server
-/// (`unrecognized_name`, as when no route matches). Sends the alert.
+/// (`unrecognized_name`, as when no route matches). Sends the alert;
+/// otherwise gives the certificate the handshake will use.
 async fn check(
     pending: &mut Pending,
     routed: &Routed,
     tls: &Terminator,
     sni: Option<&str>,
-) -> Result<(), Refusal> {
+) -> Result<Arc<rustls::sign::CertifiedKey>, Refusal> {
     let name = &routed.forward.route;
     if tls.route(name).is_some_and(|r| !r.is_tcp()) {
         pending.alert(Some(TlsAlert::InternalError)).await;
@@ -165,12 +161,14 @@ async fn check(
              set \"protocol\": \"tcp\" to relay the decrypted stream",
         ));
     }
-    if let Err(e) = tls.server_config(sni, name, pending.local.port(), Vec::new()) {
-        pending.alert(Some(TlsAlert::UnrecognizedName)).await;
-        pending.held.proxy.metrics.handshake(e.reason, "-", "-");
-        return Err(handshake_refusal(e));
+    match tls.certificate(sni, pending.local.port()) {
+        Ok(key) => Ok(key),
+        Err(e) => {
+            pending.alert(Some(TlsAlert::UnrecognizedName)).await;
+            pending.held.proxy.metrics.handshake(e.reason, "-", "-");
+            Err(handshake_refusal(e))
+        }
     }
-    Ok(())
 }
 
 fn handshake_refusal(e: tls::HandshakeError) -> Refusal {

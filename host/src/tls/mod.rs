@@ -207,26 +207,31 @@ impl Terminator {
         self.handshake_timeout
     }
 
-    /// A server config for one handshake: the certificate for `sni` on
-    /// `port` (see `store.rs`), `route`'s versions, and `alpn` (the
+    /// The certificate for a handshake with `sni` on `port` (see
+    /// `store.rs`); `no-certificate` when none names the server.
+    pub fn certificate(
+        &self,
+        sni: Option<&str>,
+        port: u16,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, HandshakeError> {
+        self.store.resolve(sni, port).ok_or_else(|| HandshakeError {
+            reason: "no-certificate",
+            detail: format!(
+                "no certificate for {} on port {port}",
+                sni.map_or_else(|| "a client without SNI".to_owned(), |s| format!("{s:?}"))
+            ),
+        })
+    }
+
+    /// A server config for one handshake: `key` (from
+    /// [`Terminator::certificate`]), `route`'s versions, and `alpn` (the
     /// protocols the server may select).
     pub fn server_config(
         &self,
-        sni: Option<&str>,
+        key: Arc<rustls::sign::CertifiedKey>,
         route: &str,
-        port: u16,
         alpn: Vec<Vec<u8>>,
-    ) -> Result<Arc<ServerConfig>, HandshakeError> {
-        let key = self
-            .store
-            .resolve(sni, port)
-            .ok_or_else(|| HandshakeError {
-                reason: "no-certificate",
-                detail: format!(
-                    "no certificate for {} on port {port}",
-                    sni.map_or_else(|| "a client without SNI".to_owned(), |s| format!("{s:?}"))
-                ),
-            })?;
+    ) -> Arc<ServerConfig> {
         let versions = self
             .routes
             .get(route)
@@ -239,7 +244,7 @@ impl Terminator {
         let mut c = ServerConfig::clone(base);
         c.cert_resolver = Arc::new(SingleCertAndKey::from(key));
         c.alpn_protocols = alpn;
-        Ok(Arc::new(c))
+        Arc::new(c)
     }
 }
 
