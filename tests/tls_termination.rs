@@ -85,6 +85,18 @@ async fn settled(app: &RunningApp) {
     }
 }
 
+/// Waits (bounded by [`STEP`]) until `done` holds, looking every 20 ms.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let waiting = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(STEP, waiting).await.is_err() {
+        panic!("timed out waiting for {what}");
+    }
+}
+
 /// `openssl s_client` against the proxy (whose backend echoes): sends a
 /// line, waits for it to come back — by then any TLS 1.3 session ticket,
 /// sent before application data, has been read — then ends the session.
@@ -478,28 +490,33 @@ async fn a_changed_certificate_file_serves_new_handshakes_and_a_broken_one_is_ig
     let second = ca.leaf(&["reload.test"]);
     write(dir.path(), "r.key", &second.key);
     write(dir.path(), "r.pem", &second.cert);
-    let mut new_serial = old_serial.clone();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let s = connect(proxy, "reload.test", client.clone()).await.unwrap();
-        new_serial = served_serial(&s);
-        if new_serial != old_serial {
-            break;
-        }
-    }
+    // The watcher picks it up (a reload applied; a look that saw the new
+    // key beside the old certificate is refused, not applied).
+    let before = app.metrics.certificate_reloads();
+    wait_for("the new certificate to load", || {
+        app.metrics.certificate_reloads().0 > before.0
+    })
+    .await;
+    let fresh = connect(proxy, "reload.test", client.clone()).await.unwrap();
+    let new_serial = served_serial(&fresh);
+    drop(fresh);
     assert_ne!(
         new_serial, old_serial,
-        "the new certificate serves within 10 s"
+        "new handshakes get the new certificate"
     );
     echo(&mut old, b"the old connection is still up").await;
 
     // A broken file: reported, and the certificate in use keeps serving.
+    let before = app.metrics.certificate_reloads();
     write(
         dir.path(),
         "r.pem",
         "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for("the broken file to be refused", || {
+        app.metrics.certificate_reloads().1 > before.1
+    })
+    .await;
     let mut s = connect(proxy, "reload.test", client.clone())
         .await
         .expect("still served");
@@ -626,6 +643,10 @@ async fn certificates_and_handshakes_are_shown_by_the_admin_api() {
     assert_eq!(status, 200);
     assert!(
         text.contains(r#"turnout_tls_handshakes_total{result="ok",version="TLSv1.3",alpn="-"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"turnout_tls_certificate_reloads_total{result="refused"} 0"#),
         "{text}"
     );
     assert!(

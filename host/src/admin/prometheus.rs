@@ -353,6 +353,16 @@ impl Collector for Scrape {
             }),
             |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
         )?;
+        let (applied, refused) = m.certificate_reloads();
+        family(
+            e,
+            "tls_certificate_reloads",
+            "Certificate reloads after start (a changed file, SIGHUP): applied, or refused because a file was broken.",
+            MetricType::Counter,
+            [("applied", applied), ("refused", refused)]
+                .map(|(result, n)| (vec![("result", Cow::Borrowed(result))], n)),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
         if let Some(tls) = &self.tls {
             let certs = tls.store().certs();
             family(

@@ -80,7 +80,9 @@ impl Current {
 }
 
 fn apply(proxy: &Proxy, config: &TlsConfig, why: &str) {
-    match load(config) {
+    let loaded = load(config);
+    proxy.metrics().certificate_reload(loaded.is_ok());
+    match loaded {
         Ok(t) => {
             let n = t.store().certs().len();
             proxy.set_tls(t);

@@ -178,6 +178,8 @@ pub struct Metrics {
     workers: OnceLock<Box<[WorkerUsage]>>,
     /// TLS handshakes the proxy terminated, by (result, version, ALPN).
     handshakes: Mutex<HashMap<Handshake, u64>>,
+    /// Certificate (re)loads after start: applied, refused.
+    cert_reloads: [AtomicU64; 2],
 }
 
 /// One kind of terminated handshake, as counted.
@@ -229,6 +231,7 @@ impl Metrics {
             global: Mutex::new(global),
             workers: OnceLock::new(),
             handshakes: Mutex::default(),
+            cert_reloads: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -411,6 +414,18 @@ impl Metrics {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.refusals[i].load(Ordering::Relaxed))
+    }
+
+    /// Counts a certificate reload (a changed file, SIGHUP): applied, or
+    /// refused because a file was broken.
+    pub fn certificate_reload(&self, applied: bool) {
+        self.cert_reloads[usize::from(!applied)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Certificate reloads so far: (applied, refused).
+    pub fn certificate_reloads(&self) -> (u64, u64) {
+        let n = |i: usize| self.cert_reloads[i].load(Ordering::Relaxed);
+        (n(0), n(1))
     }
 
     /// Counts one terminated handshake.
