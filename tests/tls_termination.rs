@@ -319,20 +319,7 @@ async fn a_chain_verifies_with_openssl_and_versions_and_resumption_hold() {
 /// A TLS backend for `names` with a certificate from `ca`, echoing.
 async fn tls_echo_backend(ca: &Ca, names: &[&str]) -> SocketAddr {
     let leaf = ca.leaf(names);
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    config.alpn_protocols = vec![b"echo/1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server(&["echo/1"]));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -354,8 +341,6 @@ async fn tls_echo_backend(ca: &Ca, names: &[&str]) -> SocketAddr {
     });
     addr
 }
-
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reencrypt_verifies_the_backend_and_never_falls_back_to_unverified() {
@@ -854,19 +839,7 @@ async fn a_backend_closing_without_close_notify_ends_cleanly() {
     let front = Ca::new("Front CA");
     let back = Ca::new("Backend CA");
     let leaf = back.leaf(&["abrupt.internal"]);
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server(&[]));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = l.local_addr().unwrap();
     tokio::spawn(async move {

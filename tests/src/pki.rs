@@ -21,6 +21,26 @@ pub struct Leaf {
     pub key: String,
 }
 
+impl Leaf {
+    /// A rustls server config serving this certificate, offering `alpn`.
+    pub fn server(&self, alpn: &[&str]) -> Arc<rustls::ServerConfig> {
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(self.cert.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key.as_bytes()).unwrap();
+        let mut c = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Arc::new(c)
+    }
+}
+
 impl Ca {
     /// A self-signed root named `name`.
     pub fn new(name: &str) -> Ca {

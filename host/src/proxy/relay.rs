@@ -375,10 +375,10 @@ mod tests {
         assert!(traffic.last_activity_ms() > 0, "activity noted");
     }
 
-    /// `on-idle` extending by less than the inactivity timeout is asked
-    /// again after the extension, not after another full timeout.
-    #[tokio::test(start_paused = true)]
-    async fn a_short_extension_fires_after_its_own_length() {
+    /// Relays two idle streams with a 300 ms inactivity timeout, `on-idle`
+    /// answering each of `extensions` in turn and then closing; returns
+    /// when (virtual ms after the start) it was asked.
+    async fn asked_at(extensions: &[Duration]) -> Vec<u128> {
         let (_client_app, mut client_side) = tokio::io::duplex(64);
         let (mut backend_side, _backend_app) = tokio::io::duplex(64);
         let traffic = Traffic::default();
@@ -392,78 +392,40 @@ mod tests {
             &traffic,
             started,
             |_| {
-                asked.push(started.elapsed());
-                if asked.len() == 1 {
-                    IdleVerdict::Extend(Duration::from_millis(150))
-                } else {
-                    IdleVerdict::Close
-                }
+                asked.push(started.elapsed().as_millis());
+                extensions
+                    .get(asked.len() - 1)
+                    .map_or(IdleVerdict::Close, |&d| IdleVerdict::Extend(d))
             },
             never,
         )
         .await;
         assert_eq!(reason, super::CloseReason::Inactivity);
-        let ms: Vec<u128> = asked.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [300, 450], "on-idle asked at (virtual) ms");
+        asked
+    }
+
+    /// `on-idle` extending by less than the inactivity timeout is asked
+    /// again after the extension, not after another full timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_short_extension_fires_after_its_own_length() {
+        let asked = asked_at(&[Duration::from_millis(150)]).await;
+        assert_eq!(asked, [300, 450], "on-idle asked at (virtual) ms");
     }
 
     /// A long extension still waits its whole length.
     #[tokio::test(start_paused = true)]
     async fn a_long_extension_waits_its_whole_length() {
-        let (_client_app, mut client_side) = tokio::io::duplex(64);
-        let (mut backend_side, _backend_app) = tokio::io::duplex(64);
-        let traffic = Traffic::default();
-        let started = Instant::now();
-        let never = std::pin::pin!(std::future::pending());
-        let mut asked = Vec::new();
-        super::relay_streams(
-            &mut client_side,
-            &mut backend_side,
-            timers(Some(Duration::from_millis(300))),
-            &traffic,
-            started,
-            |_| {
-                asked.push(started.elapsed().as_millis());
-                if asked.len() == 1 {
-                    IdleVerdict::Extend(Duration::from_millis(1000))
-                } else {
-                    IdleVerdict::Close
-                }
-            },
-            never,
-        )
-        .await;
-        assert_eq!(asked, [300, 1300]);
+        assert_eq!(asked_at(&[Duration::from_secs(1)]).await, [300, 1300]);
     }
 
     /// `extend(0)` (a plugin computing what is left of a budget) waits the
     /// shortest extension instead of asking again at once, in a loop.
     #[tokio::test(start_paused = true)]
     async fn a_zero_extension_waits_the_shortest_one() {
-        let (_client_app, mut client_side) = tokio::io::duplex(64);
-        let (mut backend_side, _backend_app) = tokio::io::duplex(64);
-        let traffic = Traffic::default();
-        let started = Instant::now();
-        let never = std::pin::pin!(std::future::pending());
-        let mut asked = Vec::new();
-        super::relay_streams(
-            &mut client_side,
-            &mut backend_side,
-            timers(Some(Duration::from_millis(300))),
-            &traffic,
-            started,
-            |_| {
-                asked.push(started.elapsed().as_millis());
-                if asked.len() < 3 {
-                    IdleVerdict::Extend(Duration::ZERO)
-                } else {
-                    IdleVerdict::Close
-                }
-            },
-            never,
-        )
-        .await;
         let step = super::MIN_EXTENSION.as_millis();
-        assert_eq!(asked, [300, 300 + step, 300 + 2 * step]);
+        assert_eq!(
+            asked_at(&[Duration::ZERO, Duration::ZERO]).await,
+            [300, 300 + step, 300 + 2 * step]
+        );
     }
 }
