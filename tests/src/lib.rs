@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 pub mod app;
 pub mod l4;
 pub mod pki;
+pub mod tls;
 
 /// The `.wasm` of fixture `tests/guests/<name>`, built if needed.
 pub fn guest(name: &str) -> PathBuf {
