@@ -43,10 +43,12 @@ use super::{cargo, root, run, step};
 mod peers;
 mod procs;
 mod report;
+mod scenario;
 
 use peers::ensure_peers;
 use procs::{Proc, command, cpu_secs, free_port, nofile_limits, output, rss_kib};
 use report::fmt_num;
+use scenario::Scenario;
 
 const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice]
   scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency,
@@ -84,116 +86,6 @@ impl Proxy {
             Proxy::Turnout => "turnout",
             Proxy::Haproxy => "haproxy",
             Proxy::Nginx => "nginx",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scenario {
-    NewTls,
-    Bulk1,
-    Bulk64,
-    Idle,
-    Latency,
-    /// New TLS 1.3 connections terminated by the proxy.
-    NewTlsTerminate,
-    /// Idle connections terminated by the proxy.
-    IdleTerminate,
-}
-
-/// A scenario's headline figure and the goal for its ratio to HAProxy.
-struct Headline {
-    key: &'static str,
-    label: &'static str,
-    goal: f64,
-}
-
-impl Scenario {
-    const ALL: [Scenario; 7] = [
-        Scenario::NewTls,
-        Scenario::Bulk1,
-        Scenario::Bulk64,
-        Scenario::Idle,
-        Scenario::Latency,
-        Scenario::NewTlsTerminate,
-        Scenario::IdleTerminate,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Scenario::NewTls => "new-tls",
-            Scenario::Bulk1 => "bulk-1",
-            Scenario::Bulk64 => "bulk-64",
-            Scenario::Idle => "idle",
-            Scenario::Latency => "latency",
-            Scenario::NewTlsTerminate => "new-tls-terminate",
-            Scenario::IdleTerminate => "idle-terminate",
-        }
-    }
-
-    /// Whether the proxy terminates TLS (else it routes on SNI and passes
-    /// the TLS stream through).
-    fn terminates(self) -> bool {
-        matches!(self, Scenario::NewTlsTerminate | Scenario::IdleTerminate)
-    }
-
-    fn headline(self) -> Headline {
-        let (key, label, goal) = match self {
-            Scenario::NewTls => ("cpu_s_per_10k", "proxy CPU-s per 10 000 conns", 0.8),
-            Scenario::Bulk1 | Scenario::Bulk64 => ("cpu_s_per_gb", "proxy CPU-s per GB", 0.7),
-            Scenario::Idle => ("rss_kib_per_conn", "proxy RSS KiB per idle conn", 1.0),
-            Scenario::Latency => ("added_p99_us", "added p99 µs per new conn", 1.0),
-            Scenario::NewTlsTerminate => (
-                "cpu_s_per_10k",
-                "proxy CPU-s per 10 000 terminated conns",
-                0.7,
-            ),
-            Scenario::IdleTerminate => (
-                "rss_kib_per_conn",
-                "proxy RSS KiB per idle terminated conn",
-                1.0,
-            ),
-        };
-        Headline { key, label, goal }
-    }
-
-    /// Figures reported beside the headline: (key, label).
-    fn side(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Scenario::NewTls => &[
-                ("conns_per_s", "conns/s"),
-                ("p50_us", "p50 µs connect→echo"),
-                ("p99_us", "p99 µs connect→echo"),
-            ],
-            Scenario::NewTlsTerminate => &[
-                ("conns_per_s", "conns/s"),
-                ("p50_us", "p50 µs connect→echo"),
-                ("p99_us", "p99 µs connect→echo"),
-                ("full_pct", "% full handshakes (client's view)"),
-                ("resumed", "resumed handshakes"),
-                (
-                    "tickets_per_conn",
-                    "TLS 1.3 tickets sent per conn (client drops them)",
-                ),
-            ],
-            Scenario::Bulk1 | Scenario::Bulk64 => &[("gb_per_s", "GB/s")],
-            Scenario::Idle | Scenario::IdleTerminate => &[
-                ("rss_mib_with", "proxy RSS MiB with all open"),
-                (
-                    "retained_kib_per_conn",
-                    "RSS KiB per conn still held 1 s after close",
-                ),
-                ("idle_cpu_ms_per_s", "proxy CPU ms/s while they idle"),
-                ("empty_cpu_ms_per_s", "proxy CPU ms/s with no connections"),
-                ("open_secs", "seconds to open them"),
-            ],
-            Scenario::Latency => &[
-                ("added_p50_us", "added p50 µs"),
-                ("p50_us", "p50 µs through proxy"),
-                ("p99_us", "p99 µs through proxy"),
-                ("direct_p50_us", "p50 µs direct"),
-                ("direct_p99_us", "p99 µs direct"),
-            ],
         }
     }
 }

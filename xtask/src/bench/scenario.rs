@@ -1,0 +1,113 @@
+//! The benchmark's scenarios: their names on the command line, their
+//! headline figure with its goal against HAProxy, the figures reported
+//! beside it, and which ones make the proxies terminate TLS.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scenario {
+    NewTls,
+    Bulk1,
+    Bulk64,
+    Idle,
+    Latency,
+    /// New TLS 1.3 connections terminated by the proxy.
+    NewTlsTerminate,
+    /// Idle connections terminated by the proxy.
+    IdleTerminate,
+}
+
+/// A scenario's headline figure and the goal for its ratio to HAProxy.
+pub(super) struct Headline {
+    pub(super) key: &'static str,
+    pub(super) label: &'static str,
+    pub(super) goal: f64,
+}
+
+impl Scenario {
+    pub(super) const ALL: [Scenario; 7] = [
+        Scenario::NewTls,
+        Scenario::Bulk1,
+        Scenario::Bulk64,
+        Scenario::Idle,
+        Scenario::Latency,
+        Scenario::NewTlsTerminate,
+        Scenario::IdleTerminate,
+    ];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Scenario::NewTls => "new-tls",
+            Scenario::Bulk1 => "bulk-1",
+            Scenario::Bulk64 => "bulk-64",
+            Scenario::Idle => "idle",
+            Scenario::Latency => "latency",
+            Scenario::NewTlsTerminate => "new-tls-terminate",
+            Scenario::IdleTerminate => "idle-terminate",
+        }
+    }
+
+    /// Whether the proxy terminates TLS (else it routes on SNI and passes
+    /// the TLS stream through).
+    pub(super) fn terminates(self) -> bool {
+        matches!(self, Scenario::NewTlsTerminate | Scenario::IdleTerminate)
+    }
+
+    pub(super) fn headline(self) -> Headline {
+        let (key, label, goal) = match self {
+            Scenario::NewTls => ("cpu_s_per_10k", "proxy CPU-s per 10 000 conns", 0.8),
+            Scenario::Bulk1 | Scenario::Bulk64 => ("cpu_s_per_gb", "proxy CPU-s per GB", 0.7),
+            Scenario::Idle => ("rss_kib_per_conn", "proxy RSS KiB per idle conn", 1.0),
+            Scenario::Latency => ("added_p99_us", "added p99 µs per new conn", 1.0),
+            Scenario::NewTlsTerminate => (
+                "cpu_s_per_10k",
+                "proxy CPU-s per 10 000 terminated conns",
+                0.7,
+            ),
+            Scenario::IdleTerminate => (
+                "rss_kib_per_conn",
+                "proxy RSS KiB per idle terminated conn",
+                1.0,
+            ),
+        };
+        Headline { key, label, goal }
+    }
+
+    /// Figures reported beside the headline: (key, label).
+    pub(super) fn side(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Scenario::NewTls => &[
+                ("conns_per_s", "conns/s"),
+                ("p50_us", "p50 µs connect→echo"),
+                ("p99_us", "p99 µs connect→echo"),
+            ],
+            Scenario::NewTlsTerminate => &[
+                ("conns_per_s", "conns/s"),
+                ("p50_us", "p50 µs connect→echo"),
+                ("p99_us", "p99 µs connect→echo"),
+                ("full_pct", "% full handshakes (client's view)"),
+                ("resumed", "resumed handshakes"),
+                (
+                    "tickets_per_conn",
+                    "TLS 1.3 tickets sent per conn (client drops them)",
+                ),
+            ],
+            Scenario::Bulk1 | Scenario::Bulk64 => &[("gb_per_s", "GB/s")],
+            Scenario::Idle | Scenario::IdleTerminate => &[
+                ("rss_mib_with", "proxy RSS MiB with all open"),
+                (
+                    "retained_kib_per_conn",
+                    "RSS KiB per conn still held 1 s after close",
+                ),
+                ("idle_cpu_ms_per_s", "proxy CPU ms/s while they idle"),
+                ("empty_cpu_ms_per_s", "proxy CPU ms/s with no connections"),
+                ("open_secs", "seconds to open them"),
+            ],
+            Scenario::Latency => &[
+                ("added_p50_us", "added p50 µs"),
+                ("p50_us", "p50 µs through proxy"),
+                ("p99_us", "p99 µs through proxy"),
+                ("direct_p50_us", "p50 µs direct"),
+                ("direct_p99_us", "p99 µs direct"),
+            ],
+        }
+    }
+}
