@@ -15,6 +15,7 @@ mod conn;
 mod histogram;
 mod refusal;
 mod series;
+mod tls;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -27,6 +28,7 @@ pub use conn::{ConnEntry, ConnHandle, ConnView, Meters, RouteMeter, Traffic, Tra
 pub use histogram::{HistogramSnapshot, LogHistogram};
 pub use refusal::{PLUGIN_FAILURE, Refusal};
 pub use series::{Rate, Sample, Series};
+pub use tls::Handshake;
 use turnout_plugin_sdk::canonical_ip;
 
 const SHARDS: usize = 16;
@@ -176,26 +178,9 @@ pub struct Metrics {
     conn_bytes: LogHistogram,
     global: Mutex<Series>,
     workers: OnceLock<Box<[WorkerUsage]>>,
-    /// TLS handshakes the proxy terminated, by (result, version, ALPN).
-    handshakes: Mutex<HashMap<Handshake, u64>>,
-    /// Certificate (re)loads after start: applied, refused.
-    cert_reloads: [AtomicU64; 2],
+    /// Handshakes and certificate reloads of terminated TLS (`tls.rs`).
+    tls: tls::TlsCounters,
 }
-
-/// One kind of terminated handshake, as counted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Handshake {
-    /// `ok`, or why it failed (`no-certificate`, `timeout`, …).
-    pub result: &'static str,
-    /// `TLSv1.2`, `TLSv1.3`, or `-` when it failed before one was agreed.
-    pub version: &'static str,
-    /// The protocol agreed by ALPN, or `-`.
-    pub alpn: String,
-}
-
-/// Distinct (result, version, ALPN) triples kept; more count under
-/// [`OTHER`] (ALPN values come from clients).
-const HANDSHAKE_KINDS_CAP: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -230,8 +215,7 @@ impl Metrics {
             conn_bytes: LogHistogram::default(),
             global: Mutex::new(global),
             workers: OnceLock::new(),
-            handshakes: Mutex::default(),
-            cert_reloads: std::array::from_fn(|_| AtomicU64::new(0)),
+            tls: tls::TlsCounters::default(),
         }
     }
 
@@ -414,42 +398,6 @@ impl Metrics {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.refusals[i].load(Ordering::Relaxed))
-    }
-
-    /// Counts a certificate reload (a changed file, SIGHUP): applied, or
-    /// refused because a file was broken.
-    pub fn certificate_reload(&self, applied: bool) {
-        self.cert_reloads[usize::from(!applied)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Certificate reloads so far: (applied, refused).
-    pub fn certificate_reloads(&self) -> (u64, u64) {
-        let n = |i: usize| self.cert_reloads[i].load(Ordering::Relaxed);
-        (n(0), n(1))
-    }
-
-    /// Counts one terminated handshake.
-    pub fn handshake(&self, result: &'static str, version: &'static str, alpn: &str) {
-        let mut h = lock(&self.handshakes);
-        let mut key = Handshake {
-            result,
-            version,
-            alpn: alpn.to_owned(),
-        };
-        if h.len() >= HANDSHAKE_KINDS_CAP && !h.contains_key(&key) {
-            key.alpn = OTHER.to_owned();
-        }
-        *h.entry(key).or_default() += 1;
-    }
-
-    /// Terminated handshakes by kind, sorted.
-    pub fn handshakes(&self) -> Vec<(Handshake, u64)> {
-        let mut v: Vec<_> = lock(&self.handshakes)
-            .iter()
-            .map(|(k, n)| (k.clone(), *n))
-            .collect();
-        v.sort();
-        v
     }
 
     /// Plugin denials and rejections by (plugin, reason).
