@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use turnout::plugins::{
     Admission, Chain, FailureKind, FailurePolicy, LoadError, Routing, Runtime, RuntimeConfig,
 };
-use turnout_plugin_sdk::testing::{CallError, FakeHost, Harness, peer, plain_conn, tls_conn};
+use turnout_plugin_sdk::testing::{
+    CallError, FakeHost, Harness, Request, peer, plain_conn, tls_conn,
+};
 use turnout_plugin_sdk::*;
 use turnout_tests::{guest_bytes, guest_dir};
 
@@ -140,29 +142,42 @@ fn probe_cases(h: &mut Harness) {
         h.on_idle(&conn, &IdleStats::new("r", 10, 7, 1, 0)),
         IdleDecision::Extend(14)
     );
-    let mut head = RequestHead::new(
-        "1.2.3.4:5".parse().unwrap(),
-        "r",
-        "GET",
-        "example.com",
-        "/x?y=1",
-    );
-    head.headers.push(Header::new("X-Test", "yes"));
+    let req = Request::get("Example.com:8443", "/x?y=1")
+        .tls("example.com")
+        .header("X-Test", "yes")
+        .header("x-other", "1")
+        .header("x-other", "2");
     assert_eq!(
-        h.request(&head),
-        RequestDecision::Respond(Response {
-            status: 200,
-            headers: vec![Header::new("x-tag", "{\"tag\":1}")],
-            body: b"GET /x?y=1 yes".to_vec(),
-        })
+        h.request(&req),
+        RequestDecision::Respond(
+            Response::text(
+                200,
+                "GET https example.com /x?y=1 sni=example.com yes other=1|2 names=x-other,x-test"
+            )
+            .header("x-tag", "{\"tag\":1}")
+        )
     );
-    head.path = "/redirect".into();
     assert_eq!(
-        h.request(&head),
+        h.request(&Request::get("example.com", "/redirect")),
         RequestDecision::Redirect(Redirect {
             location: "https://example.com/".into(),
             status: 308
         })
+    );
+    assert_eq!(
+        h.request(&Request::new(Method::Other("PURGE".into()), "a", "/forward").connection(7)),
+        RequestDecision::Forward(
+            HttpForward::to(0)
+                .path("/rewritten")
+                .edit_request(HeaderEdit::set("x-probe", "PURGE"))
+                .edit_response(HeaderEdit::remove("server"))
+                .context(7)
+        )
+    );
+    let head = h.response_head(7, 503, &[("Server", "up/1")]);
+    assert_eq!(
+        h.response(&head),
+        ResponseDecision::Edit(vec![HeaderEdit::set("x-probe-response", "7 503 up/1")])
     );
 }
 
@@ -173,7 +188,15 @@ fn probe_cases_pass_natively() {
 
 #[test]
 fn probe_cases_pass_against_the_wasm() {
-    probe_cases(&mut turnout::testing::wasm_harness(guest_dir("probe"), "{\"tag\":1}").unwrap());
+    let mut h = turnout::testing::wasm_harness(guest_dir("probe"), "{\"tag\":1}").unwrap();
+    probe_cases(&mut h);
+    // The host checks what the plugin answers: a CR LF in a header value is
+    // a malformed answer, never a response.
+    let e = h.try_request(&Request::get("a", "/bad")).unwrap_err();
+    assert!(
+        matches!(&e, CallError::Malformed(m) if m.contains("control character")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -290,6 +313,38 @@ fn slow_failing_and_panicking_init_are_load_errors_naming_the_plugin() {
 }
 
 #[test]
+fn a_plugin_built_for_wit_0_1_keeps_working_and_never_sees_requests() {
+    let rt = runtime(50);
+    let p = rt
+        .load_plugin(
+            "legacy",
+            &guest_bytes("legacy-v01"),
+            "{}",
+            FailurePolicy::Closed,
+            host(),
+        )
+        .expect("a 0.1 component loads");
+    // 0.1 declared `request`; the host drops it from the hooks it calls.
+    assert_eq!(p.info().hooks, Hooks::ROUTE);
+    assert_eq!(p.info().listen, vec![PortRange::single(7000)]);
+    assert!(p.info().http_ports.is_empty());
+    let RouteDecision::Forward(f) = p.route(&plain_conn("10.0.0.1:5", 7000)).unwrap() else {
+        panic!("the 0.1 route hook answers")
+    };
+    assert_eq!(f.route, "legacy-7000");
+    let head = RequestHead::new("10.0.0.1:5".parse().unwrap(), 7000, Method::Get, "a", "/");
+    let mut headers = http::HeaderMap::new();
+    assert_eq!(p.request(&head, &mut headers).unwrap(), RequestDecision::Pass);
+    // And through a chain: a 0.1 plugin is never asked.
+    let chain = turnout::plugins::Chain::new(vec![p]);
+    let mut slots = turnout::plugins::HeadSlots::new(head);
+    assert!(matches!(
+        chain.request(&mut slots, &mut headers),
+        turnout::plugins::Requested::NoRoute
+    ));
+}
+
+#[test]
 fn a_plugin_built_for_another_wit_version_is_refused_by_version() {
     let rt = runtime(50);
     let err = rt
@@ -307,7 +362,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_by_version() {
         "{msg}"
     );
     assert!(
-        msg.contains("turnout:plugin@0.2.0") && msg.contains("turnout:plugin@0.1.0"),
+        msg.contains("turnout:plugin@0.3.0") && msg.contains("turnout:plugin@0.2.x"),
         "{msg}"
     );
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use turnout_plugin_sdk::testing::{CallError, FakeHost, Harness, Target};
+use turnout_plugin_sdk::testing::{CallError, FakeHost, Harness, Request, Target};
 use turnout_plugin_sdk::*;
 
 use crate::plugins::{
@@ -124,8 +124,29 @@ impl Target for WasmTarget {
     fn on_idle(&mut self, conn: &Connection, stats: &IdleStats) -> Result<IdleDecision, CallError> {
         self.plugin.on_idle(conn, stats).map_err(to_call_error)
     }
-    fn request(&mut self, head: &RequestHead) -> Result<RequestDecision, CallError> {
-        self.plugin.request(head).map_err(to_call_error)
+    fn request(&mut self, request: &Request) -> Result<RequestDecision, CallError> {
+        // What the HTTP server does: the whole header map for `header`, the
+        // declared slots in the head.
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in request.headers() {
+            let (Ok(name), Ok(value)) = (
+                http::header::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(value),
+            ) else {
+                return Err(CallError::Malformed(format!(
+                    "test request header {name:?} is not a valid HTTP header"
+                )));
+            };
+            headers.append(name, value);
+        }
+        let mut head = request.head_for(&self.plugin.info().interest);
+        head.headers = self.plugin.request_slot_values(&headers);
+        self.plugin
+            .request(&head, &mut headers)
+            .map_err(to_call_error)
+    }
+    fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
+        self.plugin.response(head).map_err(to_call_error)
     }
 }
 

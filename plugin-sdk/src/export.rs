@@ -21,6 +21,7 @@ pub mod bindings {
 }
 
 crate::__wit_conversions!(crate::export::bindings::turnout::plugin::types);
+crate::__wit_conversions_v02!(crate::export::bindings::turnout::plugin::types);
 
 use bindings::exports::turnout::plugin::hooks::Guest;
 use bindings::turnout::plugin::types as wit;
@@ -49,7 +50,7 @@ pub struct Adapter<P>(PhantomData<P>);
 impl<P: Plugin> Guest for Adapter<P> {
     fn init(config: String) -> Result<wit::PluginInfo, String> {
         let plugin = P::init(&config).map_err(|e| e.0)?;
-        let info = wit_conv::info_to_wit(plugin.info());
+        let info = wit_http::info_to_wit(plugin.info());
         PLUGIN.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
         Ok(info)
     }
@@ -90,9 +91,16 @@ impl<P: Plugin> Guest for Adapter<P> {
     }
 
     fn request(head: wit::RequestHead) -> wit::RequestDecision {
-        let head = wit_conv::request_head_from_wit(head);
-        wit_conv::request_to_wit(with_plugin::<P, _>(crate::RequestDecision::Pass, |p| {
+        let head = wit_http::request_head_from_wit(head);
+        wit_http::request_to_wit(with_plugin::<P, _>(crate::RequestDecision::Pass, |p| {
             p.request(&head)
+        }))
+    }
+
+    fn response(head: wit::ResponseHead) -> wit::ResponseDecision {
+        let head = wit_http::response_head_from_wit(head);
+        wit_http::response_to_wit(with_plugin::<P, _>(crate::ResponseDecision::Pass, |p| {
+            p.response(&head)
         }))
     }
 }

@@ -35,6 +35,16 @@ pub trait HostApi: Send + Sync {
     fn kv_increment(&self, key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError>;
     /// Key-value delete.
     fn kv_delete(&self, key: &str) -> bool;
+    /// During `request`: every value of a request header (case-insensitive
+    /// name). The production host answers from the request itself (its
+    /// per-call state), so only test hosts implement this.
+    fn header(&self, _name: &str) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    /// During `request`: the request's header names, lower-case, each once.
+    fn header_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -75,6 +85,12 @@ mod imp {
     }
     pub(super) fn kv_delete(key: &str) -> bool {
         host::kv_delete(key)
+    }
+    pub(super) fn header(name: &str) -> Vec<Vec<u8>> {
+        host::header(name)
+    }
+    pub(super) fn header_names() -> Vec<String> {
+        host::header_names()
     }
 }
 
@@ -149,6 +165,12 @@ mod imp {
     pub(super) fn kv_delete(key: &str) -> bool {
         with(|h| h.kv_delete(key))
     }
+    pub(super) fn header(name: &str) -> Vec<Vec<u8>> {
+        with(|h| h.header(name))
+    }
+    pub(super) fn header_names() -> Vec<String> {
+        with(|h| h.header_names())
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -208,4 +230,17 @@ pub fn kv_increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, K
 /// Deletes `key`; whether it existed.
 pub fn kv_delete(key: &str) -> bool {
     imp::kv_delete(key)
+}
+
+/// During `request`: every value of the request header `name` (any name,
+/// case-insensitive), in arrival order; empty when absent. For headers
+/// read on every request, declare them in [`crate::Interest`] instead: a
+/// slot costs nothing extra, this is a host call.
+pub fn header(name: &str) -> Vec<Vec<u8>> {
+    imp::header(name)
+}
+
+/// During `request`: the request's header names, lower-case, each once.
+pub fn header_names() -> Vec<String> {
+    imp::header_names()
 }

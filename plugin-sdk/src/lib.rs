@@ -58,6 +58,7 @@ extern crate self as turnout_plugin_sdk;
 pub mod config;
 mod convert;
 pub mod host;
+mod http;
 pub mod kv;
 pub mod matching;
 mod plugin;
@@ -74,7 +75,7 @@ pub use plugin::{Hooks, InitError, Plugin, PluginInfo, PortRange};
 pub use types::*;
 
 /// The version of the WIT package this SDK speaks (`turnout:plugin@…`).
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// Everything a plugin usually needs: `use turnout_plugin_sdk::prelude::*;`.
 pub mod prelude {

@@ -2,8 +2,9 @@
 
 use crate::types::{
     AdmitDecision, Connection, IdleDecision, IdleStats, Peer, Policy, PolicyDecision,
-    RequestDecision, RequestHead, RouteDecision, Routed,
+    RequestDecision, RequestHead, ResponseDecision, ResponseHead, RouteDecision, Routed,
 };
+use crate::http::Interest;
 
 /// Which hooks a plugin implements. The host only calls these, so declaring
 /// fewer hooks makes every connection cheaper; [`Hooks::ALL`] is the default.
@@ -23,15 +24,17 @@ impl Hooks {
     pub const ON_IDLE: Hooks = Hooks(1 << 3);
     /// `request`.
     pub const REQUEST: Hooks = Hooks(1 << 4);
+    /// `response`.
+    pub const RESPONSE: Hooks = Hooks(1 << 5);
     /// Every hook.
-    pub const ALL: Hooks = Hooks(0b1_1111);
+    pub const ALL: Hooks = Hooks(0b11_1111);
 
     /// Whether every hook in `other` is in `self`.
     pub const fn contains(self, other: Hooks) -> bool {
         self.0 & other.0 == other.0
     }
 
-    /// The raw bits (bit 0 = admit … bit 4 = request).
+    /// The raw bits (bit 0 = admit … bit 5 = response).
     pub const fn bits(self) -> u8 {
         self.0
     }
@@ -88,6 +91,11 @@ pub struct PluginInfo {
     /// Of those, ports where the client speaks TLS first; the host peeks
     /// the ClientHello there before `route`, and nowhere else.
     pub tls_ports: Vec<PortRange>,
+    /// Of those, ports carrying plaintext HTTP routes: non-TLS clients there
+    /// are served as HTTP, every request going to `request`.
+    pub http_ports: Vec<PortRange>,
+    /// Header slots and upstreams for the HTTP hooks.
+    pub interest: Interest,
 }
 
 impl PluginInfo {
@@ -99,6 +107,8 @@ impl PluginInfo {
             hooks: Hooks::ALL,
             listen: Vec::new(),
             tls_ports: Vec::new(),
+            http_ports: Vec::new(),
+            interest: Interest::default(),
         }
     }
 
@@ -119,6 +129,22 @@ impl PluginInfo {
         let ports: Vec<PortRange> = ports.into_iter().collect();
         self.listen.extend(ports.iter().copied());
         self.tls_ports.extend(ports);
+        self
+    }
+
+    /// Declares plaintext HTTP ports to listen on (TLS clients there still
+    /// go the TLS way, so these are TLS ports too).
+    pub fn listen_http(mut self, ports: impl IntoIterator<Item = PortRange>) -> Self {
+        let ports: Vec<PortRange> = ports.into_iter().collect();
+        self.listen.extend(ports.iter().copied());
+        self.tls_ports.extend(ports.iter().copied());
+        self.http_ports.extend(ports);
+        self
+    }
+
+    /// Declares what the HTTP hooks need.
+    pub fn interest(mut self, interest: Interest) -> Self {
+        self.interest = interest;
         self
     }
 }
@@ -163,7 +189,8 @@ impl From<&str> for InitError {
 /// accept ─► admit ─► (peek ClientHello) ─► route ─► policy ─► connect, splice
 ///                                                    │
 ///                                 inactivity timer ─►┴─► on_idle (close / extend)
-/// terminated HTTP routes: every request ─► request
+/// HTTP (terminated TLS routes, plaintext HTTP ports):
+///   every request ─► request ─► upstream ─► response (when asked for)
 /// ```
 ///
 /// Every hook has a default that answers "no opinion", so a plugin only
@@ -199,8 +226,13 @@ pub trait Plugin: Sized + 'static {
         IdleDecision::Pass
     }
 
-    /// Per HTTP request on terminated routes.
+    /// Per HTTP request (terminated TLS routes, plaintext HTTP ports).
     fn request(&self, _head: &RequestHead) -> RequestDecision {
         RequestDecision::Pass
+    }
+
+    /// Per upstream response to a request forwarded with a `context`.
+    fn response(&self, _head: &ResponseHead) -> ResponseDecision {
+        ResponseDecision::Pass
     }
 }

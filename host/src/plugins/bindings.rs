@@ -1,5 +1,6 @@
-//! wasmtime's generated bindings for `wit/plugin.wit`, the per-Store state,
-//! and the host side of the `host` interface.
+//! wasmtime's generated bindings for `wit/plugin.wit` (0.2) and
+//! `wit/v0.1/plugin.wit`, the per-Store state, and the host side of the
+//! `host` interface for both.
 
 use std::sync::Arc;
 
@@ -7,15 +8,97 @@ use turnout_plugin_sdk::host::HostApi;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-wasmtime::component::bindgen!({
-    world: "plugin",
-    path: "../wit",
-});
+/// The current contract (`wit/plugin.wit`, 0.2).
+pub(crate) mod v02 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+    });
 
-turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::turnout::plugin::types);
+    turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::v02::turnout::plugin::types);
+    turnout_plugin_sdk::__wit_conversions_v02!(
+        crate::plugins::bindings::v02::turnout::plugin::types
+    );
+}
 
-pub(crate) use self::exports::turnout::plugin::hooks::Guest;
-use self::turnout::plugin::types as wit;
+/// The 0.1 contract (`wit/v0.1/plugin.wit`): components built against it
+/// keep loading and answer the connection hooks; they never see requests.
+pub(crate) mod v01 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit/v0.1",
+    });
+
+    turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::v01::turnout::plugin::types);
+
+    /// 0.1's plugin info: hooks (less `request`, which 0.1 requests never
+    /// reach) and ports; no HTTP ports, no interest.
+    pub(crate) fn info_from_wit(i: self::turnout::plugin::types::PluginInfo) -> turnout_plugin_sdk::PluginInfo {
+        use self::turnout::plugin::types::HookSet;
+        use turnout_plugin_sdk::{Hooks, PortRange};
+        let mut hooks = Hooks::NONE;
+        for (ours, theirs) in [
+            (Hooks::ADMIT, HookSet::ADMIT),
+            (Hooks::ROUTE, HookSet::ROUTE),
+            (Hooks::POLICY, HookSet::POLICY),
+            (Hooks::ON_IDLE, HookSet::ON_IDLE),
+        ] {
+            if i.hooks.contains(theirs) {
+                hooks = hooks | ours;
+            }
+        }
+        let ranges = |r: Vec<self::turnout::plugin::types::PortRange>| -> Vec<PortRange> {
+            r.into_iter()
+                .map(|r| PortRange { from: r.first, to: r.last })
+                .collect()
+        };
+        let mut info = turnout_plugin_sdk::PluginInfo::new(i.name, i.version).hooks(hooks);
+        info.listen = ranges(i.listen);
+        info.tls_ports = ranges(i.tls_ports);
+        info
+    }
+}
+
+/// A component's bindings, by the contract version it was built against.
+pub(crate) enum Bindings {
+    V01(v01::Plugin),
+    V02(v02::Plugin),
+}
+
+/// A component linked ahead of instantiation, by contract version.
+pub(crate) enum Pre {
+    V01(v01::PluginPre<StoreState>),
+    V02(v02::PluginPre<StoreState>),
+}
+
+impl Pre {
+    pub(crate) fn instantiate(&self, store: &mut wasmtime::Store<StoreState>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Pre::V01(p) => Bindings::V01(p.instantiate(store)?),
+            Pre::V02(p) => Bindings::V02(p.instantiate(store)?),
+        })
+    }
+}
+
+/// Runs `$body` with `$g` the version's `hooks` guest and `$conv` its
+/// conversion module (`wit_conv`), for the hooks both versions share.
+macro_rules! each_version {
+    ($bindings:expr, |$g:ident, $conv:ident| $body:expr) => {
+        match $bindings {
+            $crate::plugins::bindings::Bindings::V01(p) => {
+                let $g = p.turnout_plugin_hooks();
+                use $crate::plugins::bindings::v01::wit_conv as $conv;
+                $body
+            }
+            $crate::plugins::bindings::Bindings::V02(p) => {
+                let $g = p.turnout_plugin_hooks();
+                use $crate::plugins::bindings::v02::wit_conv as $conv;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use each_version;
 
 /// Caps one instance's linear memories (each) and tables, and remembers
 /// whether the cap was hit so the failure is reported as a memory limit
@@ -113,6 +196,9 @@ pub(crate) struct StoreState {
     pub(crate) limiter: Limiter,
     host: Arc<dyn HostApi>,
     pub(crate) budget: Budget,
+    /// The request `request` is running for: moved in for the call and
+    /// back out after it (never copied), for the `header` imports.
+    pub(crate) headers: http::HeaderMap,
 }
 
 impl StoreState {
@@ -127,6 +213,7 @@ impl StoreState {
             },
             host,
             budget: Budget::start(std::time::Duration::ZERO),
+            headers: http::HeaderMap::new(),
         }
     }
 }
@@ -140,73 +227,105 @@ impl WasiView for StoreState {
     }
 }
 
-impl self::turnout::plugin::types::Host for StoreState {}
+/// The `host` functions both versions share, for version `$v`.
+macro_rules! shared_host_imports {
+    ($v:ident) => {
+        fn log(&mut self, level: $v::turnout::plugin::types::LogLevel, message: String) {
+            self.host.log($v::wit_conv::log_level_from_wit(level), &message);
+        }
 
-impl self::turnout::plugin::host::Host for StoreState {
-    fn log(&mut self, level: wit::LogLevel, message: String) {
-        self.host.log(wit_conv::log_level_from_wit(level), &message);
+        fn monotonic_now(&mut self) -> u64 {
+            self.host.monotonic_now()
+        }
+
+        fn wall_now(&mut self) -> u64 {
+            self.host.wall_now()
+        }
+
+        fn active_connections_for_ip(&mut self, ip: $v::turnout::plugin::types::IpAddress) -> u32 {
+            self.host
+                .active_connections_for_ip($v::wit_conv::ip_from_wit(ip))
+        }
+
+        fn active_connections_for_route(&mut self, route: String) -> u32 {
+            self.host.active_connections_for_route(&route)
+        }
+
+        fn active_connections_total(&mut self) -> u32 {
+            self.host.active_connections_total()
+        }
+
+        fn recent_connections_for_ip(&mut self, ip: $v::turnout::plugin::types::IpAddress) -> u32 {
+            self.host
+                .recent_connections_for_ip($v::wit_conv::ip_from_wit(ip))
+        }
+
+        fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+            self.host.kv_get(&key)
+        }
+
+        fn kv_set(
+            &mut self,
+            key: String,
+            value: Vec<u8>,
+            ttl: Option<u64>,
+        ) -> Result<(), $v::turnout::plugin::types::KvError> {
+            self.host
+                .kv_set(&key, &value, ttl)
+                .map_err($v::wit_conv::kv_error_to_wit)
+        }
+
+        fn kv_increment(
+            &mut self,
+            key: String,
+            delta: i64,
+            ttl: Option<u64>,
+        ) -> Result<i64, $v::turnout::plugin::types::KvError> {
+            self.host
+                .kv_increment(&key, delta, ttl)
+                .map_err($v::wit_conv::kv_error_to_wit)
+        }
+
+        fn kv_delete(&mut self, key: String) -> bool {
+            self.host.kv_delete(&key)
+        }
+    };
+}
+
+impl v01::turnout::plugin::types::Host for StoreState {}
+impl v02::turnout::plugin::types::Host for StoreState {}
+
+impl v01::turnout::plugin::host::Host for StoreState {
+    shared_host_imports!(v01);
+}
+
+impl v02::turnout::plugin::host::Host for StoreState {
+    shared_host_imports!(v02);
+
+    fn header(&mut self, name: String) -> Vec<Vec<u8>> {
+        // A name that is not a header name is simply absent.
+        match http::header::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => self
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
-    fn monotonic_now(&mut self) -> u64 {
-        self.host.monotonic_now()
-    }
-
-    fn wall_now(&mut self) -> u64 {
-        self.host.wall_now()
-    }
-
-    fn active_connections_for_ip(&mut self, ip: wit::IpAddress) -> u32 {
-        self.host
-            .active_connections_for_ip(wit_conv::ip_from_wit(ip))
-    }
-
-    fn active_connections_for_route(&mut self, route: String) -> u32 {
-        self.host.active_connections_for_route(&route)
-    }
-
-    fn active_connections_total(&mut self) -> u32 {
-        self.host.active_connections_total()
-    }
-
-    fn recent_connections_for_ip(&mut self, ip: wit::IpAddress) -> u32 {
-        self.host
-            .recent_connections_for_ip(wit_conv::ip_from_wit(ip))
-    }
-
-    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.host.kv_get(&key)
-    }
-
-    fn kv_set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl: Option<u64>,
-    ) -> Result<(), wit::KvError> {
-        self.host
-            .kv_set(&key, &value, ttl)
-            .map_err(wit_conv::kv_error_to_wit)
-    }
-
-    fn kv_increment(
-        &mut self,
-        key: String,
-        delta: i64,
-        ttl: Option<u64>,
-    ) -> Result<i64, wit::KvError> {
-        self.host
-            .kv_increment(&key, delta, ttl)
-            .map_err(wit_conv::kv_error_to_wit)
-    }
-
-    fn kv_delete(&mut self, key: String) -> bool {
-        self.host.kv_delete(&key)
+    fn header_names(&mut self) -> Vec<String> {
+        self.headers.keys().map(|k| k.as_str().to_owned()).collect()
     }
 }
 
 /// Registers the `host` interface and WASI (empty context) on `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
+    // Both versions' imports: their names differ by version, so a 0.1 and
+    // a 0.2 component link against the same linker.
+    v01::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
+    v02::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
     Ok(())
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use turnout_plugin_sdk::{
     Connection, Forward, Hooks, IdleDecision, IdleStats, Peer, Policy, PolicyDecision, Reject,
-    RequestDecision, RequestHead, RouteDecision, Routed,
+    RequestDecision, RouteDecision, Routed,
 };
 
 use super::loaded::{FailurePolicy, LoadedPlugin};
+use super::request::{HeadSlots, Requested};
 
 /// Outcome of `admit` across the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,25 +155,27 @@ impl Chain {
         IdleDecision::Pass
     }
 
-    /// Runs `request`; a closed failure answers 502.
-    pub fn request(&self, head: &RequestHead) -> RequestDecision {
+    /// Runs `request`: the first answer that is not `pass`, with the plugin
+    /// that gave it (whose interest its upstream id indexes).
+    pub fn request(&self, head: &mut HeadSlots<'_>, headers: &mut http::HeaderMap) -> Requested {
         for p in self.with(Hooks::REQUEST) {
-            match p.request(head) {
+            let head = head.for_plugin(p, headers);
+            match p.request(head, headers) {
                 Ok(RequestDecision::Pass) => continue,
-                Ok(d) => return d,
+                Ok(decision) => {
+                    return Requested::Decided {
+                        plugin: p.clone(),
+                        decision,
+                    };
+                }
                 Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
                 Err(_) => {
-                    return RequestDecision::Respond(turnout_plugin_sdk::Response {
-                        status: 502,
-                        headers: vec![turnout_plugin_sdk::Header::new(
-                            "content-type",
-                            "text/plain",
-                        )],
-                        body: b"plugin failure\n".to_vec(),
-                    });
+                    return Requested::Failed {
+                        plugin: p.name().to_owned(),
+                    };
                 }
             }
         }
-        RequestDecision::Pass
+        Requested::NoRoute
     }
 }

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 use turnout_plugin_sdk::host::HostApi;
 use turnout_plugin_sdk::{
     AdmitDecision, Connection, Hooks, IdleDecision, IdleStats, Peer, PluginInfo, Policy,
-    PolicyDecision, RequestDecision, RequestHead, RouteDecision, Routed,
+    PolicyDecision, RequestDecision, RequestHead, ResponseDecision, ResponseHead, RouteDecision,
+    Routed,
 };
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::{Budget, Guest, Plugin, PluginPre, StoreState, wit_conv};
+use super::bindings::{Bindings, Budget, Pre, StoreState, each_version, v01, v02};
 use super::engine::Runtime;
 use super::error::{CallFailure, FailureKind, LoadError};
 use super::metrics::PluginMetrics;
@@ -32,7 +33,7 @@ pub enum Origin {
 
 struct Instance {
     store: Store<StoreState>,
-    bindings: Plugin,
+    bindings: Bindings,
     calls: u64,
 }
 
@@ -46,7 +47,7 @@ pub struct LoadedPlugin {
     failure_policy: FailurePolicy,
     config: String,
     runtime: Arc<Runtime>,
-    pre: PluginPre<StoreState>,
+    pre: Pre,
     host: Arc<dyn HostApi>,
     pool: Mutex<Vec<Instance>>,
     metrics: PluginMetrics,
@@ -54,6 +55,9 @@ pub struct LoadedPlugin {
     init_ticks: u64,
     last_failure_log_ms: AtomicU64,
     suppressed_failure_logs: AtomicU64,
+    /// The interest's header names, parsed once.
+    request_slots: Vec<http::header::HeaderName>,
+    response_slots: Vec<http::header::HeaderName>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -90,7 +94,7 @@ fn classify(store: &Store<StoreState>, e: &wasmtime::Error, otherwise: FailureKi
 /// Everything needed to make instances, before a [`LoadedPlugin`] exists.
 pub(crate) struct Prepared<'a> {
     pub(crate) runtime: &'a Arc<Runtime>,
-    pub(crate) pre: &'a PluginPre<StoreState>,
+    pub(crate) pre: &'a Pre,
     pub(crate) host: &'a Arc<dyn HostApi>,
     pub(crate) config: &'a str,
     pub(crate) init_ticks: u64,
@@ -127,12 +131,18 @@ impl Prepared<'_> {
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(&store, &e, FailureKind::Instantiate))?;
-        let info = bindings
-            .turnout_plugin_hooks()
-            .call_init(&mut store, self.config)
-            .map_err(|e| classify(&store, &e, FailureKind::Init))?
-            .map_err(|msg| CallFailure::new(FailureKind::Init, msg))?;
-        let info = wit_conv::info_from_wit(info);
+        let info = match &bindings {
+            Bindings::V01(p) => p
+                .turnout_plugin_hooks()
+                .call_init(&mut store, self.config)
+                .map(|r| r.map(v01::info_from_wit)),
+            Bindings::V02(p) => p
+                .turnout_plugin_hooks()
+                .call_init(&mut store, self.config)
+                .map(|r| r.map(v02::wit_http::info_from_wit)),
+        }
+        .map_err(|e| classify(&store, &e, FailureKind::Init))?
+        .map_err(|msg| CallFailure::new(FailureKind::Init, msg))?;
         validate::info(&info).map_err(|m| CallFailure::new(FailureKind::Malformed, m))?;
         Ok((
             Instance {
@@ -160,11 +170,17 @@ impl LoadedPlugin {
     /// instantiates one instance and runs `init` on it.
     pub(crate) fn load(runtime: &Arc<Runtime>, args: LoadArgs) -> Result<Arc<Self>, LoadError> {
         let component = runtime.compile(&args.name, &args.bytes)?;
-        check_wit_version(runtime, &args.name, &component)?;
+        let minor = check_wit_version(runtime, &args.name, &component)?;
         let pre = runtime
             .linker
             .instantiate_pre(&component)
-            .and_then(PluginPre::new)
+            .and_then(|pre| {
+                Ok(if minor == 1 {
+                    Pre::V01(v01::PluginPre::new(pre)?)
+                } else {
+                    Pre::V02(v02::PluginPre::new(pre)?)
+                })
+            })
             .map_err(|e| LoadError::Link {
                 plugin: args.name.clone(),
                 message: format!("{e:#}"),
@@ -184,7 +200,6 @@ impl LoadedPlugin {
         let plugin = Arc::new(Self {
             sha256: hex_sha256(&args.bytes),
             name: args.name,
-            info,
             origin: args.origin,
             loaded_at: SystemTime::now(),
             failure_policy: args.failure_policy,
@@ -198,6 +213,9 @@ impl LoadedPlugin {
             init_ticks,
             last_failure_log_ms: AtomicU64::new(0),
             suppressed_failure_logs: AtomicU64::new(0),
+            request_slots: super::request::header_names(&info.interest.request_headers),
+            response_slots: super::request::header_names(&info.interest.response_headers),
+            info,
         });
         plugin.metrics.instance_created();
         plugin.give_back(instance);
@@ -212,6 +230,21 @@ impl LoadedPlugin {
     /// What `init` returned.
     pub fn info(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// The declared request header names, in slot order.
+    pub(crate) fn request_slots(&self) -> &[http::header::HeaderName] {
+        &self.request_slots
+    }
+
+    /// The declared response headers' values in `headers`, in slot order.
+    pub fn response_slots(&self, headers: &http::HeaderMap) -> Vec<Option<Vec<u8>>> {
+        super::request::fill(&self.response_slots, headers)
+    }
+
+    /// The declared request headers' values in `headers`, in slot order.
+    pub fn request_slot_values(&self, headers: &http::HeaderMap) -> Vec<Option<Vec<u8>>> {
+        super::request::fill(&self.request_slots, headers)
     }
 
     /// Embedded or file.
@@ -281,7 +314,7 @@ impl LoadedPlugin {
     fn call<R>(
         &self,
         hook: &'static str,
-        f: impl FnOnce(&Guest, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
         let start = Instant::now();
         let _running = self.runtime.enter_call();
@@ -290,7 +323,7 @@ impl LoadedPlugin {
                 inst.store.data_mut().budget = Budget::start(self.runtime.config.call_deadline);
                 inst.store.set_epoch_deadline(self.deadline_ticks);
             }
-            match f(inst.bindings.turnout_plugin_hooks(), &mut inst.store) {
+            match f(&inst.bindings, &mut inst.store) {
                 Ok(v) => {
                     inst.calls += 1;
                     self.give_back(inst);
@@ -347,17 +380,21 @@ impl LoadedPlugin {
 
     /// Calls `admit`.
     pub fn admit(&self, peer: &Peer) -> Result<AdmitDecision, CallFailure> {
-        let arg = wit_conv::peer_to_wit(peer);
-        let d = self.call("admit", |g, s| g.call_admit(s, arg))?;
-        let d = wit_conv::admit_from_wit(d);
+        let d = self.call("admit", |b, s| {
+            each_version!(b, |g, conv| g
+                .call_admit(s, conv::peer_to_wit(peer))
+                .map(conv::admit_from_wit))
+        })?;
         self.malformed("admit", validate::admit(&d)).map(|()| d)
     }
 
     /// Calls `route`.
     pub fn route(&self, conn: &Connection) -> Result<RouteDecision, CallFailure> {
-        let arg = wit_conv::connection_to_wit(conn);
-        let d = self.call("route", |g, s| g.call_route(s, &arg))?;
-        let d = wit_conv::route_from_wit(d);
+        let d = self.call("route", |b, s| {
+            each_version!(b, |g, conv| g
+                .call_route(s, &conv::connection_to_wit(conn))
+                .map(conv::route_from_wit))
+        })?;
         self.malformed("route", validate::route(&d)).map(|()| d)
     }
 
@@ -368,13 +405,16 @@ impl LoadedPlugin {
         route: &Routed,
         defaults: &Policy,
     ) -> Result<PolicyDecision, CallFailure> {
-        let (c, r, p) = (
-            wit_conv::connection_to_wit(conn),
-            wit_conv::routed_to_wit(route),
-            wit_conv::policy_to_wit(defaults),
-        );
-        let d = self.call("policy", |g, s| g.call_policy(s, &c, &r, p))?;
-        Ok(wit_conv::policy_decision_from_wit(d))
+        self.call("policy", |b, s| {
+            each_version!(b, |g, conv| g
+                .call_policy(
+                    s,
+                    &conv::connection_to_wit(conn),
+                    &conv::routed_to_wit(route),
+                    conv::policy_to_wit(defaults),
+                )
+                .map(conv::policy_decision_from_wit))
+        })
     }
 
     /// Calls `on-idle`.
@@ -383,31 +423,64 @@ impl LoadedPlugin {
         conn: &Connection,
         stats: &IdleStats,
     ) -> Result<IdleDecision, CallFailure> {
-        let (c, st) = (
-            wit_conv::connection_to_wit(conn),
-            wit_conv::idle_stats_to_wit(stats),
-        );
-        let d = self.call("on-idle", |g, s| g.call_on_idle(s, &c, &st))?;
-        Ok(wit_conv::idle_from_wit(d))
+        self.call("on-idle", |b, s| {
+            each_version!(b, |g, conv| g
+                .call_on_idle(
+                    s,
+                    &conv::connection_to_wit(conn),
+                    &conv::idle_stats_to_wit(stats),
+                )
+                .map(conv::idle_from_wit))
+        })
     }
 
-    /// Calls `request`.
-    pub fn request(&self, head: &RequestHead) -> Result<RequestDecision, CallFailure> {
-        let arg = wit_conv::request_head_to_wit(head);
-        let d = self.call("request", |g, s| g.call_request(s, &arg))?;
-        let d = wit_conv::request_from_wit(d);
-        self.malformed("request", validate::request(&d)).map(|()| d)
+    /// Calls `request` with the request's headers, which the plugin reads
+    /// through `header`/`header-names` during the call (moved into the
+    /// instance's state and back, never copied). A 0.1 plugin passes.
+    pub fn request(
+        &self,
+        head: &RequestHead,
+        headers: &mut http::HeaderMap,
+    ) -> Result<RequestDecision, CallFailure> {
+        let d = self.call("request", |b, s| match b {
+            Bindings::V01(_) => Ok(RequestDecision::Pass),
+            Bindings::V02(p) => {
+                let arg = v02::wit_http::request_head_to_wit(head);
+                s.data_mut().headers = std::mem::take(headers);
+                let r = p.turnout_plugin_hooks().call_request(&mut *s, &arg);
+                *headers = std::mem::take(&mut s.data_mut().headers);
+                r.map(v02::wit_http::request_from_wit)
+            }
+        })?;
+        let upstreams = self.info.interest.upstreams.len();
+        self.malformed("request", validate::request(&d, upstreams))
+            .map(|()| d)
+    }
+
+    /// Calls `response`. A 0.1 plugin passes.
+    pub fn response(&self, head: &ResponseHead) -> Result<ResponseDecision, CallFailure> {
+        let d = self.call("response", |b, s| match b {
+            Bindings::V01(_) => Ok(ResponseDecision::Pass),
+            Bindings::V02(p) => p
+                .turnout_plugin_hooks()
+                .call_response(s, &v02::wit_http::response_head_to_wit(head))
+                .map(v02::wit_http::response_from_wit),
+        })?;
+        self.malformed("response", validate::response(&d))
+            .map(|()| d)
     }
 }
 
 /// The WIT package version this host speaks.
 pub const WIT_VERSION: &str = turnout_plugin_sdk::WIT_VERSION;
 
+/// The contract minor version the component was built against (1 or 2),
+/// or why it cannot be loaded.
 fn check_wit_version(
     runtime: &Runtime,
     plugin: &str,
     component: &Component,
-) -> Result<(), LoadError> {
+) -> Result<u32, LoadError> {
     let ty = component.component_type();
     let mut hooks_version = None;
     for (name, _) in ty.exports(&runtime.engine) {
@@ -415,39 +488,42 @@ fn check_wit_version(
             hooks_version = Some(rest.strip_prefix('@').unwrap_or("(unversioned)").to_owned());
         }
     }
-    let imported = ty
-        .imports(&runtime.engine)
-        .filter_map(|(name, _)| name.strip_prefix("turnout:plugin/"))
-        .filter_map(|rest| rest.split_once('@').map(|(_, v)| v.to_owned()))
-        .find(|v| !compatible(v));
-    match (hooks_version, imported) {
-        (None, _) => Err(LoadError::Link {
+    let Some(version) = hooks_version else {
+        return Err(LoadError::Link {
             plugin: plugin.to_owned(),
             message: "it does not export turnout:plugin/hooks; is it a Turnout plugin (built with turnout-plugin-sdk)?"
                 .to_owned(),
-        }),
-        (Some(v), _) if !compatible(&v) => Err(LoadError::IncompatibleVersion {
-            plugin: plugin.to_owned(),
-            found: v,
-            expected: WIT_VERSION,
-        }),
-        (_, Some(v)) => Err(LoadError::IncompatibleVersion {
-            plugin: plugin.to_owned(),
-            found: v,
-            expected: WIT_VERSION,
-        }),
-        _ => Ok(()),
+        });
+    };
+    let incompatible = |found: String| LoadError::IncompatibleVersion {
+        plugin: plugin.to_owned(),
+        found,
+        expected: WIT_VERSION,
+    };
+    let minor = compatible(&version).ok_or_else(|| incompatible(version))?;
+    // Every import of our package must be of the same version as the hooks.
+    let mixed = ty
+        .imports(&runtime.engine)
+        .filter_map(|(name, _)| name.strip_prefix("turnout:plugin/"))
+        .filter_map(|rest| rest.split_once('@').map(|(_, v)| v.to_owned()))
+        .find(|v| compatible(v) != Some(minor));
+    match mixed {
+        Some(v) => Err(incompatible(v)),
+        None => Ok(minor),
     }
 }
 
-/// Same major, and for 0.x the same minor (semver's rule for 0.x).
-fn compatible(version: &str) -> bool {
-    let ours: Vec<&str> = WIT_VERSION.split('.').collect();
-    let theirs: Vec<&str> = version.split('.').collect();
-    match (ours.as_slice(), theirs.as_slice()) {
-        (["0", minor, _], ["0", their_minor, _]) => minor == their_minor,
-        ([major, ..], [their_major, ..]) => major == their_major,
-        _ => false,
+/// The minor version of a supported `0.1.x` / `0.2.x` (semver's rule for
+/// 0.x: the minor is the compatibility line).
+fn compatible(version: &str) -> Option<u32> {
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("0"), Some(minor @ ("1" | "2")), Some(patch), None)
+            if patch.bytes().all(|b| b.is_ascii_digit()) && !patch.is_empty() =>
+        {
+            minor.parse().ok()
+        }
+        _ => None,
     }
 }
 
@@ -463,10 +539,13 @@ fn hex_sha256(bytes: &[u8]) -> String {
 mod tests {
     #[test]
     fn version_compatibility_follows_semver_for_0x() {
-        assert!(super::compatible("0.1.0"));
-        assert!(super::compatible("0.1.7"));
-        assert!(!super::compatible("0.2.0"));
-        assert!(!super::compatible("1.1.0"));
-        assert!(!super::compatible("garbage"));
+        assert_eq!(super::compatible("0.1.0"), Some(1));
+        assert_eq!(super::compatible("0.1.7"), Some(1));
+        assert_eq!(super::compatible("0.2.0"), Some(2));
+        assert_eq!(super::compatible("0.2.13"), Some(2));
+        assert_eq!(super::compatible("0.3.0"), None);
+        assert_eq!(super::compatible("1.1.0"), None);
+        assert_eq!(super::compatible("0.2"), None);
+        assert_eq!(super::compatible("garbage"), None);
     }
 }

@@ -17,9 +17,11 @@ mod host_api;
 pub mod loaded;
 mod metrics;
 pub mod registry;
+mod request;
 mod validate;
 
 pub use chain::{Admission, Chain, Routing};
+pub use request::{HeadSlots, Requested};
 pub use engine::{Runtime, RuntimeConfig, default_cache_dir};
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host_api::{Counters, NoCounters};

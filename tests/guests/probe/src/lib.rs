@@ -26,6 +26,7 @@ impl Plugin for Probe {
                 to: 8010,
             }])
             .listen_tls([PortRange::single(9443)])
+            .interest(probe_interest())
     }
 
     fn admit(&self, peer: &Peer) -> AdmitDecision {
@@ -93,19 +94,64 @@ impl Plugin for Probe {
                 status: 308,
             }),
             "/pass" => RequestDecision::Pass,
-            _ => RequestDecision::Respond(Response {
-                status: 200,
-                headers: vec![Header::new("x-tag", self.tag.clone())],
-                body: format!(
-                    "{} {} {}",
-                    head.method,
+            "/forward" => RequestDecision::Forward(
+                HttpForward::to(0)
+                    .path("/rewritten")
+                    .edit_request(HeaderEdit::set("x-probe", head.method.as_str()))
+                    .edit_response(HeaderEdit::remove("server"))
+                    .context(head.connection_id),
+            ),
+            "/bad" => RequestDecision::Respond(Response::text(200, "x").header("x-bad", "a\r\nb")),
+            _ => {
+                // A declared slot, an undeclared header through the host,
+                // and the names: every way a plugin sees headers.
+                let declared = head.slot_str(X_TEST).unwrap_or("-");
+                let other = host::header("x-other");
+                let other: Vec<String> = other
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                let mut names = host::header_names();
+                names.sort();
+                let body = format!(
+                    "{} {} {} {} sni={} {} other={} names={}",
+                    head.method.as_str(),
+                    head.scheme.as_str(),
+                    head.host(),
                     head.path,
-                    head.header("x-test").unwrap_or("")
-                )
-                .into_bytes(),
-            }),
+                    head.sni.as_deref().unwrap_or("-"),
+                    declared,
+                    other.join("|"),
+                    names.join(","),
+                );
+                RequestDecision::Respond(Response::text(200, body).header("x-tag", self.tag.clone()))
+            }
         }
     }
+
+    fn response(&self, head: &ResponseHead) -> ResponseDecision {
+        let server = head
+            .headers
+            .first()
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| b"-".to_vec());
+        ResponseDecision::Edit(vec![HeaderEdit::set(
+            "x-probe-response",
+            format!("{} {} {}", head.context, head.status, String::from_utf8_lossy(&server)),
+        )])
+    }
+}
+
+/// The declared request header slot the probe reads.
+const X_TEST: usize = 0;
+
+fn probe_interest() -> Interest {
+    let mut interest = Interest::default();
+    interest.request_header("x-test");
+    interest.response_header("server");
+    interest.upstream(Upstream::new("probe-up", vec![Target::new("127.0.0.1", 9)]));
+    interest
 }
 
 turnout_plugin_sdk::export_plugin!(Probe);

@@ -1,4 +1,4 @@
-//! A component built against `turnout:plugin@0.2.0`; the 0.1 host must
+//! A component built against `turnout:plugin@0.3.0`; this host (0.2, 0.1) must
 //! refuse it with a message naming both versions.
 
 #[cfg(target_arch = "wasm32")]

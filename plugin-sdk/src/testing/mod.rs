@@ -44,6 +44,9 @@ use crate::kv::{KvLimits, KvStore};
 use crate::plugin::{Plugin, PluginInfo};
 use crate::types::*;
 
+mod request;
+pub use request::{Request, response_head};
+
 /// Why a hook call (or `init`) failed, as the harness reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -95,6 +98,8 @@ pub struct FakeHost {
     counters: Mutex<Counters>,
     kv: KvStore,
     logs: Mutex<Vec<(LogLevel, String)>>,
+    /// The request `request` is running for (for `host::header`).
+    request: Mutex<Option<Request>>,
 }
 
 impl Default for FakeHost {
@@ -119,6 +124,7 @@ impl FakeHost {
             counters: Mutex::default(),
             kv: KvStore::new(limits),
             logs: Mutex::default(),
+            request: Mutex::default(),
         }
     }
 
@@ -244,6 +250,39 @@ impl HostApi for FakeHost {
     fn kv_delete(&self, key: &str) -> bool {
         self.kv.delete(key, self.now_ms())
     }
+
+    fn header(&self, name: &str) -> Vec<Vec<u8>> {
+        self.current_request()
+            .map(|r| r.values(name))
+            .unwrap_or_default()
+    }
+
+    fn header_names(&self) -> Vec<String> {
+        self.current_request().map(|r| r.names()).unwrap_or_default()
+    }
+}
+
+impl FakeHost {
+    fn current_request(&self) -> Option<Request> {
+        self.request
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `request` the one `host::header` answers from while `f` runs
+    /// (how a [`Target`] runs the `request` hook).
+    pub fn during_request<R>(&self, request: &Request, f: impl FnOnce() -> R) -> R {
+        struct Clear<'a>(&'a Mutex<Option<Request>>);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+        *self.request.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.clone());
+        let _clear = Clear(&self.request);
+        f()
+    }
 }
 
 /// Something that runs a plugin's hooks: the plugin compiled natively
@@ -264,8 +303,11 @@ pub trait Target {
     ) -> Result<PolicyDecision, CallError>;
     /// Calls `on-idle`.
     fn on_idle(&mut self, conn: &Connection, stats: &IdleStats) -> Result<IdleDecision, CallError>;
-    /// Calls `request`.
-    fn request(&mut self, head: &RequestHead) -> Result<RequestDecision, CallError>;
+    /// Calls `request` with the head the host would build from `request`
+    /// (declared slots filled, other headers through `host::header`).
+    fn request(&mut self, request: &Request) -> Result<RequestDecision, CallError>;
+    /// Calls `response`.
+    fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError>;
 }
 
 struct Native<P> {
@@ -309,8 +351,13 @@ impl<P: Plugin> Target for Native<P> {
     fn on_idle(&mut self, conn: &Connection, stats: &IdleStats) -> Result<IdleDecision, CallError> {
         guarded(&self.host, || self.plugin.on_idle(conn, stats))
     }
-    fn request(&mut self, head: &RequestHead) -> Result<RequestDecision, CallError> {
-        guarded(&self.host, || self.plugin.request(head))
+    fn request(&mut self, request: &Request) -> Result<RequestDecision, CallError> {
+        let head = request.head_for(&self.info.interest);
+        let host = self.host.clone();
+        host.during_request(request, || guarded(&self.host, || self.plugin.request(&head)))
+    }
+    fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
+        guarded(&self.host, || self.plugin.response(head))
     }
 }
 
@@ -385,8 +432,12 @@ impl Harness {
         self.target.on_idle(conn, stats)
     }
     /// Calls `request`.
-    pub fn try_request(&mut self, head: &RequestHead) -> Result<RequestDecision, CallError> {
-        self.target.request(head)
+    pub fn try_request(&mut self, request: &Request) -> Result<RequestDecision, CallError> {
+        self.target.request(request)
+    }
+    /// Calls `response`.
+    pub fn try_response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
+        self.target.response(head)
     }
 
     /// Calls `admit`; panics if the call fails.
@@ -415,9 +466,19 @@ impl Harness {
             .unwrap_or_else(|e| panic!("on-idle failed: {e}"))
     }
     /// Calls `request`; panics if the call fails.
-    pub fn request(&mut self, head: &RequestHead) -> RequestDecision {
-        self.try_request(head)
+    pub fn request(&mut self, request: &Request) -> RequestDecision {
+        self.try_request(request)
             .unwrap_or_else(|e| panic!("request failed: {e}"))
+    }
+    /// Calls `response`; panics if the call fails.
+    pub fn response(&mut self, head: &ResponseHead) -> ResponseDecision {
+        self.try_response(head)
+            .unwrap_or_else(|e| panic!("response failed: {e}"))
+    }
+    /// A response head for the `response` hook, with this plugin's declared
+    /// response slots filled from `headers`.
+    pub fn response_head(&self, context: u64, status: u16, headers: &[(&str, &str)]) -> ResponseHead {
+        response_head(&self.info().interest, context, status, headers)
     }
 }
 

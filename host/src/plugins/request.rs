@@ -1,0 +1,86 @@
+//! The per-request side of the chain: a request head built once per
+//! request, with each plugin's declared header slots filled from the
+//! request's headers just before its call, and the chain's verdict.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::HeaderName;
+use turnout_plugin_sdk::{RequestDecision, RequestHead};
+
+use super::loaded::LoadedPlugin;
+
+/// Outcome of `request` across the chain.
+#[derive(Debug)]
+pub enum Requested {
+    /// `plugin` answered (its upstream ids index its interest).
+    Decided {
+        /// The plugin.
+        plugin: Arc<LoadedPlugin>,
+        /// Its answer (never `Pass`).
+        decision: RequestDecision,
+    },
+    /// `plugin` failed and its failure policy is `closed`: a 502.
+    Failed {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// Every plugin passed: a 404.
+    NoRoute,
+}
+
+/// One request's head, whose slots are refilled for each plugin asked.
+#[derive(Debug)]
+pub struct HeadSlots<'a> {
+    head: RequestHead,
+    /// The plugin the slots were last filled for.
+    filled_for: Option<&'a [HeaderName]>,
+}
+
+impl HeadSlots<'_> {
+    /// A head with no slots filled yet.
+    pub fn new(head: RequestHead) -> Self {
+        Self {
+            head,
+            filled_for: None,
+        }
+    }
+
+    /// The head as `plugin` sees it.
+    pub(super) fn for_plugin(&mut self, plugin: &LoadedPlugin, headers: &HeaderMap) -> &RequestHead {
+        let names = plugin.request_slots();
+        if self.filled_for.is_none_or(|f| f != names) {
+            self.head.headers = fill(names, headers);
+        }
+        &self.head
+    }
+}
+
+/// The values of `names` in `headers`, each joined with `, ` when repeated
+/// (RFC 9110's combination rule), `None` when absent.
+pub(crate) fn fill(names: &[HeaderName], headers: &HeaderMap) -> Vec<Option<Vec<u8>>> {
+    names
+        .iter()
+        .map(|name| {
+            let mut values = headers.get_all(name).iter();
+            let mut out = values.next()?.as_bytes().to_vec();
+            for v in values {
+                out.extend_from_slice(b", ");
+                out.extend_from_slice(v.as_bytes());
+            }
+            Some(out)
+        })
+        .collect()
+}
+
+/// Declared names as header names; a name that is not one can never be
+/// present, and is kept as an unmatchable placeholder so slot indices hold.
+pub(crate) fn header_names(names: &[String]) -> Vec<HeaderName> {
+    names
+        .iter()
+        .map(|n| {
+            HeaderName::from_bytes(n.as_bytes())
+                .unwrap_or_else(|_| HeaderName::from_static("x-turnout-invalid-slot-name"))
+        })
+        .collect()
+}
