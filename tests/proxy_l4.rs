@@ -515,7 +515,7 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
     let (echo, mut first) = echo_backend().await;
     let trusted = Settings {
         accept_proxy_protocol: true,
-        trusted_proxies: IpList::parse(&["127.0.0.0/8"]).unwrap(),
+        trusted_proxies: IpList::parse(&["127.0.0.0/8"]).unwrap().into(),
         ..Settings::default()
     };
     let p = start_proxy(trusted, |tls, plain| {
@@ -571,7 +571,7 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
     let (echo, _) = echo_backend().await;
     let untrusted = Settings {
         accept_proxy_protocol: true,
-        trusted_proxies: IpList::parse(&["10.0.0.0/8"]).unwrap(),
+        trusted_proxies: IpList::parse(&["10.0.0.0/8"]).unwrap().into(),
         ..Settings::default()
     };
     let p = start_proxy(untrusted, |tls, plain| {
@@ -599,7 +599,7 @@ async fn proxy_protocol_in_from_trusted_peers_only_and_out_to_the_backend() {
     // A malformed header from a trusted peer is refused too.
     p.proxy.reload(Settings {
         accept_proxy_protocol: true,
-        trusted_proxies: IpList::parse(&["127.0.0.1"]).unwrap(),
+        trusted_proxies: IpList::parse(&["127.0.0.1"]).unwrap().into(),
         ..Settings::default()
     });
     let mut s = TcpStream::connect(p.tls).await.unwrap();

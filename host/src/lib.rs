@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod net;

@@ -12,6 +12,7 @@
 //! and validates them; the host only checks their outline (objects with
 //! `match.ports`), which it needs to know what to listen on.
 
+pub mod http;
 mod raw;
 pub mod tls;
 mod validate;
@@ -134,6 +135,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The admin API; `None` (no `admin` key) means off.
     pub admin: Option<AdminConfig>,
+    /// The HTTP proxy's limits and pool (`http`).
+    pub http: http::HttpConfig,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -290,6 +293,7 @@ impl Default for Config {
                 poll_interval: Duration::from_millis(500),
             },
             admin: None,
+            http: http::HttpConfig::default(),
             source: None,
         }
     }

@@ -72,6 +72,7 @@ pub(super) struct RawConfig {
     pub(super) send_proxy_protocol: Option<bool>,
     pub(super) plugins: Option<RawPlugins>,
     pub(super) admin: Option<RawAdmin>,
+    pub(super) http: Option<super::http::RawHttp>,
 
     // Slots for UNSUPPORTED: reported from the first pass, ignored here.
     #[serde(rename = "acme")]

@@ -17,16 +17,16 @@ use turnout_plugin_sdk::config::kind;
 
 /// Problems found so far.
 #[derive(Default)]
-struct Problems(Vec<ConfigError>);
+pub(super) struct Problems(Vec<ConfigError>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError::new(path, message));
     }
 
     /// `value` when it lies in `lo..=hi`; otherwise a problem, and `None`
     /// so the default stays and validation goes on.
-    fn check(&mut self, key: &str, value: Option<u64>, lo: u64, hi: u64) -> Option<u64> {
+    pub(super) fn check(&mut self, key: &str, value: Option<u64>, lo: u64, hi: u64) -> Option<u64> {
         let v = value?;
         if (lo..=hi).contains(&v) {
             return Some(v);
@@ -85,6 +85,9 @@ pub(super) fn validate(
         c.tls.handshake_timeout = Duration::from_millis(ms);
     }
     c.defaults = raw.defaults.map(Value::Object);
+    if let Some(http) = raw.http {
+        c.http = super::http::check(http, &mut p);
+    }
 
     let (t, k) = (&mut c.timeouts, &mut c.keep_alive);
     // Two may be 0: a graceful shutdown of 0 closes at once instead of

@@ -78,6 +78,14 @@ impl Chain {
         &self.plugins
     }
 
+    /// Whether a plugin declared `port` an HTTP port (plaintext clients
+    /// there are served as HTTP, without a connection-level `route`).
+    pub fn is_http_port(&self, port: u16) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.info().http_ports.iter().any(|r| r.contains(port)))
+    }
+
     fn with(&self, hook: Hooks) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
         self.plugins.iter().filter(move |p| p.implements(hook))
     }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use turnout_plugin_sdk::{Connection, IdleDecision, IdleStats, TlsMode};
 
-use super::pending::{Pending, Ready};
+use super::pending::{Pending, Ready, Verdict};
 use super::relay::{self, IdleVerdict, Timers, Traffic};
 use super::terminate::{self, Terminated};
 use super::{Proxy, Settings};
@@ -52,9 +52,17 @@ pub(crate) fn handle(proxy: Arc<Proxy>, accepted: Accepted) -> impl Future<Outpu
     // that owns it.
     Box::pin(prepare(proxy, accepted)).then(|prepared| match prepared {
         Some(Next::Relay(relaying)) => Either::Left(relaying.run()),
-        Some(Next::Terminated(t)) => Either::Right(Either::Left(Box::pin((*t).run()))),
+        Some(Next::Terminated(t)) => Either::Right(Either::Left(boxed((*t).run()))),
+        Some(Next::Http(p)) => Either::Right(Either::Left(boxed(super::serve_http::plain(*p)))),
         None => Either::Right(Either::Right(std::future::ready(()))),
     })
+}
+
+/// A path that owns its connection in an allocation of its own.
+type Owned = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn boxed(f: impl Future<Output = ()> + Send + 'static) -> Owned {
+    Box::pin(f)
 }
 
 /// Where a connection goes after the phases before its relay.
@@ -68,6 +76,8 @@ enum Next {
     /// TLS terminated here (boxed: its TLS state is large, and the L4
     /// path's task must not grow with it).
     Terminated(Box<Terminated>),
+    /// Plaintext HTTP on an HTTP port (boxed, as `Terminated`).
+    Http(Box<Pending>),
 }
 
 /// The phase before the relay: `Some` when the connection is to be
@@ -76,7 +86,8 @@ enum Next {
 async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Next> {
     let mut pending = Pending::new(proxy, accepted);
     let routed = match pending.route_phases().await {
-        Ok(r) => r,
+        Ok(Verdict::Routed(r)) => r,
+        Ok(Verdict::Http) => return Some(Next::Http(Box::new(pending))),
         Err(refusal) => {
             pending.refuse(&refusal);
             return None;

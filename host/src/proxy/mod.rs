@@ -8,6 +8,7 @@ mod conn;
 mod connect;
 mod pending;
 pub mod relay;
+mod serve_http;
 mod socket;
 mod terminate;
 mod workers;
@@ -46,8 +47,9 @@ pub struct Settings {
     pub max_pending_data: usize,
     /// Read PROXY headers from trusted sources.
     pub accept_proxy_protocol: bool,
-    /// The trusted sources.
-    pub trusted_proxies: IpList,
+    /// The trusted sources (also the peers allowed to extend an HTTP
+    /// request's `X-Forwarded-For`).
+    pub trusted_proxies: Arc<IpList>,
     /// Applied when no plugin answers `policy` (TLS connections get at
     /// least 5 min half-open grace and stuck detection).
     pub default_policy: Policy,
@@ -59,6 +61,9 @@ pub struct Settings {
     /// listener (read when [`Proxy::serve`] starts; a reload cannot change
     /// it).
     pub workers: usize,
+    /// The HTTP proxy's limits (`http`); its pool settings are read once
+    /// per worker thread, when that worker first sends a request upstream.
+    pub http: crate::config::http::HttpConfig,
 }
 
 impl Settings {
@@ -91,11 +96,12 @@ impl Settings {
             connect_timeout: config.timeouts.connect,
             max_pending_data: config.limits.max_pending_data,
             accept_proxy_protocol: config.proxy_protocol.accept,
-            trusted_proxies: config.proxy_protocol.trusted.clone(),
+            trusted_proxies: Arc::new(config.proxy_protocol.trusted.clone()),
             default_policy: policy,
             no_delay: config.keep_alive.no_delay,
             graceful_shutdown: config.timeouts.graceful_shutdown,
             workers: config.workers.unwrap_or_else(default_workers),
+            http: config.http,
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Certificates and settings of terminated routes (swapped on reload).
     tls: ArcSwap<Terminator>,
+    /// HTTP requests in flight per route (`max-requests`).
+    requests: Arc<crate::http::RouteRequests>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -153,6 +161,7 @@ impl Proxy {
             stop: watch::channel(false).0,
             metrics,
             tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
+            requests: Arc::default(),
         })
     }
 

@@ -37,7 +37,7 @@ pub(crate) struct Pending {
     deadline: Instant,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-    via_proxy: bool,
+    pub(crate) via_proxy: bool,
     tls_port: bool,
     inherited: socket::Inherited,
     /// Client bytes read and not yet forwarded.
@@ -78,6 +78,14 @@ impl Held {
             reason = refusal.label(), detail = ?refusal, "refused"
         );
     }
+}
+
+/// Where the phases before the relay send a connection.
+pub(crate) enum Verdict {
+    /// A route for the whole connection.
+    Routed(Routed),
+    /// Plaintext HTTP on an HTTP port: routed per request.
+    Http,
 }
 
 /// A routed connection: the verdict, the route's slot, the timers.
@@ -152,12 +160,16 @@ impl Pending {
         (self.stream, self.buf, self.held)
     }
 
-    /// The phases up to the routing verdict.
-    pub(crate) async fn route_phases(&mut self) -> Result<Routed, Refusal> {
+    /// The phases up to the routing verdict. A plaintext client on a
+    /// declared HTTP port is HTTP: its requests are routed one by one.
+    pub(crate) async fn route_phases(&mut self) -> Result<Verdict, Refusal> {
         self.proxy_header().await?;
         let peer = self.admit()?;
         let hello = self.peek().await?;
-        self.route(peer, hello).await
+        if hello.is_none() && self.tls_port && self.held.chain.is_http_port(self.local.port()) {
+            return Ok(Verdict::Http);
+        }
+        self.route(peer, hello).await.map(Verdict::Routed)
     }
 
     /// Reads more client bytes into the buffer before the deadline;

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use turnout_plugin_sdk::{TlsAlert, TlsMode};
+use turnout_plugin_sdk::{BackendProtocol, TlsAlert, TlsMode, Upstream};
 
 use super::pending::{Held, Pending, Routed, backend_socket_policy};
 use super::relay::{self, Timers};
@@ -34,18 +34,23 @@ type ClientStream = tokio_rustls::server::TlsStream<Metered<Prefixed<TcpStream>>
 enum Backend {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An HTTP route: requests go upstream one by one (`crate::http`).
+    Http(Upstream),
 }
 
 /// A terminated connection, ready to relay: what its task holds.
 pub(super) struct Terminated {
     client: ClientStream,
     backend: Backend,
-    target: SocketAddr,
+    /// The relay's target (`None` on an HTTP route).
+    target: Option<SocketAddr>,
     timers: Timers,
     route: String,
     conn: turnout_plugin_sdk::Connection,
     version: &'static str,
     alpn: String,
+    local: SocketAddr,
+    peer: SocketAddr,
     /// The route's slot, then the bookkeeping (dropped in this order).
     _slot: crate::limits::RouteGuard,
     held: Held,
@@ -60,17 +65,19 @@ pub(super) async fn start(
 ) -> Option<Terminated> {
     let sni = routed.conn.tls.as_ref().and_then(|h| h.sni.clone());
     // Refused before any backend work or cryptography.
-    let key = match check(&mut pending, &routed, &tls, sni.as_deref()).await {
+    let key = match check(&mut pending, &tls, sni.as_deref()).await {
         Ok(key) => key,
         Err(refusal) => {
             pending.refuse(&refusal);
             return None;
         }
     };
+    let http = tls.route(&routed.forward.route).is_some_and(|r| !r.is_tcp());
     // Re-encryption opens the backend first, offering what the client
     // offered: its choice is then the only protocol offered back to the
-    // client, so both sides agree on one.
-    let backend = if routed.forward.tls_mode == TlsMode::TerminateAndReencrypt {
+    // client, so both sides agree on one. (An HTTP route speaks to its
+    // upstreams per request instead.)
+    let backend = if routed.forward.tls_mode == TlsMode::TerminateAndReencrypt && !http {
         match reencrypt(&pending, &routed, &tls, sni.as_deref()).await {
             Ok(b) => Some(b),
             Err(refusal) => {
@@ -89,17 +96,16 @@ pub(super) async fn start(
             .into_iter()
             .map(<[u8]>::to_vec)
             .collect(),
+        _ if http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         _ => Vec::new(),
     };
     let config = tls.server_config(key, &routed.forward.route, server_alpn);
     let connect_timeout = pending.settings.connect_timeout;
     pending.client_socket_policy(&routed.policy);
+    let (local, peer) = (pending.local, pending.peer);
     let (stream, peeked, held) = pending.split();
     let metrics = held.proxy.metrics.clone();
-    let io = Metered {
-        inner: Prefixed::new(peeked, stream),
-        traffic: held.meter.traffic_handle(),
-    };
+    let io = Metered::new(Prefixed::new(peeked, stream), held.meter.traffic_handle());
     let client = match tls::accept(config, io, tls.handshake_timeout()).await {
         Ok(c) => c,
         Err(e) => {
@@ -114,11 +120,12 @@ pub(super) async fn start(
     let (version, alpn) = agreed(&client);
     metrics.handshake("ok", version, &alpn);
     let (backend, target) = match backend {
-        Some(b) => b,
+        Some((b, target)) => (b, Some(target)),
+        None if http => (Backend::Http(connection_upstream(&routed)), None),
         None => match super::connect::connect_any(&routed.forward.targets, connect_timeout).await {
             Ok((tcp, target)) => {
                 backend_socket_policy(&tcp, &routed.policy);
-                (Backend::Plain(tcp), target)
+                (Backend::Plain(tcp), Some(target))
             }
             Err(e) => {
                 held.refuse(&Refusal::Backend(e.to_string()), 0);
@@ -128,7 +135,9 @@ pub(super) async fn start(
         },
     };
     let mut held = held;
-    held.meter.relaying(target);
+    if let Some(target) = target {
+        held.meter.relaying(target);
+    }
     Some(Terminated {
         client,
         backend,
@@ -138,29 +147,22 @@ pub(super) async fn start(
         conn: routed.conn,
         version,
         alpn,
+        local,
+        peer,
         _slot: routed.slot,
         held,
     })
 }
 
-/// What refuses a terminated connection before its handshake: a route
-/// that serves HTTP (not built yet), no certificate naming the server
-/// (`unrecognized_name`, as when no route matches). Sends the alert;
-/// otherwise gives the certificate the handshake will use.
+/// What refuses a terminated connection before its handshake: no
+/// certificate naming the server (`unrecognized_name`, as when no route
+/// matches). Sends the alert; otherwise gives the certificate the
+/// handshake will use.
 async fn check(
     pending: &mut Pending,
-    routed: &Routed,
     tls: &Terminator,
     sni: Option<&str>,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, Refusal> {
-    let name = &routed.forward.route;
-    if tls.route(name).is_some_and(|r| !r.is_tcp()) {
-        pending.alert(Some(TlsAlert::InternalError)).await;
-        return Err(Refusal::Unsupported(
-            "HTTP on terminated routes (match.protocol \"http\", the default) is not served yet; \
-             set \"protocol\": \"tcp\" to relay the decrypted stream",
-        ));
-    }
     match tls.certificate(sni, pending.local.port()) {
         Ok(key) => Ok(key),
         Err(e) => {
@@ -233,8 +235,21 @@ async fn reencrypt(
 }
 
 impl Terminated {
-    /// Relays until the connection ends, then logs how it ended.
+    /// Relays (or, on an HTTP route, serves requests) until the connection
+    /// ends, then logs how it ended.
     pub(super) async fn run(mut self) {
+        if let Backend::Http(upstream) = self.backend {
+            let alpn = self.client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            let conn = super::serve_http::HttpConn {
+                local: self.local,
+                peer: self.peer,
+                https: true,
+                alpn: Some(alpn.unwrap_or_else(|| b"http/1.1".to_vec())),
+                route: Some(upstream),
+            };
+            let _slot = self._slot;
+            return super::serve_http::run(self.client, conn, self.held).await;
+        }
         let held = &self.held;
         let traffic = held.meter.traffic();
         let (chain, started, route, conn) = (&held.chain, held.started, &self.route, &self.conn);
@@ -252,10 +267,11 @@ impl Terminated {
                 relay::relay_streams(client, b.as_mut(), timers, traffic, started, on_idle, stop)
                     .await
             }
+            Backend::Http(_) => return,
         };
         tracing::info!(
             conn = held.id, client = %held.client, sni = held.sni.as_deref().unwrap_or("-"),
-            route = %self.route, target = %self.target, tls = self.version, alpn = %self.alpn,
+            route = %self.route, target = ?self.target, tls = self.version, alpn = %self.alpn,
             bytes_in = traffic.bytes_in.load(Ordering::Relaxed),
             bytes_out = traffic.bytes_out.load(Ordering::Relaxed),
             duration_ms = started.elapsed().as_millis(), reason = reason.as_str(), "closed"
@@ -263,11 +279,26 @@ impl Terminated {
     }
 }
 
+/// The route's targets as an HTTP upstream: where a forward without an
+/// upstream id goes.
+fn connection_upstream(routed: &Routed) -> Upstream {
+    let mut u = Upstream::new(routed.forward.route.clone(), routed.forward.targets.clone());
+    u.tls = routed.forward.tls_mode == TlsMode::TerminateAndReencrypt;
+    u.protocol = BackendProtocol::Auto;
+    u
+}
+
 /// Counts the bytes that cross the client socket into the connection's
 /// traffic (the relay sees only plaintext).
 pub(super) struct Metered<S> {
     inner: S,
     traffic: TrafficHandle,
+}
+
+impl<S> Metered<S> {
+    pub(super) fn new(inner: S, traffic: TrafficHandle) -> Self {
+        Self { inner, traffic }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {

@@ -298,6 +298,22 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
+/// The client config toward TLS upstreams that no route configures: the
+/// system's roots, verified as the target's name.
+pub fn default_upstream_config() -> Arc<ClientConfig> {
+    static C: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    C.get_or_init(|| {
+        Arc::new(
+            ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("the provider supports the default versions")
+                .with_root_certificates(system_roots().clone())
+                .with_no_client_auth(),
+        )
+    })
+    .clone()
+}
+
 fn upstream_config(
     route: &TlsRoute,
     provider: &Arc<CryptoProvider>,

@@ -1,0 +1,270 @@
+//! The HTTP reverse proxy: hyper's auto (HTTP/1.1 + HTTP/2) server on a
+//! client connection that turned out to be HTTP — a terminated TLS route
+//! whose `match.protocol` is `"http"`, or a plaintext client on a port a
+//! plugin declared an HTTP port — and every request decided by the
+//! plugins' `request` hook.
+//!
+//! * `service` — one request: checks, the decision, the answer.
+//! * `upstream` — pooled clients toward upstreams, failover.
+//! * `headers` — hop-by-hop, `X-Forwarded-*`, plugin edits.
+//! * `timers` — `headerTimeout` / `idleTimeout` on the client stream.
+//! * `respond` — the response body type and the proxy's own answers.
+//!
+//! A connection reaches this module from `proxy` at its routing verdict;
+//! nothing here knows about the L4 path.
+
+mod headers;
+mod respond;
+mod service;
+mod timers;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use turnout_plugin_sdk::Upstream;
+use turnout_plugin_sdk::matching::IpList;
+
+pub use service::RouteRequests;
+
+use crate::config::http::HttpConfig;
+use crate::metrics::{Metrics, RequestRecord};
+use crate::plugins::Chain;
+use crate::tls::Terminator;
+
+/// One client connection's HTTP context.
+pub struct Session {
+    pub chain: Arc<Chain>,
+    pub metrics: Arc<Metrics>,
+    pub config: HttpConfig,
+    pub connect_timeout: Duration,
+    /// `proxyIPs`: peers allowed to extend `X-Forwarded-For`.
+    pub trusted: Arc<IpList>,
+    pub limits: Arc<RouteRequests>,
+    pub tls: Arc<Terminator>,
+    pub id: u64,
+    /// The client (a trusted PROXY header's address, or the peer).
+    pub client: SocketAddr,
+    /// The socket peer.
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub sni: Option<String>,
+    /// TLS terminated here.
+    pub https: bool,
+    /// The protocol ALPN chose (`h2`, `http/1.1`); `None`: detect (h2c
+    /// prior knowledge, else HTTP/1.1).
+    pub alpn: Option<Vec<u8>>,
+    /// The connection's route (terminated TLS): where a forward without an
+    /// upstream id goes.
+    pub route: Option<Upstream>,
+}
+
+/// How an HTTP connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client closed, or asked to (`Connection: close`, GOAWAY).
+    Client,
+    /// `headerTimeout`: a request head did not complete (408 sent).
+    HeaderTimeout,
+    /// `idleTimeout` with no request in flight.
+    Idle,
+    /// The proxy is shutting down.
+    Shutdown,
+    /// A protocol error (400/431 answered where HTTP/1.1 allowed one).
+    ProtocolError,
+}
+
+impl Closed {
+    /// The label in the connection's closing log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::Client => "client-closed",
+            Closed::HeaderTimeout => "header-timeout",
+            Closed::Idle => "idle",
+            Closed::Shutdown => "shutdown",
+            Closed::ProtocolError => "http-protocol-error",
+        }
+    }
+}
+
+/// Serves HTTP on `io` until the client leaves, a timer ends it, or `stop`
+/// resolves (then in-flight requests finish: a graceful shutdown).
+pub async fn serve<IO>(io: IO, session: Session, stop: impl Future<Output = ()>) -> Closed
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let state = timers::ConnState::new();
+    let config = session.config;
+    let io = timers::Timed::new(io, state.clone(), config.header_timeout, config.idle_timeout);
+    let session = Arc::new(session);
+    let metrics = session.metrics.clone();
+    let s = session.clone();
+    let st = state.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        service::handle(s.clone(), st.clone(), req)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Ours (`timers`): hyper's cannot tell a slow head from idle time.
+        .header_read_timeout(None)
+        .max_buf_size(config.max_header_size)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels
+        // before they are served count here; past it, GOAWAY.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    let builder = match session.alpn.as_deref() {
+        Some(b"h2") => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None => builder,
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::pin!(stop);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = &mut stop => {
+            conn.as_mut().graceful_shutdown();
+            // In-flight requests finish; the drain's deadline bounds this.
+            let _ = conn.as_mut().await;
+            return Closed::Shutdown;
+        }
+    };
+    match (state.expired(), result) {
+        (Some(timers::Expired::Head), _) => {
+            metrics.request(&RequestRecord {
+                domain: "-",
+                route: "-",
+                status: 408,
+                duration: config.header_timeout,
+                error: Some("header-timeout"),
+            });
+            tracing::info!(conn = session.id, client = %session.client, status = 408,
+                error = "header-timeout", "no complete request head within headerTimeout");
+            Closed::HeaderTimeout
+        }
+        (Some(timers::Expired::Idle), _) => Closed::Idle,
+        (None, Ok(())) => Closed::Client,
+        (None, Err(e)) => protocol_error(&session, &*e),
+    }
+}
+
+/// Counts a request hyper refused before the service saw it (it answered
+/// 400 or 431 itself on HTTP/1.1).
+fn protocol_error(s: &Session, e: &(dyn std::error::Error + Send + Sync + 'static)) -> Closed {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        return Closed::Client;
+    };
+    if !h.is_parse() && !h.is_parse_too_large() {
+        return Closed::Client;
+    }
+    let (status, label) = if h.is_parse_too_large() {
+        (431, "headers-too-large")
+    } else {
+        (400, "bad-request")
+    };
+    s.metrics.request(&RequestRecord {
+        domain: "-",
+        route: "-",
+        status,
+        duration: Duration::ZERO,
+        error: Some(label),
+    });
+    tracing::info!(
+        conn = s.id, client = %s.client, status, error = label, detail = %h,
+        "request refused before routing"
+    );
+    Closed::ProtocolError
+}
+
+/// The request's fields for its access-log line, taken before it moves.
+pub(crate) struct AccessLog {
+    method: http::Method,
+    authority: String,
+    path: String,
+}
+
+impl AccessLog {
+    fn of(req: &Request<Incoming>, _s: &Session) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        Self {
+            method: req.method().clone(),
+            authority,
+            path: req.uri().path().to_owned(),
+        }
+    }
+
+    /// One line per request, when its response body has been sent (or
+    /// abandoned), and its metrics.
+    fn finish(
+        &self,
+        s: &Session,
+        status: u16,
+        bytes: u64,
+        duration: Duration,
+        outcome: &service::Outcome,
+    ) {
+        let domain = domain_of(&self.authority);
+        let route = outcome.route.as_deref().unwrap_or("-");
+        s.metrics.request(&RequestRecord {
+            domain: &domain,
+            route,
+            status,
+            duration,
+            error: outcome.error,
+        });
+        tracing::info!(
+            target: "turnout::access",
+            conn = s.id,
+            client = %s.client,
+            method = %self.method,
+            host = %self.authority,
+            path = %self.path,
+            status,
+            bytes,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            route,
+            upstream = outcome.upstream.as_deref().unwrap_or("-"),
+            error = outcome.error.unwrap_or("-"),
+            detail = outcome.detail.as_deref().unwrap_or("-"),
+            "request"
+        );
+    }
+}
+
+/// The host of an authority, lower-case, without port.
+fn domain_of(authority: &str) -> String {
+    let host = if authority.starts_with('[') {
+        authority.find(']').map_or(authority, |i| &authority[..=i])
+    } else {
+        authority
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(authority, |(h, _)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}

@@ -1,0 +1,331 @@
+//! One request, from head to response: checks the host makes itself, the
+//! plugin chain's `request` decision, and the answer — made here, or
+//! forwarded to an upstream with the forwarding headers and the plugin's
+//! edits, its response edited on the way back.
+//!
+//! ```text
+//! head ─► checks (400/414/413) ─► request hook ─┬► respond / redirect
+//!                                               ├► none: 404, failure: 502
+//!                                               └► forward ─► limit (503) ─► upstream (502/504) ─► edits, response hook
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use turnout_plugin_sdk::{
+    HttpForward, Method, RequestDecision, RequestHead, ResponseDecision, ResponseHead, Scheme,
+    Upstream,
+};
+
+use super::headers::{self, Forwarded};
+use super::respond::{Body, error_label, plain};
+use super::timers::ConnState;
+use super::upstream::{self, UpBody, UpError};
+use super::{AccessLog, Session};
+use crate::plugins::{HeadSlots, LoadedPlugin, Requested};
+
+/// Longest request target accepted (414 past it).
+const MAX_URI: usize = 8 * 1024;
+
+/// What the access log and metrics say about one request.
+#[derive(Default)]
+pub(super) struct Outcome {
+    pub(super) route: Option<Arc<str>>,
+    pub(super) upstream: Option<String>,
+    pub(super) error: Option<&'static str>,
+    /// Why, for an upstream failure (the peer and the OS's words).
+    pub(super) detail: Option<String>,
+}
+
+/// The service hyper runs for each request on a client connection.
+pub(super) async fn handle(
+    session: Arc<Session>,
+    state: Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let inflight = state.begin(req.version() == Version::HTTP_2);
+    let log = AccessLog::of(&req, &session);
+    let mut outcome = Outcome::default();
+    let mut resp = answer(&session, req, &mut outcome).await;
+    if outcome.error.is_none() && is_proxy_error(&resp) {
+        outcome.error = Some(error_label(resp.status()));
+    }
+    let status = resp.status().as_u16();
+    let session2 = session.clone();
+    resp.body_mut().on_done(move |bytes| {
+        log.finish(&session2, status, bytes, started.elapsed(), &outcome);
+        drop(inflight);
+    });
+    Ok(resp)
+}
+
+/// Answers made by the proxy itself carry this extension.
+#[derive(Clone, Copy)]
+struct ProxyMade;
+
+fn is_proxy_error(resp: &Response<Body>) -> bool {
+    resp.extensions().get::<ProxyMade>().is_some()
+}
+
+fn error(status: StatusCode) -> Response<Body> {
+    let mut r = plain(status);
+    r.extensions_mut().insert(ProxyMade);
+    r
+}
+
+async fn answer(s: &Session, mut req: Request<Incoming>, out: &mut Outcome) -> Response<Body> {
+    if let Some(status) = check(&req) {
+        return error(status);
+    }
+    let Some(authority) = authority(&req) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    let mut head = RequestHead::new(
+        s.client,
+        s.local.port(),
+        Method::parse(req.method().as_str()),
+        authority.clone(),
+        req.uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+    );
+    head.connection_id = s.id;
+    head.sni.clone_from(&s.sni);
+    head.scheme = if s.https { Scheme::Https } else { Scheme::Http };
+    let mut slots = HeadSlots::new(head);
+    match s.chain.request(&mut slots, req.headers_mut()) {
+        Requested::NoRoute => error(StatusCode::NOT_FOUND),
+        Requested::Failed { plugin } => {
+            tracing::debug!(conn = s.id, plugin = %plugin, "request hook failed: 502");
+            out.error = Some("plugin-failure");
+            error(StatusCode::BAD_GATEWAY)
+        }
+        Requested::Decided { plugin, decision } => match decision {
+            RequestDecision::Pass => error(StatusCode::NOT_FOUND),
+            RequestDecision::Respond(r) => {
+                let mut resp = Response::new(Body::full(r.body));
+                *resp.status_mut() =
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                for f in r.headers {
+                    headers::apply(resp.headers_mut(), &[turnout_plugin_sdk::HeaderEdit::Append(f)]);
+                }
+                resp
+            }
+            RequestDecision::Redirect(r) => {
+                let mut resp = Response::new(Body::full(format!("Redirecting to {}\n", r.location)));
+                *resp.status_mut() =
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+                if let Ok(v) = HeaderValue::from_str(&r.location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp
+            }
+            RequestDecision::Forward(f) => forward(s, &plugin, f, req, &authority, out).await,
+        },
+    }
+}
+
+/// What the host refuses before any plugin sees the request.
+fn check(req: &Request<Incoming>) -> Option<StatusCode> {
+    let h = req.headers();
+    // Both framings at once is how requests are smuggled past a proxy that
+    // reads one and a backend that reads the other.
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
+        return Some(StatusCode::URI_TOO_LONG);
+    }
+    None
+}
+
+/// `:authority` / absolute-form authority, else `Host`; lower-cased.
+fn authority(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_ascii_lowercase());
+    }
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    (!host.is_empty() && !host.bytes().any(|b| b <= b' ')).then(|| host.to_ascii_lowercase())
+}
+
+async fn forward(
+    s: &Session,
+    plugin: &Arc<LoadedPlugin>,
+    f: HttpForward,
+    req: Request<Incoming>,
+    authority: &str,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let Some(up) = upstream_for(s, plugin, f.upstream) else {
+        out.error = Some("plugin-failure");
+        return error(StatusCode::BAD_GATEWAY);
+    };
+    out.route = Some(Arc::from(up.route.as_str()));
+    let Some(_slot) = s.limits.enter(&up.route, up.max_requests) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(max), Some(len)) = (up.max_body, declared)
+        && len > max
+    {
+        return error(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let path = f.path.clone().unwrap_or_else(|| {
+        req.uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+    });
+    let (mut parts, body) = req.into_parts();
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    prepare_request(s, &mut parts.headers, authority, &f);
+    let body: UpBody = match up.max_body {
+        Some(max) => http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+            .boxed(),
+        None => body.map_err(Into::into).boxed(),
+    };
+    let mut up_req = Request::from_parts(parts, body);
+    *up_req.version_mut() = Version::HTTP_11;
+    let tls = if up.tls {
+        s.tls.route(&up.route).and_then(|r| r.upstream.clone())
+    } else {
+        None
+    };
+    let to = upstream::Outbound {
+        upstream: up,
+        tls,
+        path: &path,
+        config: &s.config,
+        connect_timeout: s.connect_timeout,
+        metrics: &s.metrics,
+    };
+    match upstream::send(to, up_req, bodiless).await {
+        Ok((resp, i)) => {
+            out.upstream = up.targets.get(i).map(|t| format!("{}:{}", t.host, t.port));
+            response(s, plugin, &f, resp)
+        }
+        Err(e) => {
+            out.upstream = up.targets.first().map(|t| format!("{}:{}", t.host, t.port));
+            let (status, label) = match e {
+                UpError::Refused(why) => {
+                    out.detail = Some(why);
+                    (StatusCode::BAD_GATEWAY, "upstream-refused")
+                }
+                UpError::Reset(why) => {
+                    out.detail = Some(why);
+                    (StatusCode::BAD_GATEWAY, "upstream-reset")
+                }
+                UpError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+                UpError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
+            };
+            out.error = Some(label);
+            error(status)
+        }
+    }
+}
+
+/// The upstream a forward names: a declared one, or the connection's route.
+fn upstream_for<'a>(
+    s: &'a Session,
+    plugin: &'a LoadedPlugin,
+    id: Option<u32>,
+) -> Option<&'a Upstream> {
+    match id {
+        Some(id) => plugin.info().interest.upstreams.get(id as usize),
+        None => s.route.as_ref(),
+    }
+}
+
+/// Hop-by-hop out, `Host` kept (set from `:authority` for HTTP/2
+/// clients), forwarding headers, then the plugin's edits.
+fn prepare_request(s: &Session, h: &mut http::HeaderMap, authority: &str, f: &HttpForward) {
+    headers::strip_hop_by_hop(h);
+    if !h.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(authority)
+    {
+        h.insert(header::HOST, v);
+    }
+    headers::set_forwarded(
+        h,
+        &Forwarded {
+            client: headers::ip(s.client),
+            peer: headers::ip(s.peer),
+            trusted: &s.trusted,
+            https: s.https,
+            authority,
+            port: s.local.port(),
+        },
+    );
+    headers::apply(h, &f.request_edits);
+}
+
+/// The upstream's response on its way back: hop-by-hop out, the forward's
+/// response edits, then the plugin's `response` hook when it asked.
+fn response(
+    s: &Session,
+    plugin: &LoadedPlugin,
+    f: &HttpForward,
+    resp: http::Response<Incoming>,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::apply(&mut parts.headers, &f.response_edits);
+    if let Some(context) = f.context {
+        let mut head = ResponseHead::new(context, parts.status.as_u16());
+        head.connection_id = s.id;
+        head.headers = plugin.response_slots(&parts.headers);
+        match plugin.response(&head) {
+            Ok(ResponseDecision::Edit(edits)) => headers::apply(&mut parts.headers, &edits),
+            Ok(ResponseDecision::Pass) => {}
+            Err(_) if plugin.failure_policy() == crate::config::FailurePolicy::Open => {}
+            Err(_) => return error(StatusCode::BAD_GATEWAY),
+        }
+    }
+    Response::from_parts(parts, Body::upstream(body))
+}
+
+/// Requests in flight per route, for `max-requests` (503 past it).
+#[derive(Debug, Default)]
+pub struct RouteRequests {
+    routes: std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU32>>>,
+}
+
+/// A request's place on its route; released on drop.
+pub(super) struct Slot(Option<Arc<AtomicU32>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl RouteRequests {
+    /// A place on `route` when fewer than `max` are in flight (0: no limit).
+    pub(super) fn enter(&self, route: &str, max: u32) -> Option<Slot> {
+        if max == 0 {
+            return Some(Slot(None));
+        }
+        let counter = {
+            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            routes.entry(route.to_owned()).or_default().clone()
+        };
+        let prior = counter.fetch_add(1, Ordering::AcqRel);
+        if prior >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(Some(counter)))
+    }
+}

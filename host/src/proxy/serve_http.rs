@@ -1,0 +1,82 @@
+//! Hands a connection that speaks HTTP to `crate::http`: a plaintext
+//! client on an HTTP port (right after the peek), or a terminated TLS
+//! client on an HTTP route (after the handshake). The connection's
+//! bookkeeping (`Held`: limit counters, metrics handle) lives until the
+//! HTTP connection ends, and one closing line is logged as on every path.
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use turnout_plugin_sdk::Upstream;
+
+use super::pending::{Held, Pending};
+use super::terminate::Metered;
+use crate::http::{self, Session};
+use crate::tls::Prefixed;
+
+/// What an HTTP connection needs from the path that found it.
+pub(super) struct HttpConn {
+    pub(super) local: std::net::SocketAddr,
+    pub(super) peer: std::net::SocketAddr,
+    pub(super) https: bool,
+    pub(super) alpn: Option<Vec<u8>>,
+    pub(super) route: Option<Upstream>,
+}
+
+/// A plaintext client on an HTTP port: the bytes the peek read are replayed
+/// to hyper first.
+pub(super) async fn plain(pending: Pending) {
+    let (local, peer) = (pending.local, pending.peer);
+    let (stream, peeked, held) = pending.split();
+    // The peeked bytes crossed the client socket: they count as "in", once.
+    held.meter.traffic().count_in(peeked.len() as u64);
+    let io = Metered::new(Prefixed::new(peeked, stream), held.meter.traffic_handle());
+    let conn = HttpConn {
+        local,
+        peer,
+        https: false,
+        alpn: None,
+        route: None,
+    };
+    run(io, conn, held).await;
+}
+
+/// Serves HTTP on `io` until it ends, then logs the connection's close.
+pub(super) async fn run<IO>(io: IO, conn: HttpConn, held: Held)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = &held.proxy;
+    let settings = proxy.settings.load_full();
+    let route = conn.route.as_ref().map(|r| r.route.clone());
+    let session = Session {
+        chain: held.chain.clone(),
+        metrics: proxy.metrics.clone(),
+        config: settings.http,
+        connect_timeout: settings.connect_timeout,
+        trusted: settings.trusted_proxies.clone(),
+        limits: proxy.requests.clone(),
+        tls: proxy.tls.load_full(),
+        id: held.id,
+        client: held.client,
+        peer: conn.peer,
+        local: conn.local,
+        sni: held.sni.clone(),
+        https: conn.https,
+        alpn: conn.alpn,
+        route: conn.route,
+    };
+    let mut stop = proxy.stop.subscribe();
+    let stop = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let closed = http::serve(io, session, stop).await;
+    let traffic = held.meter.traffic();
+    tracing::info!(
+        conn = held.id, client = %held.client, sni = held.sni.as_deref().unwrap_or("-"),
+        route = route.as_deref().unwrap_or("-"), protocol = "http",
+        bytes_in = traffic.bytes_in.load(Ordering::Relaxed),
+        bytes_out = traffic.bytes_out.load(Ordering::Relaxed),
+        duration_ms = held.started.elapsed().as_millis(), reason = closed.as_str(), "closed"
+    );
+}
