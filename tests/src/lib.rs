@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod app;
+pub mod http;
 pub mod l4;
 pub mod pki;
 pub mod tls;
