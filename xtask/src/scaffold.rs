@@ -66,7 +66,8 @@ pub(crate) fn new_plugin(args: &[String]) -> Result<()> {
     }
     let _ = write!(
         out,
-        "  src/lib.rs        routes TLS connections for {name}.localhost on port 8443 to 127.0.0.1:9443\n\
+        "  src/lib.rs        routes TLS connections for {name}.localhost on port 8443 to 127.0.0.1:9443,\n\
+         \x20                   and answers HTTP requests for it that carry an `x-{name}` header\n\
          \x20 tests/harness.rs  the same cases natively and against the built .wasm\n\n\
          next steps:\n"
     );
@@ -273,7 +274,7 @@ fn member_manifest(name: &str, package: &str) -> String {
     format!(
         r#"[package]
 name = "{package}"
-description = "Turnout plugin `{name}`: routes TLS connections by SNI"
+description = "Turnout plugin `{name}`: routes TLS connections by SNI, answers HTTP requests carrying x-{name}"
 version.workspace = true
 edition.workspace = true
 publish = false
@@ -305,7 +306,7 @@ fn standalone_manifest(name: &str) -> Result<String> {
     Ok(format!(
         r#"[package]
 name = "{name}"
-description = "Turnout plugin `{name}`: routes TLS connections by SNI"
+description = "Turnout plugin `{name}`: routes TLS connections by SNI, answers HTTP requests carrying x-{name}"
 version = "0.1.0"
 edition = "2024"
 publish = false

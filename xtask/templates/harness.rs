@@ -4,7 +4,7 @@
 
 use {{crate}}::{{Type}};
 use turnout_plugin_sdk::prelude::*;
-use turnout_plugin_sdk::testing::{CallError, Harness, plain_conn, tls_conn};
+use turnout_plugin_sdk::testing::{CallError, Harness, Request, plain_conn, tls_conn};
 
 /// Builds a harness from a config: natively or from the `.wasm`.
 type Make<'a> = &'a dyn Fn(&str) -> Result<Harness, CallError>;
@@ -23,8 +23,9 @@ fn forward(h: &mut Harness, conn: &Connection) -> Forward {
 fn info(make: Make<'_>) {
     let h = harness(make, "{}");
     assert_eq!(h.info().name, "{{name}}");
-    assert_eq!(h.info().hooks, Hooks::ROUTE);
+    assert_eq!(h.info().hooks, Hooks::ROUTE | Hooks::REQUEST);
     assert_eq!(h.info().tls_ports, vec![PortRange::single(8443)]);
+    assert_eq!(h.info().interest.request_headers, ["x-{{name}}"]);
 }
 
 fn routes_its_domain(make: Make<'_>) {
@@ -52,6 +53,24 @@ fn no_opinion_on_other_connections(make: Make<'_>) {
     ] {
         assert_eq!(h.route(&conn), RouteDecision::Pass, "{why}");
     }
+}
+
+fn answers_requests_with_its_header(make: Make<'_>) {
+    let mut h = harness(make, "{}");
+    let req = Request::get("{{name}}.localhost:8443", "/")
+        .tls("{{name}}.localhost")
+        .header("X-{{name}}", "world");
+    assert_eq!(
+        h.request(&req),
+        RequestDecision::Respond(
+            Response::text(200, "hello from {{name}}, world\n").header("x-plugin", "{{name}}")
+        )
+    );
+    // No header, or another domain: left to the rest of the chain.
+    let plain = Request::get("{{name}}.localhost", "/");
+    assert_eq!(h.request(&plain), RequestDecision::Pass);
+    let other = Request::get("other.localhost", "/").header("x-{{name}}", "world");
+    assert_eq!(h.request(&other), RequestDecision::Pass);
 }
 
 fn configured(make: Make<'_>) {
@@ -93,6 +112,7 @@ turnout::natively_and_as_wasm!(
     info,
     routes_its_domain,
     no_opinion_on_other_connections,
+    answers_requests_with_its_header,
     configured,
     bad_configs,
 );

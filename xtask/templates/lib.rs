@@ -3,6 +3,11 @@
 //! about any other connection, so the rest of the chain (the default
 //! `routes` plugin) decides those.
 //!
+//! It also shows the per-request hook (WIT 0.2): on the routes the host
+//! serves HTTP for, a request for one of `domains` that carries the header
+//! `x-{{name}}` is answered by the plugin itself; every other request is
+//! left to the chain.
+//!
 //! Config (`plugins.config.{{name}}` in the proxy's config file); every key
 //! is optional and these are the defaults:
 //!
@@ -20,6 +25,10 @@ pub struct {{Type}} {
     port: u16,
     domains: Vec<DomainPattern>,
     target: Target,
+    /// What the HTTP hooks are handed; built once, sent by `info`.
+    interest: Interest,
+    /// Where `x-{{name}}` is in a request head's `headers`.
+    hello_slot: usize,
 }
 
 impl Plugin for {{Type}} {
@@ -32,12 +41,18 @@ impl Plugin for {{Type}} {
                 format_args!("expected an object, got {}", kind(&config)),
             ));
         };
+        // A request lowers only the headers declared here, each into its
+        // slot; reading any other one is a host call (`host::header`).
+        let mut interest = Interest::default();
+        let hello_slot = interest.request_header("x-{{name}}");
         let mut plugin = {{Type}} {
             port: 8443,
             domains: vec![
                 DomainPattern::parse("{{name}}.localhost").map_err(|e| error_at("domains", e))?,
             ],
             target: Target::new("127.0.0.1", 9443),
+            interest,
+            hello_slot,
         };
         for (key, value) in &fields {
             match key.as_str() {
@@ -57,8 +72,9 @@ impl Plugin for {{Type}} {
 
     fn info(&self) -> PluginInfo {
         PluginInfo::new("{{name}}", env!("CARGO_PKG_VERSION"))
-            .hooks(Hooks::ROUTE)
+            .hooks(Hooks::ROUTE | Hooks::REQUEST)
             .listen_tls([PortRange::single(self.port)])
+            .interest(self.interest.clone())
     }
 
     fn route(&self, conn: &Connection) -> RouteDecision {
@@ -70,6 +86,25 @@ impl Plugin for {{Type}} {
                 RouteDecision::Forward(Forward::new("{{name}}", vec![self.target.clone()]))
             }
             _ => RouteDecision::Pass,
+        }
+    }
+
+    fn request(&self, head: &RequestHead) -> RequestDecision {
+        if !self.domains.iter().any(|d| d.matches(head.host())) {
+            return RequestDecision::Pass;
+        }
+        // Header values are bytes (a header need not be UTF-8). To send the
+        // request on instead, declare an `Upstream` in the interest and
+        // answer `RequestDecision::Forward(HttpForward::to(id))`.
+        match head.slot(self.hello_slot) {
+            Some(value) => RequestDecision::Respond(
+                Response::text(
+                    200,
+                    format!("hello from {{name}}, {}\n", String::from_utf8_lossy(value)),
+                )
+                .header("x-plugin", "{{name}}"),
+            ),
+            None => RequestDecision::Pass,
         }
     }
 }

@@ -5,9 +5,11 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use turnout_plugin_sdk::matching::IpList;
-use turnout_plugin_sdk::{ProxyProtocol, RouteLimits, Target, TlsMode};
+use turnout_plugin_sdk::{BackendProtocol, ProxyProtocol, RouteLimits, Target, TlsMode};
 
 use crate::config::{Result, err, kind, strict, strings};
+use crate::http::config::{self as http, Kind};
+use crate::http::security::{self, BasicAuth, RateLimit};
 use crate::matcher::port;
 
 /// Backends one verdict may carry (the host's limit).
@@ -21,12 +23,12 @@ const ACTION_UNSUPPORTED: &[&str] = &[
     "forwardingEngine",
     "loadBalancing",
     "nftables",
-    "options",
-    "redirect",
     "socketHandler",
-    "static",
     "websocket",
 ];
+/// Hosts from one route's lists in one upstream rotation set: past this
+/// many rotations, a route's HTTP upstreams rotate its longest list only.
+const MAX_ROTATIONS: u32 = 64;
 /// SmartProxy per-target keys Turnout does not implement.
 const TARGET_UNSUPPORTED: &[&str] = &[
     "advanced",
@@ -52,6 +54,13 @@ pub(crate) struct Action {
     pub(crate) tls: Option<TlsMode>,
     /// `sendProxyProtocol`; `None` until the global default fills it.
     pub(crate) proxy_protocol: Option<ProxyProtocol>,
+    /// `type` (and its `redirect` / `static`).
+    pub(crate) kind: Kind,
+    /// `tls.certificate` as given (`None`: the default certificate); two
+    /// routes serve the same certificate when these are equal.
+    pub(crate) certificate: Option<Value>,
+    /// `options.backendProtocol`.
+    pub(crate) backend_protocol: BackendProtocol,
 }
 
 /// One `{host, port}` target.
@@ -86,6 +95,28 @@ impl Action {
         self.targets.iter().any(|t| t.hosts.len() > 1)
     }
 
+    /// Whether any target has port `"preserve"`.
+    pub(crate) fn preserves_port(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| matches!(t.port, Port::Preserve))
+    }
+
+    /// Distinct turns of [`Action::backends`]: the least common multiple of
+    /// the host lists' lengths, or the longest one's when that is more than
+    /// [`MAX_ROTATIONS`] (then the shorter lists rotate a little unevenly).
+    pub(crate) fn rotations(&self) -> u32 {
+        let lens = self
+            .targets
+            .iter()
+            .map(|t| u32::try_from(t.hosts.len()).unwrap_or(1).max(1));
+        let lcm = lens.clone().try_fold(1u32, |acc, n| {
+            let l = acc / gcd(acc, n) * n;
+            (l <= MAX_ROTATIONS).then_some(l)
+        });
+        lcm.unwrap_or_else(|| lens.max().unwrap_or(1))
+    }
+
     /// Every backend in the order to try: each target in turn, its hosts
     /// rotated to start at `turn`.
     pub(crate) fn backends(&self, listener_port: u16, turn: u64) -> Vec<Target> {
@@ -106,6 +137,10 @@ impl Action {
     }
 }
 
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawAction {
@@ -115,6 +150,10 @@ struct RawAction {
     target: Option<Value>,
     tls: Option<Value>,
     send_proxy_protocol: Option<Value>,
+    redirect: Option<Value>,
+    #[serde(rename = "static")]
+    fixed: Option<Value>,
+    options: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -128,9 +167,9 @@ struct RawTarget {
 #[serde(deny_unknown_fields)]
 struct RawTls {
     mode: Option<Value>,
+    /// The host loads it; compared here for 421 Misdirected Request.
+    certificate: Option<Value>,
     // For the terminating host, which checks them; accepted here.
-    #[serde(rename = "certificate")]
-    _certificate: Option<IgnoredAny>,
     #[serde(rename = "versions")]
     _versions: Option<IgnoredAny>,
     #[serde(rename = "upstream")]
@@ -141,22 +180,7 @@ struct RawTls {
 /// filled from `defaults.target` later.
 pub(crate) fn parse(v: &Value, at: &str) -> Result<Action> {
     let raw: RawAction = strict(v, at, ACTION_UNSUPPORTED)?;
-    match &raw.kind {
-        Some(Value::String(s)) if s == "forward" => {}
-        Some(Value::String(s)) => {
-            return err(
-                format_args!("{at}.type"),
-                format_args!("{s:?} is not supported by Turnout (only \"forward\")"),
-            );
-        }
-        Some(other) => {
-            return err(
-                format_args!("{at}.type"),
-                format_args!("must be \"forward\", got {}", kind(other)),
-            );
-        }
-        None => return err(format_args!("{at}.type"), "required (\"forward\")"),
-    }
+    let action_kind = action_kind(&raw, at)?;
     let targets = match (&raw.targets, &raw.target) {
         (Some(_), Some(_)) => return err(at, "has both targets and target; keep one"),
         (Some(Value::Array(list)), None) => {
@@ -178,7 +202,10 @@ pub(crate) fn parse(v: &Value, at: &str) -> Result<Action> {
         (None, Some(t)) => vec![target(t, &format!("{at}.target"))?],
         (None, None) => Vec::new(),
     };
-    let mut action = Action::default();
+    let mut action = Action {
+        kind: action_kind,
+        ..Action::default()
+    };
     action.set_targets(targets);
     if action.backends > MAX_BACKENDS {
         return err(
@@ -187,7 +214,12 @@ pub(crate) fn parse(v: &Value, at: &str) -> Result<Action> {
         );
     }
     if let Some(t) = &raw.tls {
-        action.tls = Some(tls_mode(t, &format!("{at}.tls"))?);
+        let (mode, certificate) = tls_mode(t, &format!("{at}.tls"))?;
+        action.tls = Some(mode);
+        action.certificate = certificate;
+    }
+    if let Some(o) = &raw.options {
+        action.backend_protocol = http::options(o, &format!("{at}.options"))?;
     }
     if let Some(pp) = &raw.send_proxy_protocol {
         action.proxy_protocol = Some(proxy_protocol(pp, &format!("{at}.sendProxyProtocol"))?);
@@ -231,9 +263,77 @@ pub(crate) fn target(v: &Value, at: &str) -> Result<TargetSpec> {
     Ok(TargetSpec { hosts, port })
 }
 
-fn tls_mode(v: &Value, at: &str) -> Result<TlsMode> {
+/// `type` and the keys that go with it: `redirect`, `static`; a redirect or
+/// static route has no targets or options (it sends nowhere).
+fn action_kind(raw: &RawAction, at: &str) -> Result<Kind> {
+    let name = match &raw.kind {
+        Some(Value::String(s)) if ["forward", "redirect", "static"].contains(&s.as_str()) => s,
+        Some(Value::String(s)) => {
+            return err(
+                format_args!("{at}.type"),
+                format_args!(
+                    "{s:?} is not supported by Turnout (one of \"forward\", \"redirect\", \"static\")"
+                ),
+            );
+        }
+        Some(other) => {
+            return err(
+                format_args!("{at}.type"),
+                format_args!("must be a string, got {}", kind(other)),
+            );
+        }
+        None => {
+            return err(
+                format_args!("{at}.type"),
+                "required (\"forward\", \"redirect\" or \"static\")",
+            );
+        }
+    };
+    let keys = [
+        ("redirect", raw.redirect.as_ref()),
+        ("static", raw.fixed.as_ref()),
+    ];
+    for (key, value) in keys {
+        match value {
+            Some(_) if key != name => {
+                return err(
+                    format_args!("{at}.{key}"),
+                    format_args!("only with \"type\": \"{key}\" (this route is {name:?})"),
+                );
+            }
+            None if key == name => {
+                return err(
+                    format_args!("{at}.{key}"),
+                    format_args!("required with \"type\": \"{key}\""),
+                );
+            }
+            _ => {}
+        }
+    }
+    if name != "forward" {
+        let extra = [
+            ("targets", raw.targets.is_some()),
+            ("target", raw.target.is_some()),
+            ("options", raw.options.is_some()),
+            ("sendProxyProtocol", raw.send_proxy_protocol.is_some()),
+        ];
+        if let Some((key, _)) = extra.iter().find(|(_, present)| *present) {
+            return err(
+                format_args!("{at}.{key}"),
+                format_args!("a {name:?} route answers itself and sends nowhere: remove it"),
+            );
+        }
+    }
+    Ok(match (name.as_str(), &raw.redirect, &raw.fixed) {
+        ("redirect", Some(r), _) => Kind::Redirect(http::redirect(r, &format!("{at}.redirect"))?),
+        ("static", _, Some(s)) => Kind::Static(http::static_response(s, &format!("{at}.static"))?),
+        _ => Kind::Forward,
+    })
+}
+
+fn tls_mode(v: &Value, at: &str) -> Result<(TlsMode, Option<Value>)> {
     let raw: RawTls = strict(v, at, TLS_UNSUPPORTED)?;
-    match &raw.mode {
+    let mode = match &raw.mode {
         Some(Value::String(s)) => match s.as_str() {
             "passthrough" => Ok(TlsMode::Passthrough),
             "terminate" => Ok(TlsMode::Terminate),
@@ -250,7 +350,8 @@ fn tls_mode(v: &Value, at: &str) -> Result<TlsMode> {
             format_args!("must be a string, got {}", kind(other)),
         ),
         None => err(format_args!("{at}.mode"), "required"),
-    }
+    }?;
+    Ok((mode, raw.certificate))
 }
 
 /// `true` (v1), `false`, `"v1"` or `"v2"`.
@@ -267,6 +368,17 @@ pub(crate) fn proxy_protocol(v: &Value, at: &str) -> Result<ProxyProtocol> {
     }
 }
 
+/// SmartProxy security keys Turnout does not implement.
+const SECURITY_UNSUPPORTED: &[&str] = &["authentication", "jwtAuth"];
+const SECURITY_KEYS: &[&str] = &[
+    "ipAllowList",
+    "ipBlockList",
+    "maxConnections",
+    "maxConnectionsPerIP",
+    "basicAuth",
+    "rateLimit",
+];
+
 /// What a route's `security` says that the routes plugin enforces.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Security {
@@ -277,14 +389,30 @@ pub(crate) struct Security {
     pub(crate) allow: IpList,
     /// `ipBlockList`; wins over the allow list.
     pub(crate) block: IpList,
+    /// `basicAuth` (HTTP requests), unless disabled.
+    pub(crate) basic_auth: Option<BasicAuth>,
+    /// `rateLimit` (HTTP requests), unless disabled.
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
-/// Reads `security`; keys other than the limits and the two lists
-/// (`rateLimit`, `basicAuth`, …) are HTTP concerns and ignored here.
+/// Reads `security`. Proxy-wide limits are the `guard` plugin's; these are
+/// the route's own.
 pub(crate) fn security(v: &Value, at: &str) -> Result<Security> {
     let Value::Object(map) = v else {
         return err(at, format_args!("must be an object, got {}", kind(v)));
     };
+    if let Some(key) = map
+        .keys()
+        .find(|k| SECURITY_UNSUPPORTED.contains(&k.as_str()))
+    {
+        return err(format_args!("{at}.{key}"), "not supported by Turnout");
+    }
+    if let Some(key) = map.keys().find(|k| !SECURITY_KEYS.contains(&k.as_str())) {
+        return err(
+            format_args!("{at}.{key}"),
+            format_args!("unknown key (expected one of {})", SECURITY_KEYS.join(", ")),
+        );
+    }
     let read = |key: &str| -> Result<u32> {
         match map.get(key) {
             None | Some(Value::Null) => Ok(0),
@@ -305,9 +433,19 @@ pub(crate) fn security(v: &Value, at: &str) -> Result<Security> {
             Some(v) => IpList::parse(&strings(v, &path)?).or_else(|e| err(&path, e)),
         }
     };
+    let basic_auth = match map.get("basicAuth") {
+        None | Some(Value::Null) => None,
+        Some(b) => security::basic_auth(b, &format!("{at}.basicAuth"))?,
+    };
+    let rate_limit = match map.get("rateLimit") {
+        None | Some(Value::Null) => None,
+        Some(r) => security::rate_limit(r, &format!("{at}.rateLimit"))?,
+    };
     Ok(Security {
         limits: RouteLimits::new(read("maxConnections")?, read("maxConnectionsPerIP")?),
         allow: list("ipAllowList")?,
         block: list("ipBlockList")?,
+        basic_auth,
+        rate_limit,
     })
 }

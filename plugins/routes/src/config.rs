@@ -17,6 +17,8 @@ use turnout_plugin_sdk::matching::{DomainPattern, IpList, PathPattern};
 use turnout_plugin_sdk::{InitError, PortRange, ProxyProtocol, TlsVersion};
 
 use crate::action::{self, Action, TargetSpec};
+use crate::http::config::Edits;
+use crate::http::matching::HeaderMatch;
 use crate::matcher;
 pub(crate) use turnout_plugin_sdk::config::kind;
 
@@ -45,18 +47,47 @@ pub(crate) struct Route {
     /// `match.path` (HTTP routes).
     pub(crate) path: Option<PathPattern>,
     /// `match.headers` (HTTP routes): name → exact value or `/regex/`.
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<HeaderMatch>,
+    /// `match.protocol`: how a terminated route is served, or whether a
+    /// plain one is HTTP; `None` when not given.
+    pub(crate) protocol: Option<Protocol>,
+    /// Route-level `headers`: edits on requests and responses.
+    pub(crate) edits: Edits,
     /// `action`.
     pub(crate) action: Action,
     /// `security`: limits and client lists.
     pub(crate) security: action::Security,
 }
 
+/// `match.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Tcp,
+    Http,
+}
+
 impl Route {
-    /// A route matching on `path` or `headers` selects HTTP requests, which
-    /// exist only after termination; it never matches an L4 connection.
+    /// A plaintext route using an HTTP-only key serves requests only, never
+    /// a connection: at L4 it would bypass its own path, auth or redirect.
+    /// (A terminate route is still chosen at L4, by SNI, to be terminated.)
     pub(crate) fn http_only(&self) -> bool {
-        self.path.is_some() || !self.headers.is_empty()
+        self.action.tls.is_none() && self.http_feature().is_some()
+    }
+
+    /// The first key that only means something per HTTP request, as its
+    /// path under the route (`match.path`, `security.basicAuth`, …).
+    pub(crate) fn http_feature(&self) -> Option<&'static str> {
+        let security = &self.security;
+        [
+            (self.path.is_some(), "match.path"),
+            (!self.headers.is_empty(), "match.headers"),
+            (!self.edits.is_empty(), "headers"),
+            (!self.action.kind.is_forward(), "action.type"),
+            (security.basic_auth.is_some(), "security.basicAuth"),
+            (security.rate_limit.is_some(), "security.rateLimit"),
+        ]
+        .into_iter()
+        .find_map(|(used, key)| used.then_some(key))
     }
 
     /// The host must read the ClientHello on this route's ports.
@@ -173,7 +204,8 @@ pub(crate) fn parse(config: &str) -> Result<Parsed> {
     let mut routes = raw.routes;
     for (i, route) in routes.iter_mut().enumerate() {
         let action = &mut route.action;
-        if !action.has_targets() {
+        // Redirect and static routes answer themselves.
+        if action.kind.is_forward() && !action.has_targets() {
             match &default_target {
                 Some(t) => action.set_targets(vec![t.clone()]),
                 None => {
@@ -222,6 +254,7 @@ struct RawRoute {
     action: Option<Value>,
     security: Option<Value>,
     enabled: Option<Value>,
+    headers: Option<Value>,
     // SmartProxy's metadata, accepted and ignored.
     #[serde(rename = "id")]
     _id: Option<IgnoredAny>,
@@ -233,7 +266,7 @@ struct RawRoute {
 
 fn parse_route(i: usize, v: &Value) -> Result<Route> {
     let at = format!("routes[{i}]");
-    let raw: RawRoute = strict(v, &at, &["headers"])?;
+    let raw: RawRoute = strict(v, &at, &[])?;
     let name = match &raw.name {
         None => format!("route-{i}"),
         Some(Value::String(s))
@@ -281,6 +314,9 @@ fn parse_route(i: usize, v: &Value) -> Result<Route> {
     route.action = action::parse(a, &format!("{at}.action"))?;
     if let Some(s) = &raw.security {
         route.security = action::security(s, &format!("{at}.security"))?;
+    }
+    if let Some(h) = &raw.headers {
+        route.edits = crate::http::config::edits(h, &format!("{at}.headers"))?;
     }
     route.name = name;
     route.priority = priority;

@@ -1,5 +1,5 @@
 //! The `routes` default plugin: SmartProxy route lists, pasted unchanged,
-//! decide where each connection goes.
+//! decide where each connection goes and how each HTTP request is served.
 //!
 //! Config (the host passes it): `{"routes": [...], "defaults": {...} | null}`,
 //! optionally `"sendProxyProtocol"` (the default for routes that do not say)
@@ -22,9 +22,11 @@
 //!   `::ffff:1.2.3.4` is `1.2.3.4`.
 //! * `match.tlsVersion`: e.g. `["TLSv1.3"]`; matches when the ClientHello
 //!   offers any listed version; never matches a plain connection.
-//! * `match.path` / `match.headers` select HTTP requests, which exist only
-//!   on terminated HTTP routes: they are checked and kept, but such a route
-//!   never matches a connection at L4.
+//! * `match.path` (exact, `*`, `:param`, prefix when ending in `/` or `*`)
+//!   and `match.headers` (name → exact value or `/regex/`; an absent
+//!   header never matches) select HTTP requests only.
+//! * `match.protocol`: `"http"` (the default for terminated routes) or
+//!   `"tcp"` (relay the decrypted bytes; no requests).
 //! * An empty list (`ports`, `domains`, `clientIp`, `tlsVersion`,
 //!   `targets`) is an error rather than a guess at what it means.
 //!
@@ -34,22 +36,26 @@
 //! order is fixed at `init` and the lookup is indexed (see `table`), so a
 //! route call costs about the same with ten routes or ten thousand.
 //!
-//! `action`: `type` must be `"forward"`; `targets` (or the older single
+//! `action`: `type` is `"forward"` (or, for HTTP, `"redirect"` /
+//! `"static"`: see below); `targets` (or the older single
 //! `target`, or `defaults.target`) are `{host, port}` with `host` a string or
 //! a list and `port` a number or `"preserve"` (the port the client hit).
 //! Targets are tried in order; a host list is round-robin, shared by every
 //! instance through the host store (`rr:<route index>`), and the verdict
 //! lists the remaining hosts after the chosen one so the host fails over to
 //! them. `tls.mode` is `passthrough`, `terminate` or
-//! `terminate-and-reencrypt` (`tls.certificate` is the host's concern);
+//! `terminate-and-reencrypt` (`tls.certificate` is the host's to load;
+//! compared here only for 421);
 //! `sendProxyProtocol` is `true` (v1), `"v2"` or `false`.
 //!
 //! `security.maxConnections` / `maxConnectionsPerIP` become the route's
 //! limits (0 = unlimited, counted by the host); `security.ipBlockList` and
 //! `ipAllowList` are checked against the client once the route is chosen
 //! (block wins; an empty allow list allows all) and refuse with
-//! `ip-blocked` / `ip-not-allowed` and an `access_denied` alert. Proxy-wide
-//! lists and limits are the `guard` plugin's.
+//! `ip-blocked` / `ip-not-allowed` and an `access_denied` alert (per
+//! request on HTTP, with 403). `basicAuth` and `rateLimit` are per request;
+//! `authentication` and `jwtAuth` are refused. Proxy-wide lists and limits
+//! are the `guard` plugin's.
 //! `enabled: false` turns a route off; `id`, `description`, `tags` are
 //! ignored. SmartProxy keys Turnout does not implement (`action.nftables`,
 //! `action.websocket`, …) are refused by name, unknown keys too, and every
@@ -58,38 +64,113 @@
 //!
 //! No route matches → `pass`: the host sends TLS clients `unrecognized_name`
 //! and closes plain connections.
+//!
+//! # HTTP requests (the `request` hook; see `http`)
+//!
+//! Which routes see requests: terminate-mode routes (`action.tls`) on the
+//! TLS connections they terminate, unless `match.protocol` is `"tcp"`; and
+//! *HTTP routes* — no `action.tls`, and `domains`, an HTTP-only key
+//! (`path`, `match.headers`, route `headers`, a redirect or static action,
+//! `basicAuth`, `rateLimit`) or `match.protocol: "http"`. HTTP routes'
+//! ports are declared HTTP ports (`listen_http`): plaintext clients there
+//! are served as HTTP; TLS clients there still go through `route` by SNI.
+//! A plain forward route sharing such a port is served per request there
+//! (a `"tcp"` one is an init error: it could never be reached). A plaintext
+//! route with an HTTP-only key is left out of connection routing (it would
+//! bypass its path, auth or redirect); passthrough routes never see
+//! requests, so HTTP-only keys on them are init errors.
+//!
+//! A request is matched on its port and scheme (HTTPS only to terminate
+//! routes, HTTP only to routes without `action.tls`), Host (port and one
+//! trailing dot stripped; SmartProxy wildcards), path (query ignored),
+//! headers and client IP; ranked by priority, then exact domain over
+//! wildcard over none, longer path, more criteria, longer wildcard, config
+//! order. Then:
+//!
+//! 1. on TLS, when the SNI picks another route at connection level whose
+//!    `action.tls.certificate` differs (absent = the default certificate):
+//!    `421 Misdirected Request`;
+//! 2. `ipBlockList` / `ipAllowList` → `403`;
+//! 3. `security.basicAuth: { enabled, users: [{username, password}], realm,
+//!    excludePaths }` (`enabled` defaults to true; realm `"Restricted"`;
+//!    excluded paths use the path patterns) → `401` with
+//!    `WWW-Authenticate: Basic realm="…"`;
+//! 4. `security.rateLimit: { enabled, maxRequests, window (s), keyBy:
+//!    "ip" | "path" | "header", headerName, errorMessage }`: a fixed window
+//!    counted in the host store (`rl:<route index>:<key>`; a request without
+//!    the header is keyed by its IP; a store failure lets it through) →
+//!    `429` with `Retry-After: <window>` and `errorMessage` ("Too Many
+//!    Requests");
+//! 5. the action: `forward` → the route's declared upstream (one per
+//!    preserved port — at most 64 — and per host-list rotation, round robin
+//!    on `rr:<route index>` as connections are), with route `headers: {
+//!    request, response }` as set edits (`""` removes); `redirect` →
+//!    `action.redirect: { to, status (301; 301/302/303/307/308) }`; `static`
+//!    → `action.static: { status (200), headers, body }` (text/plain when a
+//!    body has no content-type; route response edits apply). Redirect and
+//!    static routes take no targets; SmartProxy's file keys (`root`, …) are
+//!    refused: Turnout serves no files.
+//!
+//! Templates in header values, `redirect.to` and static headers and body:
+//! `{clientIp}`, `{domain}`, `{port}` (listener), `{path}`, `{query}` (`?…`
+//! or empty), `{routeName}`, `{connectionId}`; any other `{name}` is an init
+//! error, other braces are text. `action.options.backendProtocol`: `"auto"`,
+//! `"http1"`, `"http2"`. An upstream's `max_requests` is the route's
+//! `maxConnections` on plaintext HTTP (terminated connections are already
+//! counted). The declared header slots: every `match.headers` name,
+//! `authorization` for basic auth, `rateLimit.headerName`s.
+//! No route for a request → `pass` (the host answers 404).
 
 mod action;
 mod config;
+mod http;
 mod matcher;
 mod table;
 
 use turnout_plugin_sdk::prelude::*;
 
-use crate::table::Table;
+use crate::http::Http;
+use crate::table::{Table, subtract};
 
 /// See the crate docs.
 #[derive(Debug)]
 pub struct Routes {
     table: Table,
+    http: Http,
     allow_session_ticket: bool,
 }
 
 impl Plugin for Routes {
     fn init(config: &str) -> Result<Self, InitError> {
         let parsed = config::parse(config)?;
+        let http = http::build(&parsed.routes)?;
         Ok(Routes {
             table: Table::new(parsed.routes),
+            http,
             allow_session_ticket: parsed.allow_session_ticket,
         })
     }
 
     fn info(&self) -> PluginInfo {
         let (plain, tls) = self.table.listen();
+        let http_ports = self.http.ports();
+        // HTTP ports are declared once, as such (they are TLS ports too).
+        let hooks = if self.http.serves() {
+            Hooks::ROUTE | Hooks::REQUEST
+        } else {
+            // A pure L4 table: no request ever needs this plugin.
+            Hooks::ROUTE
+        };
         PluginInfo::new("routes", env!("CARGO_PKG_VERSION"))
-            .hooks(Hooks::ROUTE)
-            .listen(plain)
-            .listen_tls(tls)
+            .hooks(hooks)
+            .listen(subtract(&plain, http_ports))
+            .listen_tls(subtract(&tls, http_ports))
+            .listen_http(http_ports.iter().copied())
+            .interest(self.http.interest().clone())
+    }
+
+    fn request(&self, head: &RequestHead) -> RequestDecision {
+        self.http.request(&self.table, head)
     }
 
     fn route(&self, conn: &Connection) -> RouteDecision {
@@ -136,7 +217,7 @@ impl Plugin for Routes {
 
 /// The round-robin turn of route `index`, shared by every instance: 0 for
 /// the first connection, then 1, 2… (0 if the store fails).
-fn next_turn(index: usize) -> u64 {
+pub(crate) fn next_turn(index: usize) -> u64 {
     host::kv_increment(&format!("rr:{index}"), 1, None)
         .ok()
         .and_then(|n| u64::try_from(n.saturating_sub(1)).ok())

@@ -7,7 +7,8 @@ use turnout_plugin_sdk::matching::{DomainPattern, IpList, PathPattern};
 use turnout_plugin_sdk::{PortRange, TlsVersion};
 
 use crate::action::Action;
-use crate::config::{Result, Route, err, kind, strict, strings};
+use crate::config::{Protocol, Result, Route, err, kind, strict, strings};
+use crate::http::matching::HeaderMatch;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -18,10 +19,9 @@ struct RawMatch {
     client_ip: Option<Value>,
     tls_version: Option<Value>,
     headers: Option<Value>,
-    /// `"tcp"` or `"http"`: how the host serves a terminated route; it
-    /// checks the value.
-    #[serde(rename = "protocol")]
-    _protocol: Option<serde::de::IgnoredAny>,
+    /// `"tcp"` or `"http"`: how a terminated route is served (the host
+    /// reads it too), or that a plain route is HTTP.
+    protocol: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -89,25 +89,8 @@ pub(crate) fn parse_match(v: &Value, at: &str) -> Result<Route> {
             );
         }
     };
-    let headers = match &raw.headers {
-        None => Vec::new(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(name, value)| match value {
-                Value::String(s) => Ok((name.clone(), s.clone())),
-                other => err(
-                    format_args!("{at}.headers.{name}"),
-                    format_args!("must be a string, got {}", kind(other)),
-                ),
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => {
-            return err(
-                format_args!("{at}.headers"),
-                format_args!("must be an object, got {}", kind(other)),
-            );
-        }
-    };
+    let headers = headers(raw.headers.as_ref(), at)?;
+    let protocol = protocol(raw.protocol.as_ref(), at)?;
     Ok(Route {
         name: String::new(),
         priority: 0,
@@ -118,6 +101,8 @@ pub(crate) fn parse_match(v: &Value, at: &str) -> Result<Route> {
         tls_versions,
         path,
         headers,
+        protocol,
+        edits: crate::http::config::Edits::default(),
         action: Action::default(),
         security: crate::action::Security::default(),
     })
@@ -159,5 +144,39 @@ pub(crate) fn port(v: &Value, at: &str) -> Result<u16> {
         Some(p) if p != 0 => Ok(p),
         _ if v.is_number() => err(at, format_args!("port {v} is out of range 1-65535")),
         _ => err(at, format_args!("a port is a number, got {}", kind(v))),
+    }
+}
+
+/// `match.headers`: name → exact value or `/regex/`.
+fn headers(headers: Option<&Value>, at: &str) -> Result<Vec<HeaderMatch>> {
+    match headers {
+        None => Ok(Vec::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(name, value)| match value {
+                Value::String(s) => HeaderMatch::parse(name, s, &format!("{at}.headers.{name}")),
+                other => err(
+                    format_args!("{at}.headers.{name}"),
+                    format_args!("must be a string, got {}", kind(other)),
+                ),
+            })
+            .collect(),
+        Some(other) => err(
+            format_args!("{at}.headers"),
+            format_args!("must be an object, got {}", kind(other)),
+        ),
+    }
+}
+
+/// `match.protocol`: `"tcp"` or `"http"`.
+fn protocol(protocol: Option<&Value>, at: &str) -> Result<Option<Protocol>> {
+    match protocol {
+        None => Ok(None),
+        Some(Value::String(s)) if s == "tcp" => Ok(Some(Protocol::Tcp)),
+        Some(Value::String(s)) if s == "http" => Ok(Some(Protocol::Http)),
+        Some(other) => err(
+            format_args!("{at}.protocol"),
+            format_args!("must be \"tcp\" or \"http\", got {other}"),
+        ),
     }
 }

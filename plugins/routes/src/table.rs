@@ -145,6 +145,11 @@ impl Table {
         table
     }
 
+    /// Every route, in config order.
+    pub(crate) fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
     /// The route at `index` (config order).
     pub(crate) fn route(&self, index: usize) -> &Route {
         &self.routes[index]
@@ -248,7 +253,7 @@ fn push(map: &mut HashMap<String, Vec<usize>>, key: &str, rank: usize) {
 }
 
 /// Sorted, disjoint, with touching ranges joined.
-fn merge(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+pub(crate) fn merge(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
     ranges.sort_unstable();
     let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
     for r in ranges {
@@ -263,7 +268,7 @@ fn merge(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
 }
 
 /// `all` minus `minus`; both sorted and disjoint, `minus` within `all`.
-fn subtract(all: &[PortRange], minus: &[PortRange]) -> Vec<PortRange> {
+pub(crate) fn subtract(all: &[PortRange], minus: &[PortRange]) -> Vec<PortRange> {
     let range = |from: u32, to: u32| PortRange {
         from: u16::try_from(from).unwrap_or(u16::MAX),
         to: u16::try_from(to).unwrap_or(u16::MAX),

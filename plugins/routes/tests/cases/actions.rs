@@ -40,13 +40,18 @@ pub(crate) fn forward_fields(init: Init<'_>) {
     let h = &mut h;
     assert_eq!(
         sorted(&h.info().listen),
-        [(3000, 3001), (3002, 3004), (3006, 3007)],
-        "a disabled route is not listened for"
+        [(3000, 3001), (3002, 3004), (3006, 3006), (3007, 3007)],
+        "a disabled route is not listened for (3006 is declared as an HTTP port)"
     );
     assert_eq!(
         sorted(&h.info().tls_ports),
-        [(3002, 3004)],
-        "routes with action.tls"
+        [(3002, 3004), (3006, 3006)],
+        "routes with action.tls, and the HTTP route's port (TLS clients there go the TLS way)"
+    );
+    assert_eq!(
+        sorted(&h.info().http_ports),
+        [(3006, 3006)],
+        "the HTTP route"
     );
 
     let f = forward(h, &plain_conn("10.0.0.1:5000", 3001));

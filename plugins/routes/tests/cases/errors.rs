@@ -101,8 +101,10 @@ pub(crate) fn bad_configs(init: Init<'_>) {
             "routes[0].enabled: must be true or false",
         ),
         (
-            one(r#"{"match": {"ports": 1}, "headers": {}}"#),
-            "routes[0].headers: not supported by Turnout",
+            one(
+                r#"{"match": {"ports": 1}, "action": {"type": "forward", "target": {"host": "h", "port": 1}}, "headers": {"requests": {}}}"#,
+            ),
+            "routes[0].headers: unknown field `requests`",
         ),
         (
             one(r#"{"match": {"ports": 1}, "actoin": {}}"#),

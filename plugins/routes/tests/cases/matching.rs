@@ -24,12 +24,14 @@ pub(crate) fn domains(init: Init<'_>) {
     );
     let h = &mut h;
     assert_eq!(h.info().name, "routes");
-    assert_eq!(h.info().hooks, Hooks::ROUTE);
+    // Domain routes without `action.tls` also route plaintext HTTP by Host.
+    assert_eq!(h.info().hooks, Hooks::ROUTE | Hooks::REQUEST);
     assert_eq!(
         sorted(&h.info().tls_ports),
         [(443, 443)],
         "domains need the ClientHello"
     );
+    assert_eq!(sorted(&h.info().http_ports), [(443, 443)]);
     assert_eq!(sorted(&h.info().listen), [(443, 443), (8080, 8080)]);
 
     // `*` spans dots; the wildcard needs something before the dot.

@@ -2,6 +2,8 @@
 
 mod actions;
 mod errors;
+mod http;
+mod http_security;
 mod matching;
 mod selection;
 
@@ -25,6 +27,14 @@ pub(crate) fn all(init: Init<'_>) {
     actions::empty_configs(init);
     actions::session_tickets(init);
     errors::bad_configs(init);
+    http::routing(init);
+    http::edits_and_templates(init);
+    http::redirect_and_static(init);
+    http::upstreams(init);
+    http_security::basic_auth_and_ip_lists(init);
+    http_security::rate_limits(init);
+    http_security::terminated(init);
+    http_security::bad_configs(init);
 }
 
 /// A harness for `config`; panics if `init` fails.
