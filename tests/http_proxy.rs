@@ -43,7 +43,12 @@ async fn plaintext_requests_are_routed_by_host_path_and_header() {
     canary_route["priority"] = json!(10);
     canary_route["action"]["options"] = json!({ "backendProtocol": "http2" });
     let routes = json!([
-        route("api", port, json!({ "domains": "api.test", "path": "/api/*" }), api.addr),
+        route(
+            "api",
+            port,
+            json!({ "domains": "api.test", "path": "/api/*" }),
+            api.addr
+        ),
         route("web", port, json!({ "domains": "*.test" }), web.addr),
         canary_route,
     ]);
@@ -65,26 +70,48 @@ async fn plaintext_requests_are_routed_by_host_path_and_header() {
     let r = curl(&["-H", "Host: api.test", &url(port, "/other")]).await;
     assert_eq!(r.json()["backend"], "web");
     // A header regex at a higher priority; to an h2c backend.
-    let r = curl(&["-H", "Host: www.test", "-H", "X-Canary: yes", &url(port, "/")]).await;
+    let r = curl(&[
+        "-H",
+        "Host: www.test",
+        "-H",
+        "X-Canary: yes",
+        &url(port, "/"),
+    ])
+    .await;
     assert_eq!(r.json()["backend"], "canary", "{r:?}");
     assert_eq!(r.json()["version"], "HTTP/2.0");
-    let r = curl(&["-H", "Host: www.test", "-H", "X-Canary: no", &url(port, "/")]).await;
+    let r = curl(&[
+        "-H",
+        "Host: www.test",
+        "-H",
+        "X-Canary: no",
+        &url(port, "/"),
+    ])
+    .await;
     assert_eq!(r.json()["backend"], "web");
 
     // A forged X-Forwarded-For from an untrusted client is replaced, and
     // hop-by-hop headers (and those Connection names) do not cross.
     let r = curl(&[
-        "-H", "Host: www.test",
-        "-H", "X-Forwarded-For: 6.6.6.6",
-        "-H", "Connection: keep-alive, X-Hop",
-        "-H", "X-Hop: secret",
-        "-H", "Keep-Alive: timeout=5",
+        "-H",
+        "Host: www.test",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "Connection: keep-alive, X-Hop",
+        "-H",
+        "X-Hop: secret",
+        "-H",
+        "Keep-Alive: timeout=5",
         &url(port, "/"),
     ])
     .await;
     let h = &r.json()["headers"];
     assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
-    assert!(h.get("x-hop").is_none() && h.get("keep-alive").is_none(), "{h}");
+    assert!(
+        h.get("x-hop").is_none() && h.get("keep-alive").is_none(),
+        "{h}"
+    );
 
     // No route: a plain 404 naming nothing internal.
     let r = curl(&["-H", "Host: nowhere.example", &url(port, "/")]).await;
@@ -112,7 +139,15 @@ async fn terminated_https_over_h1_and_h2_with_100_streams_on_one_connection() {
     let resolve = format!("app.test:{port}:127.0.0.1");
     let https = format!("https://app.test:{port}/hello");
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
-        let r = curl(&[flag, "--cacert", ca_file.to_str().unwrap(), "--resolve", &resolve, &https]).await;
+        let r = curl(&[
+            flag,
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &https,
+        ])
+        .await;
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.version, version);
         let seen = r.json();
@@ -174,13 +209,23 @@ async fn redirects_static_answers_and_header_edits_with_templates() {
     assert_eq!(r.header("x-pot"), Some("teapot"));
     assert_eq!(r.body, "short and stout at tea.test/cup\n");
 
-    let r = curl(&["-H", "Host: edit.test", "-H", "Cookie: secret=1", &url(port, "/")]).await;
+    let r = curl(&[
+        "-H",
+        "Host: edit.test",
+        "-H",
+        "Cookie: secret=1",
+        &url(port, "/"),
+    ])
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-served-by"), Some("edit"));
     assert_eq!(r.header("server"), None, "removed from the response");
     let h = &r.json()["headers"];
     assert_eq!(h["x-client"], json!(["127.0.0.1"]));
-    assert!(h["x-conn"][0].as_str().unwrap().parse::<u64>().is_ok(), "{h}");
+    assert!(
+        h["x-conn"][0].as_str().unwrap().parse::<u64>().is_ok(),
+        "{h}"
+    );
     assert!(h.get("cookie").is_none(), "removed from the request: {h}");
     app.stop().await;
 }

@@ -334,7 +334,10 @@ fn a_plugin_built_for_wit_0_1_keeps_working_and_never_sees_requests() {
     assert_eq!(f.route, "legacy-7000");
     let head = RequestHead::new("10.0.0.1:5".parse().unwrap(), 7000, Method::Get, "a", "/");
     let mut headers = http::HeaderMap::new();
-    assert_eq!(p.request(&head, &mut headers).unwrap(), RequestDecision::Pass);
+    assert_eq!(
+        p.request(&head, &mut headers).unwrap(),
+        RequestDecision::Pass
+    );
     // And through a chain: a 0.1 plugin is never asked.
     let chain = turnout::plugins::Chain::new(vec![p]);
     let mut slots = turnout::plugins::HeadSlots::new(head);

@@ -96,14 +96,28 @@ pub async fn backend(name: &str, kind: Kind) -> Backend {
     }
 }
 
-async fn describe(name: String, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn describe(
+    name: String,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     if let Some(ms) = path.strip_prefix("/sleep/").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    if let Some(n) = path.strip_prefix("/bytes/").and_then(|v| v.parse::<usize>().ok()) {
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
     }
     let mut headers = serde_json::Map::new();
@@ -112,7 +126,9 @@ async fn describe(name: String, req: Request<Incoming>) -> Result<Response<Full<
             .entry(k.as_str().to_owned())
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(list) = list {
-            list.push(Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+            list.push(Value::String(
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
         }
     }
     let text = json!({
@@ -131,7 +147,8 @@ async fn describe(name: String, req: Request<Incoming>) -> Result<Response<Full<
     }
     resp.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
-    resp.headers_mut().insert("server", "test-backend".parse().unwrap());
+    resp.headers_mut()
+        .insert("server", "test-backend".parse().unwrap());
     Ok(resp)
 }
 
@@ -220,9 +237,10 @@ pub async fn h2_tls(
         .await
         .expect("TLS to the proxy");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     send
 }
@@ -240,6 +258,11 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Ful
 /// A request's status and body.
 pub async fn read(resp: Response<Incoming>) -> (u16, Bytes) {
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (status, body)
 }

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::limits::ConnectionTracker;
-use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate};
+use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate, RequestsView};
 use crate::plugins::{Origin, PluginSet};
 use turnout_plugin_sdk::Hooks;
 
@@ -271,9 +271,7 @@ fn stats(state: &AdminState, query: Option<&str>) -> Result<Value, String> {
             "byRoute": routes.iter().map(|(r, u)| (r.clone(), json!({"instant": rate(u.rate_1s), "recent": rate(u.rate_10s), "average": rate(u.rate_60s)}))).collect::<serde_json::Map<_, _>>(),
             "byIP": ips.iter().map(|(ip, u)| (ip.to_string(), json!({"instant": rate(u.rate_1s), "recent": rate(u.rate_10s), "average": rate(u.rate_60s)}))).collect::<serde_json::Map<_, _>>(),
         },
-        // Requests are HTTP, counted on terminated routes; this build
-        // proxies at L4 only, so these stay zero.
-        "requests": { "perSecond": 0, "perMinute": 0, "total": 0, "byDomain": {} },
+        "requests": requests(&m.requests(), top as usize),
         "totals": {
             "bytesIn": bytes_in,
             "bytesOut": bytes_out,
@@ -288,6 +286,28 @@ fn stats(state: &AdminState, query: Option<&str>) -> Result<Value, String> {
             "bytesPerConnection": percentiles(m.connection_bytes()),
         },
     }))
+}
+
+/// The `requests` group: SmartProxy's four keys, then by route, status
+/// class and error, durations, and the upstream pool. `byDomain` is the
+/// `top` busiest domains, like `topIPs`.
+fn requests(v: &RequestsView, top: usize) -> Value {
+    let counts = |rows: &[(&'static str, u64)]| {
+        rows.iter()
+            .map(|(k, n)| ((*k).to_owned(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "perSecond": v.per_second,
+        "perMinute": v.per_minute,
+        "total": v.total,
+        "byDomain": v.by_domain.iter().take(top).map(|(d, n)| (d.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "byRoute": v.by_route.iter().map(|r| (r.route.clone(), json!({"total": r.total, "byStatus": counts(&r.by_status_class)}))).collect::<serde_json::Map<_, _>>(),
+        "byStatus": counts(&v.by_status_class),
+        "errors": counts(&v.errors),
+        "durationMs": { "p50": v.duration_ms.p50, "p90": v.duration_ms.p90, "p99": v.duration_ms.p99 },
+        "upstreamConnections": { "open": v.upstream_open, "opened": v.upstream_opened },
+    })
 }
 
 fn connections(m: &Metrics, limit: usize) -> Value {
@@ -404,4 +424,59 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, crate::proxy::BindError> {
     crate::proxy::listening_socket(addr, false)
         .and_then(TcpListener::from_std)
         .map_err(|source| crate::proxy::BindError { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::requests;
+    use crate::metrics::{Metrics, OTHER, RequestRecord};
+
+    #[test]
+    fn the_requests_group_keeps_smartproxys_keys_and_adds_the_http_ones() {
+        let m = Metrics::default();
+        for (domain, status, error) in [
+            ("a.test", 200, None),
+            ("a.test", 301, None),
+            ("b.test", 504, Some("upstream-timeout")),
+        ] {
+            m.request(&RequestRecord {
+                domain,
+                route: "web",
+                status,
+                duration: Duration::from_millis(2),
+                error,
+            });
+        }
+        m.upstream_connection_opened();
+        let v = requests(&m.requests(), 1);
+        assert_eq!(v["total"], 3);
+        assert_eq!(
+            (v["perSecond"].as_f64(), v["perMinute"].as_u64()),
+            (Some(0.0), Some(0))
+        );
+        assert_eq!(v["byDomain"], json!({"a.test": 2}), "top 1 only");
+        assert_eq!(
+            v["byRoute"]["web"],
+            json!({"total": 3, "byStatus": {"1xx": 0, "2xx": 1, "3xx": 1, "4xx": 0, "5xx": 1}})
+        );
+        assert_eq!(v["byStatus"]["5xx"], 1);
+        assert_eq!(v["errors"]["upstream-timeout"], 1);
+        assert_eq!(v["errors"]["no-route"], 0);
+        assert!(v["errors"].get(OTHER).is_none());
+        // 2 ms is reported as its bucket's upper bound, at µs precision.
+        let p50 = v["durationMs"]["p50"].as_f64().unwrap();
+        assert!((2.0..2.52).contains(&p50), "{p50}");
+        assert_eq!(v["upstreamConnections"], json!({"open": 1, "opened": 1}));
+        // Before any request: zeros, and null percentiles.
+        let empty = requests(&Metrics::default().requests(), 10);
+        assert_eq!(empty["byDomain"], json!({}));
+        assert_eq!(
+            empty["durationMs"],
+            json!({"p50": null, "p90": null, "p99": null})
+        );
+    }
 }

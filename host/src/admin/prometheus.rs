@@ -3,7 +3,10 @@
 //! the values are read from our own atomics at scrape time.
 //!
 //! Cardinality is bounded: one series per refusal reason, per route (capped
-//! by the registry), per plugin, and per client IP only for the top N.
+//! by the registry), per plugin, and per client IP and HTTP domain only for
+//! the top N. The HTTP families are in `prometheus/http.rs`.
+
+mod http;
 
 use std::borrow::Cow;
 use std::fmt::Error;
@@ -98,11 +101,19 @@ fn family<'a, V>(
 fn histogram(m: &mut MetricEncoder<'_>, h: &LogHistogram, scale: f64) -> Result<(), Error> {
     // One snapshot: `+Inf` and the count are the total of the buckets read.
     let snap = h.snapshot();
+    // The encoder sums the counts it is given, and writes `+Inf` only for
+    // `f64::MAX`: hand it each bucket's own count, not the running total.
+    let mut below = 0;
     let buckets: Vec<(f64, u64)> = snap
         .cumulative
         .into_iter()
         .map(|(le, n)| (le as f64 * scale, n))
-        .chain([(f64::INFINITY, snap.count)])
+        .chain([(f64::MAX, snap.count)])
+        .map(|(le, n)| {
+            let own = n.saturating_sub(below);
+            below = n;
+            (le, own)
+        })
         .collect();
     m.encode_histogram::<NoLabelSet>(snap.sum as f64 * scale, snap.count, &buckets, None)
 }
@@ -385,7 +396,7 @@ impl Collector for Scrape {
                 |s, v| s.encode_gauge(&v),
             )?;
         }
-        Ok(())
+        http::encode(e, m, self.top_ips)
     }
 }
 
@@ -448,13 +459,14 @@ fn plugins(e: &mut DescriptorEncoder<'_>, set: &PluginSet) -> Result<(), Error> 
         MetricType::Histogram,
         snaps.iter().map(|(p, s)| (vec![("plugin", label(p))], s)),
         |m, s| {
+            // Each bucket's own count: the encoder sums them (see `histogram`).
             let mut acc = 0;
             let buckets: Vec<(f64, u64)> = s
                 .call_time_buckets
                 .iter()
                 .map(|(le, n)| {
                     acc += n;
-                    (le.map_or(f64::INFINITY, |us| us as f64 / 1e6), acc)
+                    (le.map_or(f64::MAX, |us| us as f64 / 1e6), *n)
                 })
                 .collect();
             debug_assert_eq!(buckets.len(), CALL_TIME_BUCKETS_US.len() + 1);

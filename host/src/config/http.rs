@@ -64,8 +64,16 @@ const MIN_HEADER_SIZE: u64 = 8_192;
 pub(super) fn check(raw: RawHttp, p: &mut Problems) -> HttpConfig {
     let mut c = HttpConfig::default();
     let times = [
-        ("http.headerTimeout", raw.header_timeout, &mut c.header_timeout),
-        ("http.responseTimeout", raw.response_timeout, &mut c.response_timeout),
+        (
+            "http.headerTimeout",
+            raw.header_timeout,
+            &mut c.header_timeout,
+        ),
+        (
+            "http.responseTimeout",
+            raw.response_timeout,
+            &mut c.response_timeout,
+        ),
         ("http.idleTimeout", raw.idle_timeout, &mut c.idle_timeout),
         (
             "http.upstreamIdleTimeout",

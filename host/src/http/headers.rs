@@ -37,6 +37,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// One `Cookie` field: an HTTP/2 client sends each cookie as a field of
+/// its own, which HTTP/1.1 upstreams must get joined with `; ` (RFC 9113
+/// §8.2.3).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// What the forwarding headers say about one request.
 pub(crate) struct Forwarded<'a> {
     /// The client (a trusted PROXY header's, or the peer).
@@ -81,7 +98,10 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     if let Ok(v) = HeaderValue::from_str(f.authority) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
-    headers.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from(f.port));
+    headers.insert(
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderValue::from(f.port),
+    );
 }
 
 /// Applies a plugin's edits in order. Names and values were validated
@@ -163,7 +183,10 @@ mod tests {
     #[test]
     fn x_forwarded_for_is_extended_only_behind_a_trusted_proxy() {
         let trusted = IpList::parse(&["10.0.0.1"]).unwrap();
-        let mut h = map(&[("x-forwarded-for", "198.51.100.1"), ("X-Forwarded-For", "192.0.2.7")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("X-Forwarded-For", "192.0.2.7"),
+        ]);
         forwarded("10.0.0.1", &trusted, &mut h);
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.7, 203.0.113.9");
 
@@ -173,6 +196,13 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "example.com:8443");
         assert_eq!(h["x-forwarded-port"], "8443");
+    }
+
+    #[test]
+    fn an_h2_clients_cookie_fields_become_one() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
     }
 
     #[test]

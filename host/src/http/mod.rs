@@ -102,7 +102,12 @@ where
 {
     let state = timers::ConnState::new();
     let config = session.config;
-    let io = timers::Timed::new(io, state.clone(), config.header_timeout, config.idle_timeout);
+    let io = timers::Timed::new(
+        io,
+        state.clone(),
+        config.header_timeout,
+        config.idle_timeout,
+    );
     let session = Arc::new(session);
     let metrics = session.metrics.clone();
     let s = session.clone();

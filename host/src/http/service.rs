@@ -53,7 +53,15 @@ pub(super) async fn handle(
     let inflight = state.begin(req.version() == Version::HTTP_2);
     let log = AccessLog::of(&req, &session);
     let mut outcome = Outcome::default();
-    let mut resp = answer(&session, req, &mut outcome).await;
+    let mut resp = if state.take_conflicting_framing() {
+        // The body's end is ambiguous: answer, then close.
+        let mut r = error(StatusCode::BAD_REQUEST);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    } else {
+        answer(&session, req, &mut outcome).await
+    };
     if outcome.error.is_none() && is_proxy_error(&resp) {
         outcome.error = Some(error_label(resp.status()));
     }
@@ -114,14 +122,17 @@ async fn answer(s: &Session, mut req: Request<Incoming>, out: &mut Outcome) -> R
                 *resp.status_mut() =
                     StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
                 for f in r.headers {
-                    headers::apply(resp.headers_mut(), &[turnout_plugin_sdk::HeaderEdit::Append(f)]);
+                    headers::apply(
+                        resp.headers_mut(),
+                        &[turnout_plugin_sdk::HeaderEdit::Append(f)],
+                    );
                 }
                 resp
             }
             RequestDecision::Redirect(r) => {
-                let mut resp = Response::new(Body::full(format!("Redirecting to {}\n", r.location)));
-                *resp.status_mut() =
-                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+                let mut resp =
+                    Response::new(Body::full(format!("Redirecting to {}\n", r.location)));
+                *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
                 if let Ok(v) = HeaderValue::from_str(&r.location) {
                     resp.headers_mut().insert(header::LOCATION, v);
                 }
@@ -190,8 +201,9 @@ async fn forward(
     let bodiless = hyper::body::Body::is_end_stream(&body);
     prepare_request(s, &mut parts.headers, authority, &f);
     let body: UpBody = match up.max_body {
-        Some(max) => http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
-            .boxed(),
+        Some(max) => {
+            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
+        }
         None => body.map_err(Into::into).boxed(),
     };
     let mut up_req = Request::from_parts(parts, body);
@@ -250,6 +262,7 @@ fn upstream_for<'a>(
 /// clients), forwarding headers, then the plugin's edits.
 fn prepare_request(s: &Session, h: &mut http::HeaderMap, authority: &str, f: &HttpForward) {
     headers::strip_hop_by_hop(h);
+    headers::join_cookies(h);
     if !h.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(authority)
     {
@@ -280,7 +293,9 @@ fn response(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::apply(&mut parts.headers, &f.response_edits);
-    if let Some(context) = f.context {
+    if let Some(context) = f.context
+        && plugin.implements(turnout_plugin_sdk::Hooks::RESPONSE)
+    {
         let mut head = ResponseHead::new(context, parts.status.as_u16());
         head.connection_id = s.id;
         head.headers = plugin.response_slots(&parts.headers);

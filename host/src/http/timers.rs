@@ -29,10 +29,15 @@ pub(crate) struct ConnState {
     served: AtomicU64,
     /// Milliseconds from `started` to when the last request finished.
     idle_since_ms: AtomicU64,
+    /// Requests finished: each starts a new idle period.
+    finished: AtomicU64,
     /// HTTP/2: multiplexed, so only the idle timer applies.
     h2: AtomicBool,
     /// Which timer ended the connection: 0 none, 1 head, 2 idle.
     expired: std::sync::atomic::AtomicU8,
+    /// The head just read had both `Content-Length` and
+    /// `Transfer-Encoding` (see [`HeadScan`]).
+    conflicting_framing: AtomicBool,
 }
 
 impl ConnState {
@@ -42,9 +47,17 @@ impl ConnState {
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             expired: std::sync::atomic::AtomicU8::new(0),
+            conflicting_framing: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the request whose head was just read framed its body both
+    /// ways (clears the mark).
+    pub(crate) fn take_conflicting_framing(&self) -> bool {
+        self.conflicting_framing.swap(false, Ordering::AcqRel)
     }
 
     /// Which timer, if any, ended the connection.
@@ -80,6 +93,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.0.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
         self.0.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -101,10 +115,11 @@ pub(crate) struct Timed<S> {
     idle_timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     /// The idle period the fields below belong to.
-    seen_idle_since: u64,
+    seen_period: u64,
     /// When the first byte of the next head arrived.
     head_started: Option<Instant>,
     done: bool,
+    scan: HeadScan,
 }
 
 impl<S> Timed<S> {
@@ -115,9 +130,10 @@ impl<S> Timed<S> {
             header_timeout: header,
             idle_timeout: idle,
             sleep: Box::pin(tokio::time::sleep(header)),
-            seen_idle_since: 0,
+            seen_period: 0,
             head_started: None,
             done: false,
+            scan: HeadScan::new(),
         }
     }
 
@@ -127,11 +143,12 @@ impl<S> Timed<S> {
         if self.state.inflight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = self.state.idle_since_ms.load(Ordering::Relaxed);
-        if since != self.seen_idle_since {
-            self.seen_idle_since = since;
+        let period = self.state.finished.load(Ordering::Relaxed);
+        if period != self.seen_period {
+            self.seen_period = period;
             self.head_started = None;
         }
+        let since = self.state.idle_since_ms.load(Ordering::Relaxed);
         let idle_start = self.state.started + Duration::from_millis(since);
         if self.state.h2.load(Ordering::Relaxed) {
             return Some((idle_start + self.idle_timeout, Expired::Idle));
@@ -164,6 +181,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Timed<S> {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before && !this.state.h2.load(Ordering::Relaxed) {
+            let period = this.state.finished.load(Ordering::Relaxed);
+            if this.state.inflight.load(Ordering::Acquire) == 0 && period != this.scan.period {
+                // A new idle period: the next bytes start a head.
+                this.scan = HeadScan::new();
+                this.scan.period = period;
+            }
+            if this.scan.feed(&buf.filled()[before..]) == Some(true) {
+                this.state
+                    .conflicting_framing
+                    .store(true, Ordering::Release);
+            }
+        }
         if buf.filled().len() > before
             && this.head_started.is_none()
             && this.state.inflight.load(Ordering::Acquire) == 0
@@ -226,5 +256,104 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Finds, in the bytes of an HTTP/1.1 request head as they arrive, whether
+/// it carries both `Content-Length` and `Transfer-Encoding`. hyper
+/// resolves that conflict itself (RFC 9112: chunked wins, the length is
+/// dropped), but a request framed both ways is how smuggling is attempted
+/// against chains where some hop reads the other framing: it gets a 400
+/// and is never forwarded. Only the first head after each idle period is
+/// scanned (a pipelined head behind a body is left to hyper's rule).
+#[derive(Debug)]
+struct HeadScan {
+    active: bool,
+    /// The idle period this scan belongs to.
+    period: u64,
+    /// The current line's first bytes, lower-cased.
+    line: [u8; 18],
+    len: usize,
+    content_length: bool,
+    transfer_encoding: bool,
+}
+
+impl HeadScan {
+    fn new() -> Self {
+        Self {
+            active: true,
+            period: 0,
+            line: [0; 18],
+            len: 0,
+            content_length: false,
+            transfer_encoding: false,
+        }
+    }
+
+    /// `Some(conflict)` when the head ended in `bytes`.
+    fn feed(&mut self, bytes: &[u8]) -> Option<bool> {
+        if !self.active {
+            return None;
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                if self.len == 0 || (self.len == 1 && self.line[0] == b'\r') {
+                    self.active = false;
+                    return Some(self.content_length && self.transfer_encoding);
+                }
+                self.len = 0;
+                continue;
+            }
+            if self.len < self.line.len() {
+                self.line[self.len] = b.to_ascii_lowercase();
+                self.len += 1;
+                match &self.line[..self.len] {
+                    b"content-length:" => self.content_length = true,
+                    b"transfer-encoding:" => self.transfer_encoding = true,
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    fn scan(chunks: &[&[u8]]) -> Option<bool> {
+        let mut s = HeadScan::new();
+        chunks.iter().find_map(|c| s.feed(c))
+    }
+
+    #[test]
+    fn both_framings_are_found_across_reads_and_cases() {
+        let head: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: a\r\nconTent-Len",
+            b"gth: 4\r\nTransfer-Encoding: chunked\r",
+            b"\n\r\n0\r\n",
+        ];
+        assert_eq!(scan(head), Some(true));
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody"]),
+            Some(false)
+        );
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\nTransfer-Encoding: chunked\n\n"]),
+            Some(false)
+        );
+        // A header whose value mentions the other does not count.
+        assert_eq!(
+            scan(&[
+                b"GET / HTTP/1.1\r\nX-A: content-length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ]),
+            Some(false)
+        );
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nHost: a\r\n"]),
+            None,
+            "not ended yet"
+        );
     }
 }

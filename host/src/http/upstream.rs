@@ -98,13 +98,19 @@ pub(crate) async fn send(
                 last = format!("{authority}: {}", source_message(&e));
             }
             Ok(Err(e)) if e.is_connect() => {
-                return Err(UpError::Refused(format!("{authority}: {}", source_message(&e))));
+                return Err(UpError::Refused(format!(
+                    "{authority}: {}",
+                    source_message(&e)
+                )));
             }
             Ok(Err(e)) => {
                 if body_limit_hit(&e) {
                     return Err(UpError::BodyTooLarge);
                 }
-                return Err(UpError::Reset(format!("{authority}: {}", source_message(&e))));
+                return Err(UpError::Reset(format!(
+                    "{authority}: {}",
+                    source_message(&e)
+                )));
             }
         }
     }
@@ -247,8 +253,7 @@ struct Counting {
     metrics: Arc<Metrics>,
 }
 
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<Counted, BoxError>> + std::marker::Send>>;
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<Counted, BoxError>> + std::marker::Send>>;
 
 impl tower_service::Service<Uri> for Counting {
     type Response = Counted;

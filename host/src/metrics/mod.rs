@@ -1,7 +1,7 @@
 //! What the proxy is doing, for the admin API: connection and byte
 //! counters, throughput windows, per-route and per-client tables, refusals
-//! by reason, connection-duration and size percentiles, and the live
-//! connection list.
+//! by reason, connection-duration and size percentiles, the live
+//! connection list, and HTTP requests (`http.rs`).
 //!
 //! Collection is atomics on the hot path: a relay adds each chunk to its
 //! connection, its client IP, its route and the global counters (four
@@ -13,6 +13,7 @@
 
 mod conn;
 mod histogram;
+mod http;
 mod refusal;
 mod series;
 mod tls;
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 pub use conn::{ConnEntry, ConnHandle, ConnView, Meters, RouteMeter, Traffic, TrafficHandle};
 pub use histogram::{HistogramSnapshot, LogHistogram};
+pub use http::{DurationPercentiles, REQUEST_ERRORS, RequestRecord, RequestsView, RouteRequests};
 pub use refusal::{PLUGIN_FAILURE, Refusal};
 pub use series::{Rate, Sample, Series};
 pub use tls::Handshake;
@@ -180,6 +182,8 @@ pub struct Metrics {
     workers: OnceLock<Box<[WorkerUsage]>>,
     /// Handshakes and certificate reloads of terminated TLS (`tls.rs`).
     tls: tls::TlsCounters,
+    /// HTTP requests and upstream connections (`http.rs`).
+    http: http::HttpCounters,
 }
 
 impl Default for Metrics {
@@ -216,6 +220,7 @@ impl Metrics {
             global: Mutex::new(global),
             workers: OnceLock::new(),
             tls: tls::TlsCounters::default(),
+            http: http::HttpCounters::default(),
         }
     }
 
@@ -342,6 +347,7 @@ impl Metrics {
         {
             u.sample(tick);
         }
+        self.http.sample(tick);
         for shard in &self.ips {
             let shard = lock(shard);
             for u in shard.values() {

@@ -33,7 +33,9 @@ pub(crate) mod v01 {
 
     /// 0.1's plugin info: hooks (less `request`, which 0.1 requests never
     /// reach) and ports; no HTTP ports, no interest.
-    pub(crate) fn info_from_wit(i: self::turnout::plugin::types::PluginInfo) -> turnout_plugin_sdk::PluginInfo {
+    pub(crate) fn info_from_wit(
+        i: self::turnout::plugin::types::PluginInfo,
+    ) -> turnout_plugin_sdk::PluginInfo {
         use self::turnout::plugin::types::HookSet;
         use turnout_plugin_sdk::{Hooks, PortRange};
         let mut hooks = Hooks::NONE;
@@ -49,7 +51,10 @@ pub(crate) mod v01 {
         }
         let ranges = |r: Vec<self::turnout::plugin::types::PortRange>| -> Vec<PortRange> {
             r.into_iter()
-                .map(|r| PortRange { from: r.first, to: r.last })
+                .map(|r| PortRange {
+                    from: r.first,
+                    to: r.last,
+                })
                 .collect()
         };
         let mut info = turnout_plugin_sdk::PluginInfo::new(i.name, i.version).hooks(hooks);
@@ -72,7 +77,10 @@ pub(crate) enum Pre {
 }
 
 impl Pre {
-    pub(crate) fn instantiate(&self, store: &mut wasmtime::Store<StoreState>) -> wasmtime::Result<Bindings> {
+    pub(crate) fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<StoreState>,
+    ) -> wasmtime::Result<Bindings> {
         Ok(match self {
             Pre::V01(p) => Bindings::V01(p.instantiate(store)?),
             Pre::V02(p) => Bindings::V02(p.instantiate(store)?),
@@ -231,7 +239,8 @@ impl WasiView for StoreState {
 macro_rules! shared_host_imports {
     ($v:ident) => {
         fn log(&mut self, level: $v::turnout::plugin::types::LogLevel, message: String) {
-            self.host.log($v::wit_conv::log_level_from_wit(level), &message);
+            self.host
+                .log($v::wit_conv::log_level_from_wit(level), &message);
         }
 
         fn monotonic_now(&mut self) -> u64 {

@@ -47,7 +47,11 @@ impl HeadSlots<'_> {
     }
 
     /// The head as `plugin` sees it.
-    pub(super) fn for_plugin(&mut self, plugin: &LoadedPlugin, headers: &HeaderMap) -> &RequestHead {
+    pub(super) fn for_plugin(
+        &mut self,
+        plugin: &LoadedPlugin,
+        headers: &HeaderMap,
+    ) -> &RequestHead {
         let names = plugin.request_slots();
         if self.filled_for.is_none_or(|f| f != names) {
             self.head.headers = fill(names, headers);
@@ -57,15 +61,21 @@ impl HeadSlots<'_> {
 }
 
 /// The values of `names` in `headers`, each joined with `, ` when repeated
-/// (RFC 9110's combination rule), `None` when absent.
+/// (RFC 9110's combination rule; `; ` for `cookie`, as RFC 9113 §8.2.3
+/// joins an HTTP/2 client's cookie fields), `None` when absent.
 pub(crate) fn fill(names: &[HeaderName], headers: &HeaderMap) -> Vec<Option<Vec<u8>>> {
     names
         .iter()
         .map(|name| {
             let mut values = headers.get_all(name).iter();
             let mut out = values.next()?.as_bytes().to_vec();
+            let sep: &[u8] = if name == http::header::COOKIE {
+                b"; "
+            } else {
+                b", "
+            };
             for v in values {
-                out.extend_from_slice(b", ");
+                out.extend_from_slice(sep);
                 out.extend_from_slice(v.as_bytes());
             }
             Some(out)

@@ -81,6 +81,10 @@ impl Held {
 }
 
 /// Where the phases before the relay send a connection.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives only until the connection's path is chosen; boxing Routed would cost every L4 connection an allocation"
+)]
 pub(crate) enum Verdict {
     /// A route for the whole connection.
     Routed(Routed),

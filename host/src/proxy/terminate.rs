@@ -72,7 +72,9 @@ pub(super) async fn start(
             return None;
         }
     };
-    let http = tls.route(&routed.forward.route).is_some_and(|r| !r.is_tcp());
+    let http = tls
+        .route(&routed.forward.route)
+        .is_some_and(|r| !r.is_tcp());
     // Re-encryption opens the backend first, offering what the client
     // offered: its choice is then the only protocol offered back to the
     // client, so both sides agree on one. (An HTTP route speaks to its

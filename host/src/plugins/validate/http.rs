@@ -52,7 +52,10 @@ fn field(what: &str, f: &Field) -> Result<(), String> {
             f.value.len()
         ));
     }
-    if f.value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if f.value
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(format!(
             "{what} header {:?} has a control character (CR, LF, NUL, ...) in its value",
             f.name

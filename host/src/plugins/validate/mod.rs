@@ -54,7 +54,9 @@ pub(crate) fn route(d: &RouteDecision) -> Result<(), String> {
                 return Err("forward.route is empty".into());
             }
             short("forward.route", &f.route, MAX_NAME)?;
-            if f.targets.is_empty() {
+            // A terminated HTTP route may answer every request itself
+            // (redirect, static): its connection needs no targets.
+            if f.targets.is_empty() && f.tls_mode == turnout_plugin_sdk::TlsMode::Passthrough {
                 return Err(format!("forward to route {:?} has no targets", f.route));
             }
             if f.targets.len() > MAX_TARGETS {
@@ -77,4 +79,3 @@ pub(super) fn target(t: &Target) -> Result<(), String> {
     }
     short("forward target host", &t.host, MAX_HOST)
 }
-

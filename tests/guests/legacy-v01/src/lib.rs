@@ -19,7 +19,10 @@ mod component {
                 name: "legacy".into(),
                 version: "0.1.0".into(),
                 hooks: HookSet::ROUTE | HookSet::REQUEST,
-                listen: vec![PortRange { first: 7000, last: 7000 }],
+                listen: vec![PortRange {
+                    first: 7000,
+                    last: 7000,
+                }],
                 tls_ports: vec![],
             })
         }
@@ -31,14 +34,24 @@ mod component {
         fn route(conn: Connection) -> RouteDecision {
             RouteDecision::Forward(Forward {
                 route: format!("legacy-{}", conn.peer.listener_port),
-                targets: vec![Target { host: "127.0.0.1".into(), port: 9 }],
+                targets: vec![Target {
+                    host: "127.0.0.1".into(),
+                    port: 9,
+                }],
                 tls_mode: TlsMode::Passthrough,
                 proxy_protocol: ProxyProtocol::None,
-                limits: RouteLimits { max_connections: 0, max_connections_per_ip: 0 },
+                limits: RouteLimits {
+                    max_connections: 0,
+                    max_connections_per_ip: 0,
+                },
             })
         }
 
-        fn policy(_conn: Connection, _route: Routed, _defaults: ConnectionPolicy) -> PolicyDecision {
+        fn policy(
+            _conn: Connection,
+            _route: Routed,
+            _defaults: ConnectionPolicy,
+        ) -> PolicyDecision {
             PolicyDecision::Pass
         }
 
@@ -47,7 +60,11 @@ mod component {
         }
 
         fn request(_head: RequestHead) -> RequestDecision {
-            RequestDecision::Respond(Response { status: 418, headers: vec![], body: vec![] })
+            RequestDecision::Respond(Response {
+                status: 418,
+                headers: vec![],
+                body: vec![],
+            })
         }
     }
 

@@ -124,7 +124,9 @@ impl Plugin for Probe {
                     other.join("|"),
                     names.join(","),
                 );
-                RequestDecision::Respond(Response::text(200, body).header("x-tag", self.tag.clone()))
+                RequestDecision::Respond(
+                    Response::text(200, body).header("x-tag", self.tag.clone()),
+                )
             }
         }
     }
@@ -138,7 +140,12 @@ impl Plugin for Probe {
             .unwrap_or_else(|| b"-".to_vec());
         ResponseDecision::Edit(vec![HeaderEdit::set(
             "x-probe-response",
-            format!("{} {} {}", head.context, head.status, String::from_utf8_lossy(&server)),
+            format!(
+                "{} {} {}",
+                head.context,
+                head.status,
+                String::from_utf8_lossy(&server)
+            ),
         )])
     }
 }

@@ -70,7 +70,9 @@ fn upstream_ids_must_be_declared_and_paths_clean() {
 
 #[test]
 fn header_names_must_be_tokens() {
-    for name in ["", "x y", "x:y", "x\r\ny", "x\0", "é", "(x)", "x/y", "\"x\""] {
+    for name in [
+        "", "x y", "x:y", "x\r\ny", "x\0", "é", "(x)", "x/y", "\"x\"",
+    ] {
         let e = refused(respond(200, &[(name, "v")]));
         assert!(e.contains("header name"), "{name:?}: {e}");
         let e = refused(forward(vec![HeaderEdit::remove(name)]));
@@ -82,10 +84,20 @@ fn header_names_must_be_tokens() {
 
 #[test]
 fn header_values_have_no_cr_lf_nul_or_other_controls() {
-    for value in ["a\r\nSet-Cookie: x=1", "a\nb", "a\rb", "a\0b", "a\x01b", "a\x7fb"] {
+    for value in [
+        "a\r\nSet-Cookie: x=1",
+        "a\nb",
+        "a\rb",
+        "a\0b",
+        "a\x01b",
+        "a\x7fb",
+    ] {
         let e = refused(respond(200, &[("x-a", value)]));
         assert!(e.contains("control character"), "{value:?}: {e}");
-        for edit in [HeaderEdit::set("x-a", value), HeaderEdit::append("x-a", value)] {
+        for edit in [
+            HeaderEdit::set("x-a", value),
+            HeaderEdit::append("x-a", value),
+        ] {
             let e = refused(forward(vec![edit.clone()]));
             assert!(e.contains("control character"), "{value:?}: {e}");
             let e = response(&ResponseDecision::Edit(vec![edit])).unwrap_err();
@@ -121,7 +133,10 @@ fn too_many_headers_are_refused() {
 #[test]
 fn response_status_is_a_final_one() {
     for status in [0, 99, 100, 101, 199, 600, u16::MAX] {
-        assert!(refused(respond(status, &[])).contains("not 200-599"), "{status}");
+        assert!(
+            refused(respond(status, &[])).contains("not 200-599"),
+            "{status}"
+        );
     }
     let body = RequestDecision::Respond(Response {
         status: 200,
@@ -160,7 +175,8 @@ fn interest_is_bounded_and_its_upstreams_usable() {
     assert!(interest(&bad).unwrap_err().contains("upstreams[1]"));
 
     let mut bad = ok.clone();
-    bad.upstreams.push(Upstream::new("c", vec![Target::new("", 80)]));
+    bad.upstreams
+        .push(Upstream::new("c", vec![Target::new("", 80)]));
     assert!(interest(&bad).unwrap_err().contains("forward target"));
 
     let mut bad = ok;
