@@ -483,7 +483,9 @@ mod tests {
 
     #[test]
     fn methods_round_trip() {
-        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PURGE"] {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PURGE",
+        ] {
             assert_eq!(Method::parse(m).as_str(), m);
         }
     }

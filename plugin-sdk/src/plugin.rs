@@ -1,10 +1,10 @@
 //! The [`Plugin`] trait: one method per hook, each with a "no opinion" default.
 
+use crate::http::Interest;
 use crate::types::{
     AdmitDecision, Connection, IdleDecision, IdleStats, Peer, Policy, PolicyDecision,
     RequestDecision, RequestHead, ResponseDecision, ResponseHead, RouteDecision, Routed,
 };
-use crate::http::Interest;
 
 /// Which hooks a plugin implements. The host only calls these, so declaring
 /// fewer hooks makes every connection cheaper; [`Hooks::ALL`] is the default.

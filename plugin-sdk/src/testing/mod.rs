@@ -258,7 +258,9 @@ impl HostApi for FakeHost {
     }
 
     fn header_names(&self) -> Vec<String> {
-        self.current_request().map(|r| r.names()).unwrap_or_default()
+        self.current_request()
+            .map(|r| r.names())
+            .unwrap_or_default()
     }
 }
 
@@ -354,7 +356,9 @@ impl<P: Plugin> Target for Native<P> {
     fn request(&mut self, request: &Request) -> Result<RequestDecision, CallError> {
         let head = request.head_for(&self.info.interest);
         let host = self.host.clone();
-        host.during_request(request, || guarded(&self.host, || self.plugin.request(&head)))
+        host.during_request(request, || {
+            guarded(&self.host, || self.plugin.request(&head))
+        })
     }
     fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
         guarded(&self.host, || self.plugin.response(head))
@@ -477,7 +481,12 @@ impl Harness {
     }
     /// A response head for the `response` hook, with this plugin's declared
     /// response slots filled from `headers`.
-    pub fn response_head(&self, context: u64, status: u16, headers: &[(&str, &str)]) -> ResponseHead {
+    pub fn response_head(
+        &self,
+        context: u64,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> ResponseHead {
         response_head(&self.info().interest, context, status, headers)
     }
 }
