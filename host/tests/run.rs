@@ -264,3 +264,61 @@ fn running_out_of_file_descriptors_is_logged_backed_off_and_survived() {
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }
+
+/// An HTTP/1.1 backend answering `ok` to every request on a connection.
+fn http_backend() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn log_format_json_gives_one_json_access_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, up) = (free_port(), http_backend());
+    let config = dir.path().join("turnout.json");
+    let routes = format!(
+        r#"{{ "bind": ["127.0.0.1"], "routes": [{{ "name": "web", "match": {{ "ports": {port}, "domains": "web.test" }},
+              "action": {{ "type": "forward", "targets": [{{ "host": "127.0.0.1", "port": {up} }}] }} }}] }}"#
+    );
+    std::fs::write(&config, routes).unwrap();
+    let (mut child, lines) = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_turnout"))
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(&config),
+    );
+    wait_for(&lines, "turnout listening on");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(b"GET /a?b=1 HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let line = wait_for(&lines, "\"message\":\"request\"");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let f = &v["fields"];
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["host"], "web.test");
+    assert_eq!(f["path"], "/a");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["route"], "web");
+    assert_eq!(f["upstream"], format!("127.0.0.1:{up}"));
+    assert_eq!(f["client"], "127.0.0.1");
+    assert_eq!(f["bytes"], 2);
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}

@@ -245,7 +245,7 @@ impl AccessLog {
         tracing::info!(
             target: "turnout::access",
             conn = s.id,
-            client = %s.client,
+            client = %s.client.ip(),
             method = %self.method,
             host = %self.authority,
             path = %self.path,
