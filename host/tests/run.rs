@@ -275,7 +275,10 @@ fn http_backend() -> u16 {
                 let mut s = s;
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                    if n == 0
+                        || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -309,7 +312,8 @@ fn log_format_json_gives_one_json_access_line_per_request() {
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let line = wait_for(&lines, "\"message\":\"request\"");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let f = &v["fields"];
     assert_eq!(f["method"], "GET", "{line}");
     assert_eq!(f["host"], "web.test");

@@ -208,14 +208,13 @@ async fn forward(
     };
     let mut up_req = Request::from_parts(parts, body);
     *up_req.version_mut() = Version::HTTP_11;
-    let tls = if up.tls {
-        s.tls.route(&up.route).and_then(|r| r.upstream.clone())
-    } else {
-        None
-    };
+    // A re-encrypting route's own verification (its CA, `verify: false`,
+    // `serverName`); other TLS upstreams verify against the system's roots.
+    let route_tls = up.tls.then(|| s.tls.route(&up.route)).flatten();
     let to = upstream::Outbound {
         upstream: up,
-        tls,
+        tls: route_tls.and_then(|r| r.upstream.clone()),
+        server_name: route_tls.and_then(|r| r.config.upstream.server_name.clone()),
         path: &path,
         config: &s.config,
         connect_timeout: s.connect_timeout,

@@ -57,6 +57,9 @@ pub(crate) struct Outbound<'a> {
     /// A route-specific TLS client config (re-encrypting routes: their CA,
     /// or no verification); `None`: the system's roots.
     pub(crate) tls: Option<Arc<ClientConfig>>,
+    /// The name to verify the targets as (`action.tls.upstream.serverName`);
+    /// `None`: each target's host.
+    pub(crate) server_name: Option<String>,
     pub(crate) path: &'a str,
     pub(crate) config: &'a HttpConfig,
     pub(crate) connect_timeout: Duration,
@@ -148,9 +151,9 @@ fn body_limit_hit(e: &(dyn std::error::Error + 'static)) -> bool {
 /// config.
 struct Clients {
     plain: [UpClient; 3],
-    /// Keyed by the config's address; the `Arc` kept alongside keeps the
-    /// address from being reused while the entry lives.
-    by_tls: HashMap<usize, (Arc<ClientConfig>, [UpClient; 3])>,
+    /// Keyed by the config's address and the server name; the `Arc` kept
+    /// alongside keeps the address from being reused while the entry lives.
+    by_tls: HashMap<(usize, Option<String>), (Arc<ClientConfig>, [UpClient; 3])>,
     build: Builder,
 }
 
@@ -181,7 +184,7 @@ fn client(to: &Outbound<'_>) -> UpClient {
                 metrics: to.metrics.clone(),
             };
             Clients {
-                plain: build.set(crate::tls::default_upstream_config()),
+                plain: build.set(crate::tls::default_upstream_config(), None),
                 by_tls: HashMap::new(),
                 build,
             }
@@ -194,10 +197,11 @@ fn client(to: &Outbound<'_>) -> UpClient {
             clients.by_tls.clear();
         }
         let build = &clients.build;
+        let name = to.server_name.clone();
         clients
             .by_tls
-            .entry(Arc::as_ptr(tls) as usize)
-            .or_insert_with(|| (tls.clone(), build.set(tls.clone())))
+            .entry((Arc::as_ptr(tls) as usize, name.clone()))
+            .or_insert_with(|| (tls.clone(), build.set(tls.clone(), name)))
             .1[i]
             .clone()
     })
@@ -206,7 +210,7 @@ fn client(to: &Outbound<'_>) -> UpClient {
 impl Builder {
     /// Auto (ALPN h2 or http/1.1 on TLS; HTTP/1.1 in cleartext), HTTP/1.1,
     /// HTTP/2 (ALPN h2; prior knowledge in cleartext).
-    fn set(&self, tls: Arc<ClientConfig>) -> [UpClient; 3] {
+    fn set(&self, tls: Arc<ClientConfig>, server_name: Option<String>) -> [UpClient; 3] {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -216,19 +220,26 @@ impl Builder {
             inner: http,
             metrics: self.metrics.clone(),
         };
-        let base = || hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls).clone());
+        let base = || {
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls).clone())
+                .https_or_http();
+            // `serverName` was checked to be a name when the config loaded.
+            match server_name
+                .clone()
+                .and_then(|n| rustls::pki_types::ServerName::try_from(n).ok())
+            {
+                Some(name) => {
+                    b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+                }
+                None => b,
+            }
+        };
         let auto = base()
-            .https_or_http()
             .enable_all_versions()
             .wrap_connector(counting.clone());
-        let h1 = base()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(counting.clone());
-        let h2 = base()
-            .https_or_http()
-            .enable_http2()
-            .wrap_connector(counting);
+        let h1 = base().enable_http1().wrap_connector(counting.clone());
+        let h2 = base().enable_http2().wrap_connector(counting);
         let client = |http2_only: bool| {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(self.config.upstream_idle_timeout)
