@@ -348,15 +348,6 @@ impl Config {
             let Some(t) = self.tls.routes.iter().find(|t| t.index == i) else {
                 continue;
             };
-            if t.protocol == tls::Protocol::Http {
-                out.push(ConfigWarning {
-                    path: format!("routes[{i}].match.protocol"),
-                    message: "terminated routes serve HTTP by default, and HTTP is not served yet: \
-                              TLS connections on this route are refused with an internal_error alert \
-                              (set \"protocol\": \"tcp\" to relay the decrypted stream)"
-                        .into(),
-                });
-            }
             if t.certificate.is_none() {
                 let auto = route
                     .pointer("/action/tls/certificate")
@@ -521,10 +512,8 @@ mod tests {
         )
         .unwrap();
         let w = c.warnings();
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert_eq!(w[0].path, "routes[1].match.protocol");
-        assert!(w[0].message.contains("not served yet"), "{}", w[0].message);
-        assert_eq!(w[1].path, "routes[1].action.tls.certificate");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "routes[1].action.tls.certificate");
     }
 
     #[test]
