@@ -244,6 +244,38 @@ async fn basic_auth_rate_limits_and_route_limits_answer_401_429_503() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_routes_limit_get_413_declared_or_chunked() {
+    let up = backend("up", Kind::H1).await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let mut small = route("small", port, "small.test", target(up.addr));
+    small["action"]["options"] = json!({ "maxBodySize": 1024 });
+    let app = RunningApp::start_with(&config(json!([small]), json!({})), ports).await;
+    let big = "x".repeat(4096);
+    let r = curl(&["-H", "Host: small.test", "--data", &big, &url(port, "/")]).await;
+    assert_eq!(r.status, 413, "declared length: {r:?}");
+    assert_eq!(
+        up.requests.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "never sent"
+    );
+    let r = curl(&[
+        "-H",
+        "Host: small.test",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data",
+        &big,
+        &url(port, "/"),
+    ])
+    .await;
+    assert_eq!(r.status, 413, "chunked: {r:?}");
+    let r = curl(&["-H", "Host: small.test", "--data", "small", &url(port, "/")]).await;
+    assert_eq!((r.status, r.json()["bodyLen"].as_u64()), (200, Some(5)));
+    app.stop().await;
+}
+
 async fn curl_owned(args: Vec<String>) -> turnout_tests::http::Curl {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     curl(&args).await

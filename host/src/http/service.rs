@@ -333,7 +333,10 @@ impl RouteRequests {
         }
         let counter = {
             let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            routes.entry(route.to_owned()).or_default().clone()
+            match routes.get(route) {
+                Some(c) => c.clone(),
+                None => routes.entry(route.to_owned()).or_default().clone(),
+            }
         };
         let prior = counter.fetch_add(1, Ordering::AcqRel);
         if prior >= max {

@@ -79,7 +79,9 @@ pub(crate) async fn send(
     let scheme = if to.upstream.tls { "https" } else { "http" };
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
+    let mut headers = Some(parts.headers);
     let mut last = String::new();
+    let targets = to.upstream.targets.len();
     for (i, target) in to.upstream.targets.iter().enumerate() {
         let authority = if target.host.contains(':') {
             format!("[{}]:{}", target.host, target.port)
@@ -93,7 +95,12 @@ pub(crate) async fn send(
         let mut req = Request::new(body.take().unwrap_or_else(empty));
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
-        *req.headers_mut() = parts.headers.clone();
+        // A copy only when a failover may need the headers again.
+        *req.headers_mut() = if bodiless && i + 1 < targets {
+            headers.clone().unwrap_or_default()
+        } else {
+            headers.take().unwrap_or_default()
+        };
         match tokio::time::timeout(to.config.response_timeout, client.request(req)).await {
             Err(_) => return Err(UpError::Timeout),
             Ok(Ok(resp)) => return Ok((resp, i)),
@@ -153,9 +160,12 @@ struct Clients {
     plain: [UpClient; 3],
     /// Keyed by the config's address and the server name; the `Arc` kept
     /// alongside keeps the address from being reused while the entry lives.
-    by_tls: HashMap<(usize, Option<String>), (Arc<ClientConfig>, [UpClient; 3])>,
+    by_tls: HashMap<TlsKey, (Arc<ClientConfig>, [UpClient; 3])>,
     build: Builder,
 }
+
+/// A TLS client config (by address) and the server name to verify.
+type TlsKey = (usize, Option<String>);
 
 thread_local! {
     static CLIENTS: RefCell<Option<Clients>> = const { RefCell::new(None) };

@@ -61,6 +61,8 @@ pub(crate) struct Action {
     pub(crate) certificate: Option<Value>,
     /// `options.backendProtocol`.
     pub(crate) backend_protocol: BackendProtocol,
+    /// `options.maxBodySize`: a larger request body is a 413.
+    pub(crate) max_body: Option<u64>,
 }
 
 /// One `{host, port}` target.
@@ -219,7 +221,7 @@ pub(crate) fn parse(v: &Value, at: &str) -> Result<Action> {
         action.certificate = certificate;
     }
     if let Some(o) = &raw.options {
-        action.backend_protocol = http::options(o, &format!("{at}.options"))?;
+        (action.backend_protocol, action.max_body) = http::options(o, &format!("{at}.options"))?;
     }
     if let Some(pp) = &raw.send_proxy_protocol {
         action.proxy_protocol = Some(proxy_protocol(pp, &format!("{at}.sendProxyProtocol"))?);

@@ -115,7 +115,8 @@
 //! `{clientIp}`, `{domain}`, `{port}` (listener), `{path}`, `{query}` (`?…`
 //! or empty), `{routeName}`, `{connectionId}`; any other `{name}` is an init
 //! error, other braces are text. `action.options.backendProtocol`: `"auto"`,
-//! `"http1"`, `"http2"`. An upstream's `max_requests` is the route's
+//! `"http1"`, `"http2"`; `action.options.maxBodySize`: bytes (a larger
+//! request body is a 413, from the host). An upstream's `max_requests` is the route's
 //! `maxConnections` on plaintext HTTP (terminated connections are already
 //! counted). The declared header slots: every `match.headers` name,
 //! `authorization` for basic auth, `rateLimit.headerName`s.

@@ -246,6 +246,7 @@ fn upstreams(
             upstream.tls = action.tls == Some(TlsMode::TerminateAndReencrypt);
             upstream.protocol = action.backend_protocol;
             upstream.max_requests = max_requests;
+            upstream.max_body = action.max_body;
             interest.upstream(upstream);
         }
     }

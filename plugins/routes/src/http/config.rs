@@ -257,11 +257,26 @@ pub(crate) fn static_response(v: &Value, at: &str) -> Result<StaticSpec> {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawOptions {
     backend_protocol: Option<Value>,
+    max_body_size: Option<Value>,
 }
 
-/// Reads `action.options: { backendProtocol }`.
-pub(crate) fn options(v: &Value, at: &str) -> Result<BackendProtocol> {
+/// Reads `action.options: { backendProtocol, maxBodySize }`.
+pub(crate) fn options(v: &Value, at: &str) -> Result<(BackendProtocol, Option<u64>)> {
     let raw: RawOptions = strict(v, at, &[])?;
+    let max_body = match &raw.max_body_size {
+        None => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(other) => {
+            return err(
+                format_args!("{at}.maxBodySize"),
+                format_args!("must be a whole number of bytes, got {other}"),
+            );
+        }
+    };
+    Ok((backend_protocol(&raw, at)?, max_body))
+}
+
+fn backend_protocol(raw: &RawOptions, at: &str) -> Result<BackendProtocol> {
     let path = format!("{at}.backendProtocol");
     match &raw.backend_protocol {
         None => Ok(BackendProtocol::Auto),

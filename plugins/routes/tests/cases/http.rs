@@ -161,7 +161,7 @@ pub(crate) fn edits_and_templates(init: Init<'_>) {
           "request": { "X-Client": "{clientIp}", "x-route": "{routeName}:{port}", "x-gone": "" },
           "response": { "x-seen": "{domain}{path}{query} #{connectionId}", "server": "" } },
         "action": { "type": "forward", "targets": [{ "host": "10.0.0.1", "port": 8080 }],
-                    "options": { "backendProtocol": "http2" } },
+                    "options": { "backendProtocol": "http2", "maxBodySize": 1048576 } },
         "security": { "maxConnections": 9 } }
     ]}"#;
     let mut h = load(init, config);
@@ -170,6 +170,7 @@ pub(crate) fn edits_and_templates(init: Init<'_>) {
     assert_eq!(upstream.route, "edit");
     assert_eq!(upstream.targets, [Target::new("10.0.0.1", 8080)]);
     assert_eq!(upstream.protocol, BackendProtocol::Http2);
+    assert_eq!(upstream.max_body, Some(1_048_576));
     assert!(!upstream.tls);
     assert_eq!(
         upstream.max_requests, 9,

@@ -227,6 +227,7 @@ pub(crate) fn bad_configs(init: Init<'_>) {
         (act(r#"{"type": "static", "static": {"body": "{nope}"}}"#), "routes[0].action.static.body: unknown template {nope}"),
         (act(r#"{"type": "forward", "targets": [{"host": "h", "port": 1}], "options": {"backendProtocol": "h3"}}"#), "routes[0].action.options.backendProtocol: \"h3\" is not one of"),
         (act(r#"{"type": "forward", "targets": [{"host": "h", "port": 1}], "options": {"timeout": 1}}"#), "routes[0].action.options: unknown field `timeout`"),
+        (act(r#"{"type": "forward", "targets": [{"host": "h", "port": 1}], "options": {"maxBodySize": -1}}"#), "routes[0].action.options.maxBodySize: must be a whole number of bytes"),
         (hdr(r#"{"request": {"x-a": "{host}"}}"#), "routes[0].headers.request.x-a: unknown template {host}"),
         (hdr(r#"{"response": []}"#), "routes[0].headers.response: must be an object"),
         (hdr(r#"{"request": {"bad name": "1"}}"#), "routes[0].headers.request.bad name: \"bad name\" is not a header name"),
