@@ -109,30 +109,6 @@ async fn a_changed_certificate_file_serves_new_handshakes_and_a_broken_one_is_ig
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_on_a_terminated_route_is_refused_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("CA");
-    let (echo_addr, _) = echo_backend().await;
-    let mut ports = Ports::default();
-    let port = ports.take();
-    let leaf = ca.leaf(&["web.test"]);
-    let mut route = terminate(
-        "web",
-        port,
-        &["web.test"],
-        echo_addr,
-        files(dir.path(), "web", &leaf),
-    );
-    route["match"].as_object_mut().unwrap().remove("protocol");
-    let app = RunningApp::start_with(&config(json!([route]), json!({})), ports).await;
-    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(connect(proxy, "web.test", ca.client(&[])).await.is_err());
-    settled(&app).await;
-    assert_eq!(app.metrics.refusal_count("unsupported"), 1);
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_concurrent_terminated_connections_leave_no_count() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("CA");

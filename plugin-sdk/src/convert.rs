@@ -584,7 +584,13 @@ macro_rules! __wit_conversions_v02 {
                             .into_iter()
                             .map(|u| wit::Upstream {
                                 route: u.route,
-                                targets: u.targets.iter().map(target_to_wit).collect(),
+                                // Moved, not copied: a plugin may declare
+                                // tens of thousands.
+                                targets: u
+                                    .targets
+                                    .into_iter()
+                                    .map(|t| wit::Target { host: t.host, port: t.port })
+                                    .collect(),
                                 tls: u.tls,
                                 protocol: protocol_to_wit(u.protocol),
                                 max_requests: u.max_requests,

@@ -167,7 +167,7 @@ impl Plugin for Routes {
             .listen(subtract(&plain, http_ports))
             .listen_tls(subtract(&tls, http_ports))
             .listen_http(http_ports.iter().copied())
-            .interest(self.http.interest().clone())
+            .interest(self.http.interest(self.table.routes()))
     }
 
     fn request(&self, head: &RequestHead) -> RequestDecision {

@@ -46,26 +46,34 @@ pub(crate) fn build(routes: &[Route]) -> Result<Http> {
         ports,
         ..Http::default()
     };
+    let mut next_upstream = 0;
     for (i, route) in enabled() {
         let Some(tls) = served(i, route, &http.ports)? else {
             continue;
         };
-        let candidate = candidate(i, route, tls, &http.ports, &mut http.interest)?;
+        let candidate = candidate(
+            i,
+            route,
+            tls,
+            &http.ports,
+            &mut http.interest,
+            &mut next_upstream,
+        )?;
         http.candidates.push(candidate);
     }
+    http.upstream_count = next_upstream;
     http.candidates.sort_by_key(|c| {
         (
             Reverse(routes.get(c.index).map_or(0, |r| r.priority)),
             c.index,
         )
     });
-    if http.interest.upstreams.len() > MAX_UPSTREAMS {
+    if next_upstream as usize > MAX_UPSTREAMS {
         return err(
             "routes",
             format_args!(
-                "{} HTTP upstreams (at most {MAX_UPSTREAMS}; each preserved port and host-list \
-                 rotation of a route is one)",
-                http.interest.upstreams.len()
+                "{next_upstream} HTTP upstreams (at most {MAX_UPSTREAMS}; each preserved port and \
+                 host-list rotation of a route is one)"
             ),
         );
     }
@@ -161,6 +169,7 @@ fn candidate(
     tls: bool,
     http_ports: &[PortRange],
     interest: &mut Interest,
+    next_upstream: &mut u32,
 ) -> Result<HttpRoute> {
     let headers = route
         .headers
@@ -177,7 +186,7 @@ fn candidate(
         _ => None,
     };
     let upstreams = if route.action.kind.is_forward() {
-        Some(upstreams(i, route, tls, http_ports, interest)?)
+        Some(upstreams(i, route, tls, http_ports, next_upstream)?)
     } else {
         None
     };
@@ -191,14 +200,17 @@ fn candidate(
     })
 }
 
-/// Declares a forward route's upstreams: its targets as they are for each
-/// port it may preserve and each rotation of its host lists.
+/// Numbers a forward route's upstreams (from `next`): its targets as they
+/// are for each port it may preserve and each rotation of its host lists.
+/// The upstreams themselves are made only when the host asks ([`declare`]):
+/// with ten thousand routes, keeping them too would not fit a plugin's
+/// memory.
 fn upstreams(
     i: usize,
     route: &Route,
     tls: bool,
     http_ports: &[PortRange],
-    interest: &mut Interest,
+    next: &mut u32,
 ) -> Result<Upstreams> {
     let action = &route.action;
     let mut ports = Vec::new();
@@ -227,20 +239,30 @@ fn upstreams(
         ports.dedup();
     }
     let rotations = action.rotations();
-    let base = u32::try_from(interest.upstreams.len()).unwrap_or(u32::MAX);
+    let base = *next;
+    let count = u32::try_from(ports.len().max(1))
+        .unwrap_or(u32::MAX)
+        .saturating_mul(rotations);
+    *next = next.saturating_add(count);
+    Ok(Upstreams {
+        base,
+        ports,
+        rotations,
+    })
+}
+
+/// Appends `route`'s upstreams (as numbered by [`upstreams`]) to `interest`.
+pub(super) fn declare(route: &Route, tls: bool, up: &Upstreams, interest: &mut Interest) {
+    let action = &route.action;
     let max_requests = if tls {
         // Terminated connections already count against maxConnections.
         0
     } else {
         route.security.limits.max_connections
     };
-    let listed = if ports.is_empty() {
-        vec![0]
-    } else {
-        ports.clone()
-    };
-    for &port in &listed {
-        for turn in 0..rotations {
+    let listed: &[u16] = if up.ports.is_empty() { &[0] } else { &up.ports };
+    for &port in listed {
+        for turn in 0..up.rotations {
             let mut upstream =
                 Upstream::new(route.name.clone(), action.backends(port, u64::from(turn)));
             upstream.tls = action.tls == Some(TlsMode::TerminateAndReencrypt);
@@ -250,9 +272,4 @@ fn upstreams(
             interest.upstream(upstream);
         }
     }
-    Ok(Upstreams {
-        base,
-        ports,
-        rotations,
-    })
 }

@@ -36,7 +36,10 @@ use crate::table::Table;
 pub(crate) struct Http {
     /// By priority (highest first), then config order.
     candidates: Vec<HttpRoute>,
+    /// The header slots (the upstreams are made by [`Http::interest`]).
     interest: Interest,
+    /// Upstreams numbered at `init`.
+    upstream_count: u32,
     /// Ports where plaintext clients are served as HTTP.
     ports: Vec<PortRange>,
 }
@@ -91,9 +94,26 @@ impl Http {
         !self.candidates.is_empty()
     }
 
-    /// Header slots and upstreams for `PluginInfo`.
-    pub(crate) fn interest(&self) -> &Interest {
-        &self.interest
+    /// Header slots and upstreams for `PluginInfo`, the upstreams made
+    /// from `routes` in the order their ids were given.
+    pub(crate) fn interest(&self, routes: &[Route]) -> Interest {
+        let mut interest = Interest {
+            request_headers: self.interest.request_headers.clone(),
+            response_headers: self.interest.response_headers.clone(),
+            upstreams: Vec::with_capacity(self.upstream_count as usize),
+        };
+        let mut forwards: Vec<(&Upstreams, &HttpRoute)> = self
+            .candidates
+            .iter()
+            .filter_map(|c| c.upstreams.as_ref().map(|u| (u, c)))
+            .collect();
+        forwards.sort_by_key(|(u, _)| u.base);
+        for (up, c) in forwards {
+            if let Some(route) = routes.get(c.index) {
+                build::declare(route, c.tls, up, &mut interest);
+            }
+        }
+        interest
     }
 
     /// The plaintext HTTP ports, sorted and disjoint.
