@@ -350,3 +350,43 @@ fn futures_stream<T: Unpin>(items: Vec<T>) -> impl futures_core::Stream<Item = T
     }
     Iter(items.into_iter())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_requests_in_flight_and_does_not_wait_for_idle_keep_alive() {
+    let up = backend("up", Kind::H1).await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let routes = json!([route("app", port, "app.test", target(up.addr))]);
+    let extra = json!({ "gracefulShutdownTimeout": 20000 });
+    let app = RunningApp::start_with(&config(routes, extra), ports).await;
+    // An idle keep-alive connection, and a request in flight.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let slow = tokio::spawn(curl_owned(vec![
+        "-H".into(),
+        "Host: app.test".into(),
+        url(port, "/sleep/1000"),
+    ]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    assert_eq!(
+        slow.await.unwrap().status,
+        200,
+        "the request in flight finished"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the drain waited {took:?} for idle keep-alive"
+    );
+    assert!(
+        read_to_end(&mut idle).await.is_empty(),
+        "the idle connection was closed"
+    );
+}

@@ -94,11 +94,22 @@ impl Closed {
     }
 }
 
-/// Serves HTTP on `io` until the client leaves, a timer ends it, or `stop`
-/// resolves (then in-flight requests finish: a graceful shutdown).
-pub async fn serve<IO>(io: IO, session: Session, stop: impl Future<Output = ()>) -> Closed
+/// How the proxy ends HTTP connections when it shuts down.
+pub struct Ends<D, S> {
+    /// The drain started: finish the requests in flight, then close
+    /// (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
+    pub draining: D,
+    /// The drain time is over: close now.
+    pub stop: S,
+}
+
+/// Serves HTTP on `io` until the client leaves, a timer ends it, or the
+/// proxy shuts down (`ends`).
+pub async fn serve<IO, D, S>(io: IO, session: Session, ends: Ends<D, S>) -> Closed
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Future<Output = ()>,
+    S: Future<Output = ()>,
 {
     let state = timers::ConnState::new();
     let config = session.config;
@@ -139,13 +150,18 @@ where
     };
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    let (draining, stop) = (ends.draining, ends.stop);
+    tokio::pin!(draining);
     tokio::pin!(stop);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        () = &mut stop => {
+        () = &mut draining => {
             conn.as_mut().graceful_shutdown();
-            // In-flight requests finish; the drain's deadline bounds this.
-            let _ = conn.as_mut().await;
+            // In-flight requests finish, bounded by the drain time.
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = &mut stop => {}
+            }
             return Closed::Shutdown;
         }
     };

@@ -130,6 +130,9 @@ pub struct Proxy {
     ids: AtomicU64,
     /// `true` tells live relays to close (end of the drain).
     stop: watch::Sender<bool>,
+    /// `true` once the drain starts: HTTP connections finish the requests
+    /// in flight and close (keep-alive would otherwise hold the drain).
+    draining: watch::Sender<bool>,
     metrics: Arc<Metrics>,
     /// Certificates and settings of terminated routes (swapped on reload).
     tls: ArcSwap<Terminator>,
@@ -159,6 +162,7 @@ impl Proxy {
             tracker,
             ids: AtomicU64::new(1),
             stop: watch::channel(false).0,
+            draining: watch::channel(false).0,
             metrics,
             tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
             requests: Arc::default(),
@@ -227,6 +231,7 @@ impl Proxy {
         });
         shutdown.await;
         let _ = accepting_tx.send(false);
+        let _ = self.draining.send(true);
         workers.stopped_accepting().await;
         let grace = self.settings.load().graceful_shutdown;
         tracing::info!(

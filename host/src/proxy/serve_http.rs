@@ -66,11 +66,16 @@ where
         alpn: conn.alpn,
         route: conn.route,
     };
-    let mut stop = proxy.stop.subscribe();
-    let stop = async move {
-        let _ = stop.wait_for(|s| *s).await;
+    let (mut draining, mut stop) = (proxy.draining.subscribe(), proxy.stop.subscribe());
+    let ends = http::Ends {
+        draining: async move {
+            let _ = draining.wait_for(|d| *d).await;
+        },
+        stop: async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
     };
-    let closed = http::serve(io, session, stop).await;
+    let closed = http::serve(io, session, ends).await;
     let traffic = held.meter.traffic();
     tracing::info!(
         conn = held.id, client = %held.client, sni = held.sni.as_deref().unwrap_or("-"),
