@@ -57,6 +57,7 @@ extern crate self as turnout_plugin_sdk;
 
 pub mod config;
 mod convert;
+mod convert_http;
 pub mod host;
 mod http;
 pub mod kv;

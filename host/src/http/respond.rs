@@ -18,6 +18,8 @@ pub(crate) struct Body {
     inner: Inner,
     sent: u64,
     done: Option<Box<dyn FnOnce(u64) + Send>>,
+    /// Held until the body is dropped (a route's request slot).
+    kept: Option<Box<dyn std::any::Any + Send>>,
 }
 
 enum Inner {
@@ -31,6 +33,7 @@ impl Body {
             inner: Inner::Upstream(body),
             sent: 0,
             done: None,
+            kept: None,
         }
     }
 
@@ -40,7 +43,13 @@ impl Body {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             sent: 0,
             done: None,
+            kept: None,
         }
+    }
+
+    /// Keeps `guard` alive for as long as the body is being sent.
+    pub(crate) fn keep(&mut self, guard: impl Send + 'static) {
+        self.kept = Some(Box::new(guard));
     }
 
     /// Runs `f` with the body bytes sent once the body ends or is dropped.

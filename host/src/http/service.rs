@@ -179,7 +179,7 @@ async fn forward(
         return error(StatusCode::BAD_GATEWAY);
     };
     out.route = Some(Arc::from(up.route.as_str()));
-    let Some(_slot) = s.limits.enter(&up.route, up.max_requests) else {
+    let Some(slot) = s.limits.enter(&up.route, up.max_requests) else {
         return error(StatusCode::SERVICE_UNAVAILABLE);
     };
     let declared = req
@@ -223,7 +223,10 @@ async fn forward(
     match upstream::send(to, up_req, bodiless).await {
         Ok((resp, i)) => {
             out.upstream = up.targets.get(i).map(|t| format!("{}:{}", t.host, t.port));
-            response(s, plugin, &f, resp)
+            let mut resp = response(s, plugin, &f, resp);
+            // In flight until its body has been sent.
+            resp.body_mut().keep(slot);
+            resp
         }
         Err(e) => {
             out.upstream = up.targets.first().map(|t| format!("{}:{}", t.host, t.port));
