@@ -229,3 +229,31 @@ async fn redirects_static_answers_and_header_edits_with_templates() {
     assert!(h.get("cookie").is_none(), "removed from the request: {h}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_served_by_another_certificate_than_the_sni_got_is_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Turnout HTTP CA");
+    let up = backend("up", Kind::H1).await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let site = |name: &str| {
+        json!({ "name": name, "match": { "ports": port, "domains": format!("{name}.test") },
+                "action": { "type": "forward", "targets": target(up.addr),
+                            "tls": { "mode": "terminate",
+                                     "certificate": files(dir.path(), name, &ca.leaf(&[&format!("{name}.test")])) } } })
+    };
+    let app =
+        RunningApp::start_with(&config(json!([site("a"), site("b")]), json!({})), ports).await;
+    let ca_file = turnout_tests::pki::write(dir.path(), "ca.pem", &ca.pem);
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let base = ["--cacert", ca_file.to_str().unwrap(), "--resolve", &resolve];
+    let a = format!("https://a.test:{port}/");
+    let r = curl(&[&base[..], &[a.as_str()]].concat()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // Connection (and certificate) for a.test, request for b.test.
+    let r = curl(&[&base[..], &["-H", "Host: b.test", a.as_str()]].concat()).await;
+    assert_eq!(r.status, 421, "{r:?}");
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+    app.stop().await;
+}
