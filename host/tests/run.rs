@@ -298,11 +298,20 @@ fn log_format_json_gives_one_json_access_line_per_request() {
               "action": {{ "type": "forward", "targets": [{{ "host": "127.0.0.1", "port": {up} }}] }} }}] }}"#
     );
     std::fs::write(&config, routes).unwrap();
-    let (mut child, lines) = spawn_logged(
+    let (child, lines) = spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_turnout"))
             .args(["--log-format", "json", "run", "-c"])
             .arg(&config),
     );
+    // A failed assertion must not leave the proxy running.
+    struct Reaped(Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(child);
     wait_for(&lines, "turnout listening on");
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(STEP)).unwrap();
@@ -323,6 +332,6 @@ fn log_format_json_gives_one_json_access_line_per_request() {
     assert_eq!(f["upstream"], format!("127.0.0.1:{up}"));
     assert_eq!(f["client"], "127.0.0.1");
     assert_eq!(f["bytes"], 2);
-    signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
+    signal(&child.0, "-TERM");
+    assert!(child.0.wait().unwrap().success());
 }
