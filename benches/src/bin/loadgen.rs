@@ -1,6 +1,6 @@
 //! `turnout-loadgen`: the load generator and backends of `cargo xtask
 //! bench`. Each client mode prints one `result key=value …` line on
-//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR plain=ADDR` once
+//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR plain=ADDR http=ADDR` once
 //! listening; `cert` writes a certificate for the terminating proxies.
 //! Everything is bounded by counts and time limits.
 
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use turnout_benches::loadgen::{backend, client, tls};
+use turnout_benches::loadgen::{backend, client, http_client, tls};
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +112,20 @@ enum Mode {
         #[arg(long)]
         release_on_stdin: bool,
     },
+    /// HTTP/1.1 over TLS on keep-alive connections, one request in flight
+    /// on each, until R responses have come back.
+    HttpsKeepalive {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 50)]
+        conns: usize,
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
     /// Sequential new TLS connections, alternating with --direct if given.
     Latency {
         #[command(flatten)]
@@ -171,8 +185,8 @@ async fn run(mode: Mode) -> Result<(), String> {
         } => {
             let b = backend::start(tls_listen, bulk_listen, &names).await?;
             say(format_args!(
-                "ready tls={} bulk={} plain={}",
-                b.tls, b.bulk, b.plain
+                "ready tls={} bulk={} plain={} http={}",
+                b.tls, b.bulk, b.plain, b.http
             ));
             let lifeline = async {
                 if until_stdin_closes {
@@ -242,6 +256,20 @@ async fn run(mode: Mode) -> Result<(), String> {
             .await;
             say(report);
         }
+        Mode::HttpsKeepalive {
+            target,
+            conns,
+            requests,
+            path,
+            max_secs,
+        } => say(http_client::https_keepalive(&http_client::HttpsKeepalive {
+            target: target.target(),
+            conns,
+            requests,
+            path,
+            max_time: secs(max_secs),
+        })
+        .await),
         Mode::Latency {
             target,
             direct,

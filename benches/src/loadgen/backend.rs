@@ -7,7 +7,9 @@
 //! * a bulk server: reads the ClientHello record the client opens with
 //!   (so proxies route it on SNI like any TLS stream), then a command —
 //!   `U` + u64: read that many bytes and answer the count; `D` + u64:
-//!   send that many bytes — without any encryption on the payload.
+//!   send that many bytes — without any encryption on the payload;
+//! * a plain HTTP/1.1 keep-alive server ([`super::http_backend`]) behind
+//!   the proxies in the HTTP scenarios.
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ pub struct Backends {
     pub bulk: SocketAddr,
     /// The plain (unencrypted) echo server, on `tls`'s address, any port.
     pub plain: SocketAddr,
+    /// The plain HTTP/1.1 server, on `tls`'s address, any port.
+    pub http: SocketAddr,
 }
 
 /// A listener with a backlog deep enough for bursts of new connections.
@@ -48,7 +52,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Accepts forever; on EMFILE and friends backs off instead of spinning.
-fn accept_loop<F, Fut>(l: TcpListener, serve: F)
+pub(super) fn accept_loop<F, Fut>(l: TcpListener, serve: F)
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -69,7 +73,7 @@ where
     });
 }
 
-/// Starts both backends (port 0 picks free ports) on the current runtime.
+/// Starts the backends (port 0 picks free ports) on the current runtime.
 pub async fn start(
     tls_listen: SocketAddr,
     bulk_listen: SocketAddr,
@@ -81,10 +85,12 @@ pub async fn start(
     let bulk = listen(bulk_listen).map_err(|e| format!("listen on {bulk_listen}: {e}"))?;
     let plain_listen = SocketAddr::new(tls_listen.ip(), 0);
     let plain = listen(plain_listen).map_err(|e| format!("listen on {plain_listen}: {e}"))?;
+    let http = listen(plain_listen).map_err(|e| format!("listen on {plain_listen}: {e}"))?;
     let addrs = Backends {
         tls: tls.local_addr().map_err(|e| e.to_string())?,
         bulk: bulk.local_addr().map_err(|e| e.to_string())?,
         plain: plain.local_addr().map_err(|e| e.to_string())?,
+        http: http.local_addr().map_err(|e| e.to_string())?,
     };
     let acceptor = Arc::new(acceptor);
     accept_loop(tls, move |s| {
@@ -99,6 +105,7 @@ pub async fn start(
     accept_loop(plain, |s| async move {
         let _ = plain_echo(s).await;
     });
+    super::http_backend::spawn(http);
     Ok(addrs)
 }
 

@@ -33,25 +33,25 @@ pub struct Target {
 
 /// Errors seen, and the first one in full.
 #[derive(Debug, Default)]
-struct Errors {
+pub(super) struct Errors {
     count: usize,
     first: Option<String>,
 }
 
 impl Errors {
-    fn add(&mut self, e: String) {
+    pub(super) fn add(&mut self, e: String) {
         self.count += 1;
         self.first.get_or_insert(e);
     }
 
-    fn merge(&mut self, other: Errors) {
+    pub(super) fn merge(&mut self, other: Errors) {
         self.count += other.count;
         if self.first.is_none() {
             self.first = other.first;
         }
     }
 
-    fn report(&self, r: &mut Report) {
+    pub(super) fn report(&self, r: &mut Report) {
         r.set("errors", self.count);
         if let Some(e) = &self.first {
             r.set("first_error", e);
@@ -63,7 +63,7 @@ impl Errors {
 /// resumed (none should be: the client offers no resumption) and what was
 /// negotiated, so a report says what each server really did.
 #[derive(Debug, Default)]
-struct Handshakes {
+pub(super) struct Handshakes {
     full: AtomicUsize,
     retried: AtomicUsize,
     resumed: AtomicUsize,
@@ -72,7 +72,7 @@ struct Handshakes {
 }
 
 impl Handshakes {
-    fn note(&self, c: &rustls::ClientConnection) {
+    pub(super) fn note(&self, c: &rustls::ClientConnection) {
         let kind = match c.handshake_kind() {
             Some(HandshakeKind::Full) => &self.full,
             Some(HandshakeKind::FullWithHelloRetryRequest) => &self.retried,
@@ -96,6 +96,36 @@ impl Handshakes {
         let key = format!("{version}/{suite}/{group}/alpn:{alpn}");
         if let Ok(mut seen) = self.seen.lock() {
             *seen.entry(key).or_default() += 1;
+        }
+    }
+}
+
+impl Handshakes {
+    /// Adds `full`, `hrr`, `resumed`, `tickets`, `tickets_per_conn` and
+    /// `negotiated` (see [`Client::report_tls`]).
+    pub(super) fn report(&self, r: &mut Report, tickets: usize) {
+        let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        let (full, hrr, resumed) = (load(&self.full), load(&self.retried), load(&self.resumed));
+        let done = full + hrr + resumed;
+        r.set("full", full)
+            .set("hrr", hrr)
+            .set("resumed", resumed)
+            .set("tickets", tickets)
+            .set(
+                "tickets_per_conn",
+                format!("{:.2}", tickets as f64 / done.max(1) as f64),
+            );
+        let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let negotiated = if seen.len() == 1 {
+            seen.into_keys().collect::<String>()
+        } else {
+            seen.iter()
+                .map(|(k, n)| format!("{k}*{n}"))
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        if !negotiated.is_empty() {
+            r.set("negotiated", negotiated);
         }
     }
 }
@@ -128,31 +158,7 @@ impl Client {
     /// `version/suite/group/alpn`, `+`-separated, with a count when more
     /// than one).
     fn report_tls(&self, r: &mut Report) {
-        let h = &self.handshakes;
-        let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
-        let (full, hrr, resumed) = (load(&h.full), load(&h.retried), load(&h.resumed));
-        let tickets = self.store.tickets();
-        let done = full + hrr + resumed;
-        r.set("full", full)
-            .set("hrr", hrr)
-            .set("resumed", resumed)
-            .set("tickets", tickets)
-            .set(
-                "tickets_per_conn",
-                format!("{:.2}", tickets as f64 / done.max(1) as f64),
-            );
-        let seen = h.seen.lock().map(|s| s.clone()).unwrap_or_default();
-        let negotiated = if seen.len() == 1 {
-            seen.into_keys().collect::<String>()
-        } else {
-            seen.iter()
-                .map(|(k, n)| format!("{k}*{n}"))
-                .collect::<Vec<_>>()
-                .join("+")
-        };
-        if !negotiated.is_empty() {
-            r.set("negotiated", negotiated);
-        }
+        self.handshakes.report(r, self.store.tickets());
     }
 
     /// Connect, handshake, send the request, read the echo: the stream is
@@ -190,7 +196,7 @@ impl Client {
 
 /// Closes cleanly: close_notify and FIN, then waits (bounded) for the
 /// backend's, so every proxy sees an orderly close, never a reset.
-async fn close(mut tls: TlsStream<TcpStream>) {
+pub(super) async fn close(mut tls: TlsStream<TcpStream>) {
     let work = async {
         tls.shutdown().await?;
         let mut rest = [0u8; 256];

@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod client;
+pub mod http_backend;
+pub mod http_client;
 pub mod report;
 pub mod tls;
 

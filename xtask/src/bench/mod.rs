@@ -5,13 +5,15 @@
 //! 2. Installs HAProxy, nginx and nginx's stream module from Debian's
 //!    packages if missing (`--no-install` refuses instead).
 //! 3. Starts the loopback backends (`turnout-loadgen backend`: TLS echo,
-//!    plain echo and bulk servers) and, for the `*-terminate` scenarios,
+//!    plain echo, bulk and plain HTTP/1.1 servers) and, for the
+//!    `*-terminate` and `https-keepalive` scenarios,
 //!    writes one ECDSA P-256 certificate for `*.bench.test`
 //!    (`turnout-loadgen cert`) that all three proxies serve; then for every
 //!    scenario, repeat and proxy — the proxy order rotating each repeat —
 //!    starts that proxy fresh with equivalent SNI routing (passthrough) or
-//!    equivalent TLS termination to the plain echo (`*-terminate`), warms
-//!    it up, runs the load (`turnout-loadgen <mode>`)
+//!    equivalent TLS termination to the plain echo (`*-terminate`) or
+//!    HTTPS proxying to the HTTP server (`https-keepalive`, see [`http`]),
+//!    warms it up, runs the load (`turnout-loadgen <mode>`)
 //!    and reads the proxy's own CPU time (utime + stime) and RSS from
 //!    `/proc` (nginx: master + workers), then stops it.
 //! 4. Writes `benches/results/YYYY-MM-DD-HHMM.md` (UTC): medians, min–max,
@@ -21,7 +23,7 @@
 //! (Turnout: its `workers` default, one per core; HAProxy: `nbthread`;
 //! nginx: `worker_processes`), none logs per connection (Turnout runs with
 //! `RUST_LOG=warn`; HAProxy has no `log` line; nginx's stream access log
-//! is off by default), and all share the cores with the load generator.
+//! is off by default, its http one is turned off), and all share the cores with the load generator.
 //! Turnout splices bulk transfers by default; HAProxy only when told
 //! (`--haproxy-splice` forces it on, for a comparison with its best).
 //!
@@ -40,25 +42,18 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::{cargo, root, run, step};
 
+mod http;
+mod options;
 mod peers;
 mod procs;
 mod report;
 mod scenario;
 
+use options::{Load, Options};
 use peers::ensure_peers;
 use procs::{Proc, command, cpu_secs, free_port, nofile_limits, output, rss_kib};
 use report::fmt_num;
-use scenario::Scenario;
-
-const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice]
-  scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency,
-             new-tls-terminate, idle-terminate (= terminate) (default: all)
-  --quick      tiny loads, 1 repeat: checks the harness, measures nothing worth keeping
-  --repeats N  repeats per scenario and proxy (default 3, the minimum for a median and spread)
-  --keep       keep the temporary directory (configs, proxy logs)
-  --no-build   use the release binaries already built (turnout, turnout-loadgen)
-  --haproxy-splice  HAProxy with `option splice-request` and `option splice-response`
-               (its kernel splicing forced on; nginx's stream module has none)";
+use scenario::{Front, Scenario};
 
 /// Names the routes answer to; the loads use `echo.` and `bulk.`.
 const ECHO: &str = "echo.bench.test";
@@ -86,132 +81,6 @@ impl Proxy {
             Proxy::Turnout => "turnout",
             Proxy::Haproxy => "haproxy",
             Proxy::Nginx => "nginx",
-        }
-    }
-}
-
-struct Options {
-    /// As given, for the results file.
-    args: String,
-    quick: bool,
-    scenarios: Vec<Scenario>,
-    proxies: Vec<Proxy>,
-    repeats: usize,
-    install: bool,
-    keep: bool,
-    build: bool,
-    /// Force HAProxy's splice on.
-    haproxy_splice: bool,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
-        let mut o = Options {
-            args: args.join(" "),
-            quick: false,
-            scenarios: Vec::new(),
-            proxies: Proxy::ALL.to_vec(),
-            repeats: 0,
-            install: true,
-            keep: false,
-            build: true,
-            haproxy_splice: false,
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| anyhow!("{a} needs a value\n\n{USAGE}"))
-            };
-            match a.as_str() {
-                "--quick" => o.quick = true,
-                "--no-install" => o.install = false,
-                "--keep" => o.keep = true,
-                "--no-build" => o.build = false,
-                "--haproxy-splice" => o.haproxy_splice = true,
-                "--repeats" => o.repeats = value()?.parse().context("--repeats")?,
-                "--scenario" => {
-                    for name in value()?.split(',') {
-                        o.scenarios.extend(match name {
-                            "new-tls" | "tls" => vec![Scenario::NewTls],
-                            "bulk" => vec![Scenario::Bulk1, Scenario::Bulk64],
-                            "bulk-1" => vec![Scenario::Bulk1],
-                            "bulk-64" => vec![Scenario::Bulk64],
-                            "idle" => vec![Scenario::Idle],
-                            "latency" => vec![Scenario::Latency],
-                            "new-tls-terminate" => vec![Scenario::NewTlsTerminate],
-                            "idle-terminate" => vec![Scenario::IdleTerminate],
-                            "terminate" => {
-                                vec![Scenario::NewTlsTerminate, Scenario::IdleTerminate]
-                            }
-                            _ => bail!("unknown scenario {name:?}\n\n{USAGE}"),
-                        });
-                    }
-                }
-                "--proxies" => {
-                    o.proxies = value()?
-                        .split(',')
-                        .map(|n| {
-                            Proxy::ALL
-                                .into_iter()
-                                .find(|p| p.name() == n)
-                                .ok_or_else(|| anyhow!("unknown proxy {n:?}\n\n{USAGE}"))
-                        })
-                        .collect::<Result<_>>()?;
-                }
-                "-h" | "--help" => {
-                    eprintln!("{USAGE}");
-                    std::process::exit(0);
-                }
-                _ => bail!("unknown option {a:?}\n\n{USAGE}"),
-            }
-        }
-        if o.scenarios.is_empty() {
-            o.scenarios = Scenario::ALL.to_vec();
-        }
-        if o.repeats == 0 {
-            o.repeats = if o.quick { 1 } else { 3 };
-        }
-        Ok(o)
-    }
-}
-
-/// How much load: `--quick` checks that everything works, the full one
-/// runs long enough for 10 ms CPU ticks to be a rounding error.
-struct Load {
-    warmup: usize,
-    tls_conns: usize,
-    concurrency: usize,
-    bulk_total: u64,
-    idle: usize,
-    latency: usize,
-}
-
-impl Load {
-    fn new(quick: bool, idle_cap: usize) -> Load {
-        let l = if quick {
-            Load {
-                warmup: 50,
-                tls_conns: 300,
-                concurrency: 8,
-                bulk_total: 64 << 20,
-                idle: 200,
-                latency: 50,
-            }
-        } else {
-            Load {
-                warmup: 500,
-                tls_conns: 20_000,
-                concurrency: 32,
-                bulk_total: 4 << 30,
-                idle: 10_000,
-                latency: 5_000,
-            }
-        };
-        Load {
-            idle: l.idle.min(idle_cap),
-            ..l
         }
     }
 }
@@ -295,6 +164,10 @@ struct Bench<'a> {
     bulk: SocketAddr,
     /// The plain echo, behind the terminating proxies.
     plain: SocketAddr,
+    /// The plain HTTP/1.1 server, behind the HTTP proxies.
+    http: SocketAddr,
+    /// The running Turnout's admin API, in the HTTP scenario.
+    admin: std::cell::Cell<Option<SocketAddr>>,
     /// The directory with `cert.pem`, `key.pem`, `bundle.pem`, when a
     /// scenario terminates.
     cert: Option<PathBuf>,
@@ -332,7 +205,8 @@ impl<'a> Bench<'a> {
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| anyhow!("backend said {ready:?}"))
         };
-        let (echo, bulk, plain) = (addr("tls")?, addr("bulk")?, addr("plain")?);
+        let (echo, bulk, plain, http) =
+            (addr("tls")?, addr("bulk")?, addr("plain")?, addr("http")?);
         let cert = if opts.scenarios.iter().any(|s| s.terminates()) {
             step(&format!(
                 "writing an ECDSA P-256 certificate for {CERT_NAME} (turnout-loadgen cert)"
@@ -364,6 +238,8 @@ impl<'a> Bench<'a> {
             echo,
             bulk,
             plain,
+            http,
+            admin: std::cell::Cell::new(None),
             cert,
             runs: Vec::new(),
             started: Instant::now(),
@@ -446,9 +322,13 @@ impl<'a> Bench<'a> {
     }
 
     fn measure(&self, scenario: Scenario, proxy: Proxy, repeat: usize) -> Result<RunResult> {
-        let (p, addr) = self.start_proxy(proxy, scenario.terminates())?;
+        let (p, addr) = self.start_proxy(proxy, scenario.front())?;
         let pids = p.pids();
-        let warm = self.tls_conns(addr, self.load.warmup)?;
+        let warm = if scenario.front() == Front::TerminateHttp {
+            self.https_requests(addr, self.load.http_warmup)?
+        } else {
+            self.tls_conns(addr, self.load.warmup)?
+        };
         if num(&warm, "ok") < 1.0 {
             bail!(
                 "{} routes nothing: {:?}\n{}",
@@ -506,6 +386,7 @@ impl<'a> Bench<'a> {
                 }
                 r
             }
+            Scenario::HttpsKeepalive => self.https_keepalive(proxy, &p, addr, &mut f)?,
             Scenario::Latency => {
                 let mut args = vec!["latency".to_owned()];
                 args.extend(Self::target(addr, ECHO));
@@ -607,9 +488,9 @@ impl<'a> Bench<'a> {
         Ok(report)
     }
 
-    /// Starts `proxy` on a free port: SNI routing and passthrough, or, with
-    /// `terminate`, TLS termination to the plain echo.
-    fn start_proxy(&self, proxy: Proxy, terminate: bool) -> Result<(Proc, SocketAddr)> {
+    /// Starts `proxy` on a free port: SNI routing and passthrough, TLS
+    /// termination to the plain echo, or HTTPS to the HTTP backend.
+    fn start_proxy(&self, proxy: Proxy, front: Front) -> Result<(Proc, SocketAddr)> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stem = format!("{}-{port}", proxy.name());
@@ -618,10 +499,10 @@ impl<'a> Bench<'a> {
         let mut p = match proxy {
             Proxy::Turnout => {
                 let cfg = self.dir.join(format!("{stem}.json"));
-                let text = if terminate {
-                    self.turnout_terminate_config(port)?
-                } else {
-                    self.turnout_config(port)
+                let text = match front {
+                    Front::Passthrough => self.turnout_config(port),
+                    Front::TerminateTcp => self.turnout_terminate_config(port)?,
+                    Front::TerminateHttp => self.turnout_http_config(port)?,
                 };
                 std::fs::write(&cfg, text)?;
                 let mut cmd = command(
@@ -633,10 +514,10 @@ impl<'a> Bench<'a> {
             }
             Proxy::Haproxy => {
                 let cfg = self.dir.join(format!("{stem}.cfg"));
-                let text = if terminate {
-                    self.haproxy_terminate_config(port, nproc)?
-                } else {
-                    self.haproxy_config(port, nproc)
+                let text = match front {
+                    Front::Passthrough => self.haproxy_config(port, nproc),
+                    Front::TerminateTcp => self.haproxy_terminate_config(port, nproc)?,
+                    Front::TerminateHttp => self.haproxy_http_config(port, nproc)?,
                 };
                 std::fs::write(&cfg, text)?;
                 let cmd = command(
@@ -649,10 +530,10 @@ impl<'a> Bench<'a> {
                 let prefix = self.dir.join(&stem);
                 std::fs::create_dir_all(&prefix)?;
                 let cfg = prefix.join("nginx.conf");
-                let text = if terminate {
-                    self.nginx_terminate_config(port, nproc, &prefix)?
-                } else {
-                    self.nginx_config(port, nproc, &prefix)
+                let text = match front {
+                    Front::Passthrough => self.nginx_config(port, nproc, &prefix),
+                    Front::TerminateTcp => self.nginx_terminate_config(port, nproc, &prefix)?,
+                    Front::TerminateHttp => self.nginx_http_config(port, nproc, &prefix)?,
                 };
                 std::fs::write(&cfg, text)?;
                 let cmd = command(

@@ -75,7 +75,7 @@ impl Bench<'_> {
 
     /// A file of the certificate written for the `*-terminate` scenarios:
     /// `cert.pem`, `key.pem`, `bundle.pem` (both).
-    fn cert_file(&self, name: &str) -> Result<PathBuf> {
+    pub(super) fn cert_file(&self, name: &str) -> Result<PathBuf> {
         let dir = self.cert.as_ref().context("no certificate was written")?;
         Ok(dir.join(name))
     }
@@ -107,7 +107,7 @@ impl Bench<'_> {
 
     /// Two descriptors per connection (and per pipe, when splicing) must
     /// fit the open-file limit.
-    fn haproxy_maxconn(&self) -> usize {
+    pub(super) fn haproxy_maxconn(&self) -> usize {
         self.nofile.0.saturating_sub(100) / 2
     }
 
@@ -161,7 +161,7 @@ impl Bench<'_> {
     }
 
     /// What comes before `stream`: the module, workers, limits.
-    fn nginx_main(&self, nproc: usize, prefix: &Path) -> String {
+    pub(super) fn nginx_main(&self, nproc: usize, prefix: &Path) -> String {
         let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
         let load = if module.is_file() {
             format!("load_module {};\n", module.display())

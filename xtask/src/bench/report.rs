@@ -173,13 +173,16 @@ impl Bench<'_> {
         let l = &self.load;
         writeln!(
             md,
-            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; warm-up {} conns per proxy start\n",
+            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; https-keepalive {} requests over {} keep-alive conns; warm-up {} conns per proxy start ({} requests for https-keepalive)\n",
             l.tls_conns,
             l.concurrency,
             l.bulk_total >> 20,
             l.idle,
             l.latency,
-            l.warmup
+            l.http_requests,
+            l.http_conns,
+            l.warmup,
+            l.http_warmup
         )?;
 
         writeln!(md, "## Headline: the proxy's own cost\n")?;
@@ -314,6 +317,9 @@ impl Bench<'_> {
         if self.opts.scenarios.iter().any(|s| s.terminates()) {
             writeln!(md, "{METHOD_TERMINATE}")?;
         }
+        if self.opts.scenarios.contains(&Scenario::HttpsKeepalive) {
+            writeln!(md, "{METHOD_HTTP}")?;
+        }
         Ok(md)
     }
 }
@@ -391,4 +397,38 @@ such connections; goal ≤ 0.7× HAProxy's.
 * idle-terminate: as idle, but each connection is terminated by the \
 proxy (TLS state held by the proxy) and relayed in plaintext to the \
 echo; RSS with all open minus before, per connection. Goal ≤ HAProxy's.
+";
+
+const METHOD_HTTP: &str = "\
+* https-keepalive: each proxy terminates TLS as above (same certificate, \
+tickets and session cache off where there is a setting, ALPN \
+`http/1.1`) and proxies HTTP/1.1 to the same plain HTTP/1.1 backend \
+(`turnout-loadgen backend`: a minimal keep-alive server answering every \
+`GET` with a 128-byte `Content-Length` body). The client \
+(`turnout-loadgen https-keepalive`) opens the keep-alive connections \
+(`--conns`) and sends one `GET /` at a time on each — no pipelining — \
+until the total is reached; responses are read by `Content-Length`. Each \
+proxy picks the backend by `Host` (`*.bench.test`), keeps `Host` and \
+sets `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` (Turnout by default; \
+HAProxy `option forwardfor` + `http-request set-header`; nginx \
+`proxy_set_header`), and logs nothing (HAProxy no `log`, nginx \
+`access_log off`, Turnout `RUST_LOG=warn`). Backend keep-alive: Turnout \
+`http.upstreamMaxIdle` 128, HAProxy `http-reuse always` (idle pool \
+unbounded), nginx `upstream { keepalive 128; }` with `proxy_http_version \
+1.1` and `Connection \"\"`; `keepalive_requests` raised on both nginx \
+sides (default 1000). \"backend connections opened\" counts the \
+backend's accepts during the measured run: near zero means the pool \
+held. Turnout runs its default chain (guard → routes → keepalive); the \
+routes plugin's `request` hook decides every request. Headline: proxy \
+CPU-s per 100 000 requests (the measured run opens its client \
+connections anew: one full handshake per connection, a rounding error \
+at 2 000 requests per connection); goal ≤ 0.8× HAProxy's.
+* The request hook's share (Turnout): the routes plugin's \
+`turnout_plugin_call_duration_seconds` sum and count from `/metrics`, \
+read before and after the measured run (outside its CPU window); the \
+sum is the time spent in plugin calls — the request hook once per \
+request, plus a connection-level `route` call per new connection — \
+divided by the proxy's CPU time in that run. A call is synchronous on \
+a worker thread, so its wall time is CPU time unless the thread was \
+preempted.
 ";

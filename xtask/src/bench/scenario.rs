@@ -1,6 +1,7 @@
 //! The benchmark's scenarios: their names on the command line, their
 //! headline figure with its goal against HAProxy, the figures reported
-//! beside it, and which ones make the proxies terminate TLS.
+//! beside it, and what the proxies do: route on SNI and pass TLS
+//! through, terminate TLS and relay bytes, or terminate and proxy HTTP.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scenario {
@@ -13,6 +14,20 @@ pub(super) enum Scenario {
     NewTlsTerminate,
     /// Idle connections terminated by the proxy.
     IdleTerminate,
+    /// HTTP/1.1 requests on keep-alive TLS connections the proxy
+    /// terminates, proxied to a plain HTTP/1.1 backend.
+    HttpsKeepalive,
+}
+
+/// What the proxies are configured to do in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Front {
+    /// Route on SNI, pass the TLS stream through.
+    Passthrough,
+    /// Terminate TLS, relay the decrypted bytes to the plain echo.
+    TerminateTcp,
+    /// Terminate TLS, proxy HTTP/1.1 requests to the HTTP backend.
+    TerminateHttp,
 }
 
 /// A scenario's headline figure and the goal for its ratio to HAProxy.
@@ -23,7 +38,7 @@ pub(super) struct Headline {
 }
 
 impl Scenario {
-    pub(super) const ALL: [Scenario; 7] = [
+    pub(super) const ALL: [Scenario; 8] = [
         Scenario::NewTls,
         Scenario::Bulk1,
         Scenario::Bulk64,
@@ -31,6 +46,7 @@ impl Scenario {
         Scenario::Latency,
         Scenario::NewTlsTerminate,
         Scenario::IdleTerminate,
+        Scenario::HttpsKeepalive,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -42,13 +58,22 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::NewTlsTerminate => "new-tls-terminate",
             Scenario::IdleTerminate => "idle-terminate",
+            Scenario::HttpsKeepalive => "https-keepalive",
         }
     }
 
     /// Whether the proxy terminates TLS (else it routes on SNI and passes
     /// the TLS stream through).
     pub(super) fn terminates(self) -> bool {
-        matches!(self, Scenario::NewTlsTerminate | Scenario::IdleTerminate)
+        self.front() != Front::Passthrough
+    }
+
+    pub(super) fn front(self) -> Front {
+        match self {
+            Scenario::NewTlsTerminate | Scenario::IdleTerminate => Front::TerminateTcp,
+            Scenario::HttpsKeepalive => Front::TerminateHttp,
+            _ => Front::Passthrough,
+        }
     }
 
     pub(super) fn headline(self) -> Headline {
@@ -66,6 +91,11 @@ impl Scenario {
                 "rss_kib_per_conn",
                 "proxy RSS KiB per idle terminated conn",
                 1.0,
+            ),
+            Scenario::HttpsKeepalive => (
+                "cpu_s_per_100k",
+                "proxy CPU-s per 100 000 keep-alive HTTPS requests",
+                0.8,
             ),
         };
         Headline { key, label, goal }
@@ -100,6 +130,19 @@ impl Scenario {
                 ("idle_cpu_ms_per_s", "proxy CPU ms/s while they idle"),
                 ("empty_cpu_ms_per_s", "proxy CPU ms/s with no connections"),
                 ("open_secs", "seconds to open them"),
+            ],
+            Scenario::HttpsKeepalive => &[
+                ("req_per_s", "requests/s"),
+                ("p50_us", "p50 µs request→response"),
+                ("p99_us", "p99 µs request→response"),
+                ("client_cores", "client CPU, cores (of 2)"),
+                ("backend_conns", "backend connections opened (measured run)"),
+                ("client_conns", "client connections opened"),
+                ("hook_pct", "request hook's share of proxy CPU (turnout)"),
+                (
+                    "hook_us_per_call",
+                    "µs per request-hook call (turnout, /metrics)",
+                ),
             ],
             Scenario::Latency => &[
                 ("added_p50_us", "added p50 µs"),

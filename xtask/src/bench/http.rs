@@ -1,0 +1,231 @@
+//! The HTTP scenario, `https-keepalive`: each proxy terminates TLS and
+//! proxies HTTP/1.1 requests to the same plain HTTP/1.1 backend over a
+//! keep-alive pool larger than the client's concurrency; the load is
+//! `turnout-loadgen https-keepalive`. Besides the proxy's CPU it reads the
+//! backend's connection count (did the pool hold?) and, for Turnout, the
+//! `routes` plugin's call time from `/metrics` (the request hook's share).
+//!
+//! The three do the same per-request work: pick the backend by `Host`
+//! (`*.bench.test`), keep `Host`, set `X-Forwarded-For`/`-Proto`/`-Host`/
+//! `-Port` (Turnout does by default; HAProxy and nginx are told to), log
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::procs::{Proc, cpu_secs, free_port};
+use super::{Bench, CERT_NAME, ECHO, Figures, Proxy, num};
+
+/// Idle backend connections each proxy may keep: above the client's
+/// concurrency, so that no proxy churns backend connections (peers.md).
+const POOL: usize = 128;
+
+impl Bench<'_> {
+    /// One terminate route for `*.bench.test` (protocol http, the default)
+    /// to the HTTP backend; the admin API on for `/metrics`.
+    pub(super) fn turnout_http_config(&self, port: u16) -> Result<String> {
+        let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        self.admin.set(Some(admin));
+        Ok(format!(
+            r#"{{
+  "routes": [
+    {{ "name": "h", "match": {{ "ports": {port}, "domains": ["{CERT_NAME}"] }},
+      "action": {{ "type": "forward", "targets": [{{ "host": "{}", "port": {} }}],
+        "tls": {{ "mode": "terminate", "certificate": {{ "cert": {:?}, "key": {:?} }} }} }} }}
+  ],
+  "http": {{ "upstreamMaxIdle": {POOL} }},
+  "admin": {{ "listen": "{admin}" }},
+  "bind": ["127.0.0.1"],
+  "maxConnectionsPerIP": 0,
+  "connectionRateLimitPerMinute": 0,
+  "maxConnections": 0,
+  "gracefulShutdownTimeout": 1000
+}}
+"#,
+            self.http.ip(),
+            self.http.port(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        ))
+    }
+
+    /// `mode http`, TLS as in the terminate scenarios with ALPN http/1.1,
+    /// backend chosen by Host, `http-reuse always` (its idle pool is
+    /// unbounded), keep-alive both sides.
+    pub(super) fn haproxy_http_config(&self, port: u16, nproc: usize) -> Result<String> {
+        let bundle = self.cert_file("bundle.pem")?;
+        let maxconn = self.haproxy_maxconn();
+        let domain = CERT_NAME.trim_start_matches('*');
+        Ok(format!(
+            "global\n  nbthread {nproc}\n  maxconn {maxconn}\n  tune.ssl.cachesize 0\n\
+             defaults\n  mode http\n  maxconn {maxconn}\n  option http-keep-alive\n  timeout connect 5s\n  \
+             timeout client 1h\n  timeout server 1h\n  timeout http-request 10s\n  timeout http-keep-alive 1h\n\
+             frontend https_in\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1 no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n  \
+             option forwardfor\n  http-request set-header X-Forwarded-Proto https\n  \
+             http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  \
+             http-request set-header X-Forwarded-Port %[dst_port]\n  \
+             use_backend plain if {{ req.hdr(host),field(1,:) -m end -i {domain} }}\n\
+             backend plain\n  http-reuse always\n  server s {}\n",
+            bundle.display(),
+            self.http,
+        ))
+    }
+
+    /// `http { server { listen … ssl; location / { proxy_pass } } }` to an
+    /// `upstream` with a keep-alive pool, HTTP/1.1 upstream, the request
+    /// limits per connection raised (both default to 1000), access log off.
+    pub(super) fn nginx_http_config(
+        &self,
+        port: u16,
+        nproc: usize,
+        prefix: &Path,
+    ) -> Result<String> {
+        let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
+        let p = prefix.display();
+        // Debian's compiled-in temp paths (/var/lib/nginx/…) may not exist.
+        let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+            .iter()
+            .map(|t| format!("  {t}_temp_path {p}/{t}_temp;\n"))
+            .collect();
+        Ok(format!(
+            "{}http {{\n  access_log off;\n{temps}  \
+             upstream plain {{\n    server {};\n    keepalive {POOL};\n    keepalive_requests 10000000;\n    keepalive_timeout 1h;\n  }}\n  \
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name {CERT_NAME};\n    \
+             ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets off;\n    ssl_session_cache off;\n    \
+             keepalive_requests 10000000;\n    keepalive_timeout 1h;\n    \
+             location / {{\n      proxy_pass http://plain;\n      proxy_http_version 1.1;\n      \
+             proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n      \
+             proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Forwarded-Proto $scheme;\n      \
+             proxy_set_header X-Forwarded-Host $http_host;\n      proxy_set_header X-Forwarded-Port $server_port;\n    \
+             }}\n  }}\n}}\n",
+            self.nginx_main(nproc, prefix),
+            self.http,
+            cert.display(),
+            key.display(),
+        ))
+    }
+
+    /// `requests` requests over the scenario's keep-alive connections.
+    pub(super) fn https_requests(
+        &self,
+        to: SocketAddr,
+        requests: usize,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut args = vec!["https-keepalive".to_owned()];
+        args.extend(Self::target(to, ECHO));
+        args.extend([
+            "--conns".into(),
+            self.load.http_conns.to_string(),
+            "--requests".into(),
+            requests.to_string(),
+            "--max-secs".into(),
+            "600".into(),
+        ]);
+        self.loadgen(&args)
+    }
+
+    /// The measured run: proxy CPU per 100 000 requests, the backend
+    /// connections it opened, and for Turnout the request hook's share.
+    pub(super) fn https_keepalive(
+        &self,
+        proxy: Proxy,
+        p: &Proc,
+        addr: SocketAddr,
+        f: &mut Figures,
+    ) -> Result<BTreeMap<String, String>> {
+        let pids = p.pids();
+        // Scraped outside the CPU window: the scrape is the proxy's work too.
+        let hook = |admin: Option<SocketAddr>| admin.map(routes_call_time).transpose();
+        let admin = (proxy == Proxy::Turnout)
+            .then(|| self.admin.get())
+            .flatten();
+        let (conns0, hook0) = (backend_conns(self.http)?, hook(admin)?);
+        let before = cpu_secs(&pids, self.ticks);
+        let r = self.https_requests(addr, self.load.http_requests)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu_secs(&pids, self.ticks) - before;
+        let (conns1, hook1) = (backend_conns(self.http)?, hook(admin)?);
+        let ok = num(&r, "ok");
+        f.insert("cpu_s_per_100k".into(), used / ok * 1e5);
+        // The second `/_stats` connection came after the first count.
+        f.insert("backend_conns".into(), conns1 - conns0 - 1.0);
+        f.insert("client_conns".into(), num(&r, "conns_opened"));
+        for k in [
+            "req_per_s",
+            "p50_us",
+            "p99_us",
+            "client_cores",
+            "resumed",
+            "tickets_per_conn",
+        ] {
+            f.insert(k.into(), num(&r, k));
+        }
+        if let (Some((calls0, secs0)), Some((calls1, secs1))) = (hook0, hook1) {
+            let (calls, secs) = (calls1 - calls0, secs1 - secs0);
+            f.insert("hook_us_per_call".into(), secs / calls * 1e6);
+            f.insert("hook_pct".into(), secs / used * 100.0);
+        }
+        Ok(r)
+    }
+}
+
+/// The body of `GET path` on a plain HTTP/1.1 server (Connection: close).
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .with_context(|| format!("GET {path} from {addr}"))?;
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => bail!(
+            "GET {path} from {addr}: {}",
+            text.lines().next().unwrap_or("")
+        ),
+    }
+}
+
+/// Connections the HTTP backend has accepted so far, this call's own
+/// `/_stats` connection included.
+fn backend_conns(backend: SocketAddr) -> Result<f64> {
+    let body = http_get(backend, "/_stats")?;
+    let conns = body
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("conns="))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("backend /_stats said {body:?}"))?;
+    Ok(conns)
+}
+
+/// The `routes` plugin's calls and call time in seconds, from Turnout's
+/// `/metrics` (`…plugin_call_duration_seconds_{count,sum}`; every hook,
+/// so also the few connection-level `route` calls).
+fn routes_call_time(admin: SocketAddr) -> Result<(f64, f64)> {
+    let text = http_get(admin, "/metrics")?;
+    let value = |suffix: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| {
+                l.split('{')
+                    .next()
+                    .is_some_and(|n| n.ends_with(&format!("plugin_call_duration_seconds_{suffix}")))
+                    && l.contains("plugin=\"routes\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no routes plugin_call_duration_seconds_{suffix} in /metrics"))
+    };
+    Ok((value("count")?, value("sum")?))
+}
