@@ -212,30 +212,31 @@ fn protocol_error(s: &Session, e: &(dyn std::error::Error + Send + Sync + 'stati
     Closed::ProtocolError
 }
 
-/// The request's fields for its access-log line, taken before it moves.
+/// The request's fields for its access-log line, taken before it moves:
+/// clones of hyper's shared buffers, no copies.
 pub(crate) struct AccessLog {
     method: http::Method,
-    authority: String,
-    path: String,
+    uri: http::Uri,
+    host: Option<http::HeaderValue>,
 }
 
 impl AccessLog {
-    fn of(req: &Request<Incoming>, _s: &Session) -> Self {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "-".to_owned());
+    fn of(req: &Request<Incoming>) -> Self {
         Self {
             method: req.method().clone(),
-            authority,
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
+            host: req.headers().get(http::header::HOST).cloned(),
+        }
+    }
+
+    fn authority(&self) -> &str {
+        match self.uri.authority() {
+            Some(a) => a.as_str(),
+            None => self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-"),
         }
     }
 
@@ -249,8 +250,10 @@ impl AccessLog {
         duration: Duration,
         outcome: &service::Outcome,
     ) {
-        let domain = domain_of(&self.authority);
-        let route = outcome.route.as_deref().unwrap_or("-");
+        let authority = self.authority();
+        let domain = domain_of(authority);
+        let upstream = outcome.upstream.as_ref().and_then(|p| p.upstream(s));
+        let route = upstream.map_or("-", |u| u.route.as_str());
         s.metrics.request(&RequestRecord {
             domain: &domain,
             route,
@@ -258,18 +261,25 @@ impl AccessLog {
             duration,
             error: outcome.error,
         });
+        if !tracing::enabled!(target: "turnout::access", tracing::Level::INFO) {
+            return;
+        }
+        let target = outcome
+            .upstream
+            .as_ref()
+            .and_then(|p| upstream.and_then(|u| u.targets.get(p.target)));
         tracing::info!(
             target: "turnout::access",
             conn = s.id,
             client = %s.client.ip(),
             method = %self.method,
-            host = %self.authority,
-            path = %self.path,
+            host = %authority,
+            path = %self.uri.path(),
             status,
             bytes,
             duration_ms = duration.as_secs_f64() * 1000.0,
             route,
-            upstream = outcome.upstream.as_deref().unwrap_or("-"),
+            upstream = %target.map_or_else(|| "-".to_owned(), |t| format!("{}:{}", t.host, t.port)),
             error = outcome.error.unwrap_or("-"),
             detail = outcome.detail.as_deref().unwrap_or("-"),
             "request"
@@ -277,8 +287,9 @@ impl AccessLog {
     }
 }
 
-/// The host of an authority, lower-case, without port.
-fn domain_of(authority: &str) -> String {
+/// The host of an authority, lower-case, without port (borrowed when it
+/// already is).
+fn domain_of(authority: &str) -> std::borrow::Cow<'_, str> {
     let host = if authority.starts_with('[') {
         authority.find(']').map_or(authority, |i| &authority[..=i])
     } else {
@@ -287,5 +298,10 @@ fn domain_of(authority: &str) -> String {
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
             .map_or(authority, |(h, _)| h)
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }

@@ -36,11 +36,30 @@ const MAX_URI: usize = 8 * 1024;
 /// What the access log and metrics say about one request.
 #[derive(Default)]
 pub(super) struct Outcome {
-    pub(super) route: Option<Arc<str>>,
-    pub(super) upstream: Option<String>,
+    /// The upstream it went to (its route names the request's).
+    pub(super) upstream: Option<Picked>,
     pub(super) error: Option<&'static str>,
     /// Why, for an upstream failure (the peer and the OS's words).
     pub(super) detail: Option<String>,
+}
+
+/// An upstream a request went to, kept by reference (no copy of its
+/// names per request).
+pub(super) struct Picked {
+    /// The plugin whose interest declares it (`None`: the connection's route).
+    plugin: Option<Arc<LoadedPlugin>>,
+    id: Option<u32>,
+    /// The target that answered (or the first, when none did).
+    pub(super) target: usize,
+}
+
+impl Picked {
+    pub(super) fn upstream<'a>(&'a self, s: &'a Session) -> Option<&'a Upstream> {
+        match (&self.plugin, self.id) {
+            (Some(p), Some(id)) => p.info().interest.upstreams.get(id as usize),
+            _ => s.route.as_ref(),
+        }
+    }
 }
 
 /// The service hyper runs for each request on a client connection.
@@ -51,7 +70,7 @@ pub(super) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let inflight = state.begin(req.version() == Version::HTTP_2);
-    let log = AccessLog::of(&req, &session);
+    let log = AccessLog::of(&req);
     let mut outcome = Outcome::default();
     let mut resp = if state.take_conflicting_framing() {
         // The body's end is ambiguous: answer, then close.
@@ -178,7 +197,11 @@ async fn forward(
         out.error = Some("plugin-failure");
         return error(StatusCode::BAD_GATEWAY);
     };
-    out.route = Some(Arc::from(up.route.as_str()));
+    out.upstream = Some(Picked {
+        plugin: f.upstream.map(|_| plugin.clone()),
+        id: f.upstream,
+        target: 0,
+    });
     let Some(slot) = s.limits.enter(&up.route, up.max_requests) else {
         return error(StatusCode::SERVICE_UNAVAILABLE);
     };
@@ -222,14 +245,15 @@ async fn forward(
     };
     match upstream::send(to, up_req, bodiless).await {
         Ok((resp, i)) => {
-            out.upstream = up.targets.get(i).map(|t| format!("{}:{}", t.host, t.port));
+            if let Some(p) = &mut out.upstream {
+                p.target = i;
+            }
             let mut resp = response(s, plugin, &f, resp);
             // In flight until its body has been sent.
             resp.body_mut().keep(slot);
             resp
         }
         Err(e) => {
-            out.upstream = up.targets.first().map(|t| format!("{}:{}", t.host, t.port));
             let (status, label) = match e {
                 UpError::Refused(why) => {
                     out.detail = Some(why);

@@ -295,7 +295,17 @@ impl HeadScan {
         if !self.active {
             return None;
         }
-        for &b in bytes {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.len >= self.line.len() {
+                // Past the names we look for: skip to the line's end.
+                match bytes[i..].iter().position(|&b| b == b'\n') {
+                    Some(at) => i += at,
+                    None => return None,
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             if b == b'\n' {
                 if self.len == 0 || (self.len == 1 && self.line[0] == b'\r') {
                     self.active = false;
@@ -304,14 +314,12 @@ impl HeadScan {
                 self.len = 0;
                 continue;
             }
-            if self.len < self.line.len() {
-                self.line[self.len] = b.to_ascii_lowercase();
-                self.len += 1;
-                match &self.line[..self.len] {
-                    b"content-length:" => self.content_length = true,
-                    b"transfer-encoding:" => self.transfer_encoding = true,
-                    _ => {}
-                }
+            self.line[self.len] = b.to_ascii_lowercase();
+            self.len += 1;
+            match &self.line[..self.len] {
+                b"content-length:" => self.content_length = true,
+                b"transfer-encoding:" => self.transfer_encoding = true,
+                _ => {}
             }
         }
         None
