@@ -390,3 +390,88 @@ async fn a_drain_finishes_requests_in_flight_and_does_not_wait_for_idle_keep_ali
         "the idle connection was closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_hold_after_slow_responses_and_stalled_clients_free_their_slot() {
+    let up = backend("up", Kind::H1).await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let mut one = route("one", port, "one.test", target(up.addr));
+    one["security"] = json!({ "maxConnections": 1 });
+    let extra =
+        json!({ "http": { "headerTimeout": 300, "idleTimeout": 500, "responseTimeout": 500 } });
+    let app = RunningApp::start_with(&config(json!([one]), extra), ports).await;
+
+    // A response slower than headerTimeout; then idle: closed at idleTimeout.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /sleep/400 HTTP/1.1\r\nHost: one.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let _ = read_to_end(&mut s).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "idle close took {took:?}");
+
+    // A client that stops reading a large response: cut once nothing moves
+    // for the stall time, and the route's only slot is free again.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stalled
+        .write_all(b"GET /bytes/67108864 HTTP/1.1\r\nHost: one.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = curl(&["-H", "Host: one.test", &url(port, "/")]).await;
+    assert_eq!(r.status, 503, "the stalled request holds the slot");
+    let freed = async {
+        loop {
+            if curl(&["-H", "Host: one.test", &url(port, "/")])
+                .await
+                .status
+                == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), freed)
+        .await
+        .expect("the stalled connection is cut and its slot freed");
+    drop(stalled);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_sees_the_host_the_request_was_routed_on() {
+    let (public, admin) = (
+        backend("public", Kind::H1).await,
+        backend("admin", Kind::H1).await,
+    );
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let routes = json!([
+        route("public", port, "public.test", target(public.addr)),
+        route("admin", port, "admin.test", target(admin.addr)),
+    ]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    // Absolute form names public.test; the Host line says admin.test.
+    let answer = raw(
+        port,
+        b"GET http://public.test/x HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains("\"backend\":\"public\""), "{answer}");
+    assert!(answer.contains("\"host\":[\"public.test\"]"), "{answer}");
+    // Two Host lines: refused.
+    let answer = raw(
+        port,
+        b"GET / HTTP/1.1\r\nHost: public.test\r\nHost: admin.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(admin.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    app.stop().await;
+}

@@ -58,7 +58,8 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
 pub(crate) struct Forwarded<'a> {
     /// The client (a trusted PROXY header's, or the peer).
     pub(crate) client: IpAddr,
-    /// The socket peer: only a trusted one may extend `X-Forwarded-For`.
+    /// The previous hop (the client as a trusted PROXY header named it, or
+    /// the socket peer): only a trusted one may extend `X-Forwarded-For`.
     pub(crate) peer: IpAddr,
     pub(crate) trusted: &'a IpList,
     pub(crate) https: bool,
@@ -67,13 +68,18 @@ pub(crate) struct Forwarded<'a> {
     pub(crate) port: u16,
 }
 
-/// Sets `X-Forwarded-For` (appended to when the direct peer is a trusted
+/// Sets `X-Forwarded-For` (appended to when the previous hop is a trusted
 /// proxy, else replaced: a client cannot forge its way into the list),
-/// `-Proto`, `-Host` and `-Port`.
+/// `-Proto`, `-Host` and `-Port` (kept as a trusted proxy sent them: it
+/// knows what its client used).
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
     let client = f.client.to_string();
-    let xff = if f.trusted.matches(f.peer) {
+    let trusted = f.trusted.matches(f.peer);
+    let xff = if trusted {
         let prior: Vec<&str> = headers
             .get_all(&XFF)
             .iter()
@@ -91,17 +97,20 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if f.https { "https" } else { "http" }),
-    );
-    if let Ok(v) = HeaderValue::from_str(f.authority) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    if !(trusted && headers.contains_key(&PROTO)) {
+        headers.insert(
+            PROTO,
+            HeaderValue::from_static(if f.https { "https" } else { "http" }),
+        );
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-port"),
-        HeaderValue::from(f.port),
-    );
+    if !(trusted && headers.contains_key(&HOST))
+        && let Ok(v) = HeaderValue::from_str(f.authority)
+    {
+        headers.insert(HOST, v);
+    }
+    if !(trusted && headers.contains_key(&PORT)) {
+        headers.insert(PORT, HeaderValue::from(f.port));
+    }
 }
 
 /// Applies a plugin's edits in order. Names and values were validated
@@ -186,14 +195,23 @@ mod tests {
         let mut h = map(&[
             ("x-forwarded-for", "198.51.100.1"),
             ("X-Forwarded-For", "192.0.2.7"),
+            ("x-forwarded-proto", "http"),
         ]);
         forwarded("10.0.0.1", &trusted, &mut h);
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.7, 203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http", "a trusted proxy's is kept");
+        assert_eq!(h["x-forwarded-port"], "8443", "and set when it sent none");
 
-        let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "gopher"),
+        ]);
         forwarded("10.0.0.2", &trusted, &mut h);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
-        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["x-forwarded-proto"], "https",
+            "an untrusted client's is replaced"
+        );
         assert_eq!(h["x-forwarded-host"], "example.com:8443");
         assert_eq!(h["x-forwarded-port"], "8443");
     }

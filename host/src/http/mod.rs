@@ -75,9 +75,12 @@ pub enum Closed {
     HeaderTimeout,
     /// `idleTimeout` with no request in flight.
     Idle,
+    /// Requests in flight, and nothing moved on the client socket for the
+    /// longer of `idleTimeout` and `responseTimeout`.
+    Stalled,
     /// The proxy is shutting down.
     Shutdown,
-    /// A protocol error (400/431 answered where HTTP/1.1 allowed one).
+    /// A protocol error (400, 414 or 431, answered by hyper on HTTP/1.1).
     ProtocolError,
 }
 
@@ -88,6 +91,7 @@ impl Closed {
             Closed::Client => "client-closed",
             Closed::HeaderTimeout => "header-timeout",
             Closed::Idle => "idle",
+            Closed::Stalled => "stalled",
             Closed::Shutdown => "shutdown",
             Closed::ProtocolError => "http-protocol-error",
         }
@@ -111,13 +115,15 @@ where
     D: Future<Output = ()>,
     S: Future<Output = ()>,
 {
-    let state = timers::ConnState::new();
+    let state = timers::ConnState::new(session.alpn.as_deref() == Some(b"h2"));
     let config = session.config;
+    let stall = config.idle_timeout.max(config.response_timeout);
     let io = timers::Timed::new(
         io,
         state.clone(),
         config.header_timeout,
         config.idle_timeout,
+        stall,
     );
     let session = Arc::new(session);
     let metrics = session.metrics.clone();
@@ -179,6 +185,7 @@ where
             Closed::HeaderTimeout
         }
         (Some(timers::Expired::Idle), _) => Closed::Idle,
+        (Some(timers::Expired::Stalled), _) => Closed::Stalled,
         (None, Ok(())) => Closed::Client,
         (None, Err(e)) => protocol_error(&session, &*e),
     }
@@ -193,7 +200,11 @@ fn protocol_error(s: &Session, e: &(dyn std::error::Error + Send + Sync + 'stati
     if !h.is_parse() && !h.is_parse_too_large() {
         return Closed::Client;
     }
-    let (status, label) = if h.is_parse_too_large() {
+    // hyper answers 414 or 431 for "too large" and tells them apart only
+    // in its message.
+    let (status, label) = if h.is_parse_too_large() && h.to_string().contains("URI too long") {
+        (414, "uri-too-long")
+    } else if h.is_parse_too_large() {
         (431, "headers-too-large")
     } else {
         (400, "bad-request")

@@ -162,12 +162,12 @@ async fn answer(s: &Session, mut req: Request<Incoming>, out: &mut Outcome) -> R
     }
 }
 
-/// What the host refuses before any plugin sees the request.
+/// What the host refuses before any plugin sees the request. (A head
+/// framed both ways never gets here: hyper drops its `Content-Length`, so
+/// `timers::HeadScan` finds it in the bytes.)
 fn check(req: &Request<Incoming>) -> Option<StatusCode> {
-    let h = req.headers();
-    // Both framings at once is how requests are smuggled past a proxy that
-    // reads one and a backend that reads the other.
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+    // Two Hosts: a plugin would route on one, a backend might serve the other.
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return Some(StatusCode::BAD_REQUEST);
     }
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
@@ -248,7 +248,7 @@ async fn forward(
             if let Some(p) = &mut out.upstream {
                 p.target = i;
             }
-            let mut resp = response(s, plugin, &f, resp);
+            let mut resp = response(s, plugin, &f, resp, out);
             // In flight until its body has been sent.
             resp.body_mut().keep(slot);
             resp
@@ -284,21 +284,26 @@ fn upstream_for<'a>(
     }
 }
 
-/// Hop-by-hop out, `Host` kept (set from `:authority` for HTTP/2
-/// clients), forwarding headers, then the plugin's edits.
+/// Hop-by-hop out, `Host` set to the authority the request was routed on
+/// (the client's `Host`, or the absolute-form / `:authority` one, which
+/// RFC 9112 §3.2.2 says wins — a backend must not see another name than the
+/// one the plugins decided on), forwarding headers, then the plugin's edits.
 fn prepare_request(s: &Session, h: &mut http::HeaderMap, authority: &str, f: &HttpForward) {
     headers::strip_hop_by_hop(h);
     headers::join_cookies(h);
-    if !h.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(authority)
-    {
+    let routed_on = h
+        .get(header::HOST)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(authority.as_bytes()));
+    if !routed_on && let Ok(v) = HeaderValue::from_str(authority) {
         h.insert(header::HOST, v);
     }
     headers::set_forwarded(
         h,
         &Forwarded {
             client: headers::ip(s.client),
-            peer: headers::ip(s.peer),
+            // The previous hop: the client, or what a trusted PROXY header
+            // named (an L4 balancer adds no X-Forwarded-For of its own).
+            peer: headers::ip(s.client),
             trusted: &s.trusted,
             https: s.https,
             authority,
@@ -315,8 +320,13 @@ fn response(
     plugin: &LoadedPlugin,
     f: &HttpForward,
     resp: http::Response<Incoming>,
+    out: &mut Outcome,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // hyper decoded the body as chunked; a length beside it is stale.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::apply(&mut parts.headers, &f.response_edits);
     if let Some(context) = f.context
@@ -329,7 +339,10 @@ fn response(
             Ok(ResponseDecision::Edit(edits)) => headers::apply(&mut parts.headers, &edits),
             Ok(ResponseDecision::Pass) => {}
             Err(_) if plugin.failure_policy() == crate::config::FailurePolicy::Open => {}
-            Err(_) => return error(StatusCode::BAD_GATEWAY),
+            Err(_) => {
+                out.error = Some("plugin-failure");
+                return error(StatusCode::BAD_GATEWAY);
+            }
         }
     }
     Response::from_parts(parts, Body::upstream(body))

@@ -1,13 +1,19 @@
-//! The client connection's two timers, kept under hyper in the stream it
+//! The client connection's timers, kept under hyper in the stream it
 //! reads: `headerTimeout` (a request head must be complete this long after
-//! its first byte, or after accept: 408 and close, against slowloris) and
-//! `idleTimeout` (no request in flight this long: close).
+//! its first byte, or after accept: 408 and close, against slowloris),
+//! `idleTimeout` (no request in flight this long: close), and, while
+//! requests are in flight, a stall timer (no byte either way on the client
+//! socket for the longer of `idleTimeout` and `responseTimeout`: a client
+//! that stops reading, or a body that stops coming, cannot hold the
+//! connection and its route's request slot forever).
 //!
 //! hyper's own header timeout starts when it starts waiting for a head,
 //! idle time included, so it cannot tell a slow head from an idle
 //! keep-alive connection, and it closes without a response; hence these.
 //! The request service marks requests in flight in [`ConnState`]; a
-//! request stays in flight until its response body is sent.
+//! request stays in flight until its response body is sent, and the last
+//! one to finish wakes the connection so the idle timer is armed even if
+//! hyper is not reading.
 
 use std::future::Future;
 use std::io;
@@ -38,20 +44,28 @@ pub(crate) struct ConnState {
     /// The head just read had both `Content-Length` and
     /// `Transfer-Encoding` (see [`HeadScan`]).
     conflicting_framing: AtomicBool,
+    /// The connection's task, woken when the last request in flight ends.
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
 impl ConnState {
-    pub(crate) fn new() -> Arc<Self> {
+    /// `h2`: the connection speaks HTTP/2 from the start (ALPN).
+    pub(crate) fn new(h2: bool) -> Arc<Self> {
         Arc::new(Self {
             started: Instant::now(),
             inflight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
             finished: AtomicU64::new(0),
-            h2: AtomicBool::new(false),
+            h2: AtomicBool::new(h2),
             expired: std::sync::atomic::AtomicU8::new(0),
             conflicting_framing: AtomicBool::new(false),
+            waker: std::sync::Mutex::new(None),
         })
+    }
+
+    fn lock_waker(&self) -> std::sync::MutexGuard<'_, Option<std::task::Waker>> {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the request whose head was just read framed its body both
@@ -65,6 +79,7 @@ impl ConnState {
         match self.expired.load(Ordering::Relaxed) {
             1 => Some(Expired::Head),
             2 => Some(Expired::Idle),
+            3 => Some(Expired::Stalled),
             _ => None,
         }
     }
@@ -94,7 +109,12 @@ impl Drop for InFlight {
         let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.0.idle_since_ms.store(ms, Ordering::Relaxed);
         self.0.finished.fetch_add(1, Ordering::Relaxed);
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(w) = self.0.lock_waker().take()
+        {
+            // hyper may not read again on its own: the idle timer needs a poll.
+            w.wake();
+        }
     }
 }
 
@@ -105,6 +125,8 @@ pub(crate) enum Expired {
     Head,
     /// No request for `idleTimeout`.
     Idle,
+    /// Requests in flight, and no byte either way for the stall time.
+    Stalled,
 }
 
 /// The client stream with the timers.
@@ -113,6 +135,9 @@ pub(crate) struct Timed<S> {
     state: Arc<ConnState>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    stall_timeout: Duration,
+    /// The last byte read or written on the client socket.
+    progress: Instant,
     sleep: Pin<Box<Sleep>>,
     /// The idle period the fields below belong to.
     seen_period: u64,
@@ -123,12 +148,22 @@ pub(crate) struct Timed<S> {
 }
 
 impl<S> Timed<S> {
-    pub(crate) fn new(io: S, state: Arc<ConnState>, header: Duration, idle: Duration) -> Self {
+    /// `stall`: how long requests in flight may go without a byte either
+    /// way on the client socket.
+    pub(crate) fn new(
+        io: S,
+        state: Arc<ConnState>,
+        header: Duration,
+        idle: Duration,
+        stall: Duration,
+    ) -> Self {
         Self {
             io,
             state,
             header_timeout: header,
             idle_timeout: idle,
+            stall_timeout: stall,
+            progress: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(header)),
             seen_period: 0,
             head_started: None,
@@ -137,11 +172,10 @@ impl<S> Timed<S> {
         }
     }
 
-    /// The deadline now, and what it is for; `None` while a request is in
-    /// flight (the service's `responseTimeout` covers those).
-    fn deadline(&mut self) -> Option<(Instant, Expired)> {
+    /// The deadline now, and what it is for.
+    fn deadline(&mut self) -> (Instant, Expired) {
         if self.state.inflight.load(Ordering::Acquire) > 0 {
-            return None;
+            return (self.progress + self.stall_timeout, Expired::Stalled);
         }
         let period = self.state.finished.load(Ordering::Relaxed);
         if period != self.seen_period {
@@ -151,16 +185,16 @@ impl<S> Timed<S> {
         let since = self.state.idle_since_ms.load(Ordering::Relaxed);
         let idle_start = self.state.started + Duration::from_millis(since);
         if self.state.h2.load(Ordering::Relaxed) {
-            return Some((idle_start + self.idle_timeout, Expired::Idle));
+            return (idle_start + self.idle_timeout, Expired::Idle);
         }
         if self.state.served() == 0 {
             // The first head is timed from accept: a client that sends
             // nothing, or trickles, is held to the head timeout.
-            return Some((self.state.started + self.header_timeout, Expired::Head));
+            return (self.state.started + self.header_timeout, Expired::Head);
         }
         match self.head_started {
-            Some(t) => Some((t + self.header_timeout, Expired::Head)),
-            None => Some((idle_start + self.idle_timeout, Expired::Idle)),
+            Some(t) => (t + self.header_timeout, Expired::Head),
+            None => (idle_start + self.idle_timeout, Expired::Idle),
         }
     }
 }
@@ -181,51 +215,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Timed<S> {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before && !this.state.h2.load(Ordering::Relaxed) {
-            let period = this.state.finished.load(Ordering::Relaxed);
-            if this.state.inflight.load(Ordering::Acquire) == 0 && period != this.scan.period {
-                // A new idle period: the next bytes start a head.
-                this.scan = HeadScan::new();
-                this.scan.period = period;
-            }
-            if this.scan.feed(&buf.filled()[before..]) == Some(true) {
-                this.state
-                    .conflicting_framing
-                    .store(true, Ordering::Release);
-            }
-        }
-        if buf.filled().len() > before
-            && this.head_started.is_none()
-            && this.state.inflight.load(Ordering::Acquire) == 0
-        {
-            // Bytes of a new head (or, before the first request, of the
-            // first): its clock starts now.
-            let _ = this.deadline();
-            this.head_started = Some(Instant::now());
+        if buf.filled().len() > before {
+            this.progress = Instant::now();
+            this.saw(&buf.filled()[before..]);
         }
         if polled.is_ready() {
             return polled;
         }
-        let Some((at, kind)) = this.deadline() else {
-            return Poll::Pending;
-        };
-        if this.sleep.deadline() != at {
+        *this.state.lock_waker() = Some(cx.waker().clone());
+        // The timer is moved earlier at once, later only when it fires
+        // (progress on a busy connection would otherwise reset it on every
+        // read and write).
+        let (at, _) = this.deadline();
+        if at < this.sleep.deadline() {
             this.sleep.as_mut().reset(at);
         }
-        if this.sleep.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        loop {
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let (at, kind) = this.deadline();
+            if at > Instant::now() {
+                this.sleep.as_mut().reset(at);
+                continue;
+            }
+            this.expire(cx, kind);
+            // End of stream: hyper closes the connection.
+            return Poll::Ready(Ok(()));
         }
-        this.done = true;
-        let code = if kind == Expired::Head { 1 } else { 2 };
-        this.state.expired.store(code, Ordering::Relaxed);
-        if kind == Expired::Head && !this.state.h2.load(Ordering::Relaxed) {
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Timed<S> {
+    /// What the bytes just read say: HTTP/2's preface, the start of a head
+    /// (its clock), a head framed both ways.
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.state.served() == 0 && bytes.starts_with(b"PRI * HTTP/2.0") {
+            // h2c with prior knowledge: multiplexed, only the idle timer.
+            self.state.h2.store(true, Ordering::Relaxed);
+        }
+        if self.state.h2.load(Ordering::Relaxed) {
+            return;
+        }
+        let idle = self.state.inflight.load(Ordering::Acquire) == 0;
+        let period = self.state.finished.load(Ordering::Relaxed);
+        if idle && period != self.scan.period {
+            // A new idle period: the next bytes start a head.
+            self.scan = HeadScan::new();
+            self.scan.period = period;
+        }
+        if self.scan.feed(bytes) == Some(true) {
+            self.state
+                .conflicting_framing
+                .store(true, Ordering::Release);
+        }
+        if idle && self.head_started.is_none() {
+            // Bytes of a new head (or, before the first request, of the
+            // first): its clock starts now.
+            let _ = self.deadline();
+            self.head_started = Some(Instant::now());
+        }
+    }
+
+    /// Ends the connection for `kind`: a 408 first when a head timed out
+    /// on HTTP/1.1.
+    fn expire(&mut self, cx: &mut Context<'_>, kind: Expired) {
+        self.done = true;
+        let code = match kind {
+            Expired::Head => 1,
+            Expired::Idle => 2,
+            Expired::Stalled => 3,
+        };
+        self.state.expired.store(code, Ordering::Relaxed);
+        if kind == Expired::Head && !self.state.h2.load(Ordering::Relaxed) {
             // Best effort, once: a client too slow to send its head may
             // well be too slow to read this, and must not hold us up.
-            let _ = Pin::new(&mut this.io).poll_write(cx, REQUEST_TIMEOUT);
-            let _ = Pin::new(&mut this.io).poll_flush(cx);
+            let _ = Pin::new(&mut self.io).poll_write(cx, REQUEST_TIMEOUT);
+            let _ = Pin::new(&mut self.io).poll_flush(cx);
         }
-        // End of stream: hyper closes the connection.
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -235,7 +302,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        if self.done {
+            // A timer ended the connection: nothing more goes out.
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.progress = Instant::now();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -251,7 +326,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        if self.done {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.progress = Instant::now();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -33,8 +33,9 @@ pub enum Requested {
 #[derive(Debug)]
 pub struct HeadSlots<'a> {
     head: RequestHead,
-    /// The plugin the slots were last filled for.
-    filled_for: Option<&'a [HeaderName]>,
+    /// The declared names the slots were last filled for (by address).
+    filled_for: Option<(usize, usize)>,
+    _names: std::marker::PhantomData<&'a ()>,
 }
 
 impl HeadSlots<'_> {
@@ -43,6 +44,7 @@ impl HeadSlots<'_> {
         Self {
             head,
             filled_for: None,
+            _names: std::marker::PhantomData,
         }
     }
 
@@ -53,8 +55,10 @@ impl HeadSlots<'_> {
         headers: &HeaderMap,
     ) -> &RequestHead {
         let names = plugin.request_slots();
-        if self.filled_for.is_none_or(|f| f != names) {
+        let key = (names.as_ptr() as usize, names.len());
+        if self.filled_for != Some(key) {
             self.head.headers = fill(names, headers);
+            self.filled_for = Some(key);
         }
         &self.head
     }

@@ -37,7 +37,7 @@ pub(crate) struct Pending {
     deadline: Instant,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-    pub(crate) via_proxy: bool,
+    via_proxy: bool,
     tls_port: bool,
     inherited: socket::Inherited,
     /// Client bytes read and not yet forwarded.

@@ -126,6 +126,12 @@ pub(crate) fn request(d: &RequestDecision, upstreams: usize) -> Result<(), Strin
             if r.location.is_empty() {
                 return Err("redirect location is empty".into());
             }
+            if !r.location.is_ascii() {
+                return Err(format!(
+                    "redirect location {:?} is not ASCII (percent-encode it)",
+                    r.location
+                ));
+            }
             // `short` refuses every control character, CR, LF and NUL among them.
             short("redirect location", &r.location, MAX_LOCATION)
         }

@@ -148,7 +148,14 @@ fn response_status_is_a_final_one() {
 
 #[test]
 fn redirects_need_a_clean_location_and_a_redirect_status() {
-    for location in ["", "https://a/\r\nSet-Cookie: x", "/a\nb", "/a\0", "/a\x7f"] {
+    for location in [
+        "",
+        "https://a/\r\nSet-Cookie: x",
+        "/a\nb",
+        "/a\0",
+        "/a\x7f",
+        "/é",
+    ] {
         let e = refused(redirect(location, 302));
         assert!(e.contains("redirect location"), "{location:?}: {e}");
     }
