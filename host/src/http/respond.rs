@@ -131,7 +131,7 @@ pub(crate) fn plain(status: StatusCode) -> Response<Body> {
 /// something failed, by status.
 pub(crate) fn error_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 => "bad-request",
+        400 | 405 => "bad-request",
         404 => "no-route",
         408 => "header-timeout",
         413 => "body-too-large",

@@ -170,6 +170,11 @@ fn check(req: &Request<Incoming>) -> Option<StatusCode> {
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return Some(StatusCode::BAD_REQUEST);
     }
+    // A reverse proxy opens no tunnels (WebSocket over HTTP/2 aside, which
+    // is not proxied yet).
+    if req.method() == http::Method::CONNECT {
+        return Some(StatusCode::METHOD_NOT_ALLOWED);
+    }
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
         return Some(StatusCode::URI_TOO_LONG);
     }
@@ -205,14 +210,7 @@ async fn forward(
     let Some(slot) = s.limits.enter(&up.route, up.max_requests) else {
         return error(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let (Some(max), Some(len)) = (up.max_body, declared)
-        && len > max
-    {
+    if over_limit(&req, up.max_body) {
         return error(StatusCode::PAYLOAD_TOO_LARGE);
     }
     let path = f.path.clone().unwrap_or_else(|| {
@@ -223,13 +221,7 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let bodiless = hyper::body::Body::is_end_stream(&body);
     prepare_request(s, &mut parts.headers, authority, &f);
-    let body: UpBody = match up.max_body {
-        Some(max) => {
-            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
-        }
-        None => body.map_err(Into::into).boxed(),
-    };
-    let mut up_req = Request::from_parts(parts, body);
+    let mut up_req = Request::from_parts(parts, limited(body, up.max_body));
     *up_req.version_mut() = Version::HTTP_11;
     // A re-encrypting route's own verification (its CA, `verify: false`,
     // `serverName`); other TLS upstreams verify against the system's roots.
@@ -253,22 +245,46 @@ async fn forward(
             resp.body_mut().keep(slot);
             resp
         }
-        Err(e) => {
-            let (status, label) = match e {
-                UpError::Refused(why) => {
-                    out.detail = Some(why);
-                    (StatusCode::BAD_GATEWAY, "upstream-refused")
-                }
-                UpError::Reset(why) => {
-                    out.detail = Some(why);
-                    (StatusCode::BAD_GATEWAY, "upstream-reset")
-                }
-                UpError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
-                UpError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
-            };
-            out.error = Some(label);
-            error(status)
+        Err(e) => upstream_failed(e, out),
+    }
+}
+
+/// The proxy's answer when an upstream did not answer, with the reason
+/// (and the peer's words) for the log.
+fn upstream_failed(e: UpError, out: &mut Outcome) -> Response<Body> {
+    let (status, label) = match e {
+        UpError::Refused(why) => {
+            out.detail = Some(why);
+            (StatusCode::BAD_GATEWAY, "upstream-refused")
         }
+        UpError::Reset(why) => {
+            out.detail = Some(why);
+            (StatusCode::BAD_GATEWAY, "upstream-reset")
+        }
+        UpError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+        UpError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
+    };
+    out.error = Some(label);
+    error(status)
+}
+
+/// A declared `Content-Length` past the route's body limit.
+fn over_limit(req: &Request<Incoming>, max: Option<u64>) -> bool {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    matches!((max, declared), (Some(max), Some(len)) if len > max)
+}
+
+/// The body upstream, cut (as an error) past the route's limit.
+fn limited(body: Incoming, max: Option<u64>) -> UpBody {
+    match max {
+        Some(max) => {
+            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
+        }
+        None => body.map_err(Into::into).boxed(),
     }
 }
 
@@ -348,6 +364,9 @@ fn response(
     Response::from_parts(parts, Body::upstream(body))
 }
 
+/// Limited routes remembered before the idle ones are forgotten.
+const ROUTES_KEPT: usize = 1024;
+
 /// Requests in flight per route, for `max-requests` (503 past it).
 #[derive(Debug, Default)]
 pub struct RouteRequests {
@@ -373,16 +392,24 @@ impl RouteRequests {
         }
         let counter = {
             let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            match routes.get(route) {
+            let counter = match routes.get(route) {
                 Some(c) => c.clone(),
-                None => routes.entry(route.to_owned()).or_default().clone(),
+                None => {
+                    if routes.len() >= ROUTES_KEPT {
+                        // Routes come and go with reloads: forget the idle.
+                        routes.retain(|_, n| n.load(Ordering::Acquire) > 0);
+                    }
+                    routes.entry(route.to_owned()).or_default().clone()
+                }
+            };
+            // Counted under the lock: a counter being pruned has no holder.
+            let prior = counter.fetch_add(1, Ordering::AcqRel);
+            if prior >= max {
+                counter.fetch_sub(1, Ordering::AcqRel);
+                return None;
             }
+            counter
         };
-        let prior = counter.fetch_add(1, Ordering::AcqRel);
-        if prior >= max {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
         Some(Slot(Some(counter)))
     }
 }

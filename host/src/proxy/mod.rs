@@ -316,14 +316,17 @@ async fn accept_loop(
 }
 
 /// Every port the chain's plugins declare, and whether it is a TLS port
-/// (declared in any plugin's `tls-ports`).
+/// (declared in any plugin's `tls-ports` or `http-ports`).
 pub fn declared_ports(chain: &Chain) -> BTreeMap<u16, bool> {
     let mut ports: BTreeMap<u16, bool> = BTreeMap::new();
     for p in chain.plugins() {
         let info = p.info();
         for r in &info.listen {
             for port in r.from..=r.to {
-                let tls = info.tls_ports.iter().any(|t| t.contains(port));
+                // An HTTP port is read first too: a TLS record there goes
+                // the TLS way (a plugin need not declare it twice).
+                let tls = info.tls_ports.iter().any(|t| t.contains(port))
+                    || info.http_ports.iter().any(|t| t.contains(port));
                 *ports.entry(port).or_default() |= tls;
             }
         }
