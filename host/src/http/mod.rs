@@ -17,6 +17,7 @@ mod headers;
 mod respond;
 mod service;
 mod timers;
+mod upgrade;
 mod upstream;
 
 use std::future::Future;
@@ -64,6 +65,9 @@ pub struct Session {
     /// The connection's route (terminated TLS): where a forward without an
     /// upstream id goes.
     pub route: Option<Upstream>,
+    /// An upgraded (WebSocket) connection closes after this long with no
+    /// byte either way: the connection policy's inactivity timeout.
+    pub upgrade_idle: Option<Duration>,
 }
 
 /// How an HTTP connection ended.
@@ -80,6 +84,8 @@ pub enum Closed {
     Stalled,
     /// The proxy is shutting down.
     Shutdown,
+    /// Upgraded (WebSocket), and the relay ended.
+    Upgraded,
     /// A protocol error (400, 414 or 431, answered by hyper on HTTP/1.1).
     ProtocolError,
 }
@@ -92,6 +98,7 @@ impl Closed {
             Closed::HeaderTimeout => "header-timeout",
             Closed::Idle => "idle",
             Closed::Stalled => "stalled",
+            Closed::Upgraded => "upgraded-closed",
             Closed::Shutdown => "shutdown",
             Closed::ProtocolError => "http-protocol-error",
         }
@@ -154,7 +161,7 @@ where
         Some(_) => builder.http1_only(),
         None => builder,
     };
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let (draining, stop) = (ends.draining, ends.stop);
     tokio::pin!(draining);
@@ -168,9 +175,24 @@ where
                 _ = conn.as_mut() => {}
                 () = &mut stop => {}
             }
+            if let Some(relay) = state.take_relay() {
+                relay.abort();
+            }
             return Closed::Shutdown;
         }
     };
+    if let Some(relay) = state.take_relay() {
+        // Upgraded: the connection lives on in its relay, until it ends or
+        // the drain time is over.
+        tokio::pin!(relay);
+        tokio::select! {
+            _ = &mut relay => return Closed::Upgraded,
+            () = &mut stop => {
+                relay.abort();
+                return Closed::Shutdown;
+            }
+        }
+    }
     match (state.expired(), result) {
         (Some(timers::Expired::Head), _) => {
             metrics.request(&RequestRecord {

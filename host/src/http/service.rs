@@ -26,6 +26,7 @@ use turnout_plugin_sdk::{
 use super::headers::{self, Forwarded};
 use super::respond::{Body, error_label, plain};
 use super::timers::ConnState;
+use super::upgrade;
 use super::upstream::{self, UpBody, UpError};
 use super::{AccessLog, Session};
 use crate::plugins::{HeadSlots, LoadedPlugin, Requested};
@@ -79,7 +80,7 @@ pub(super) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         r
     } else {
-        answer(&session, req, &mut outcome).await
+        answer(&session, &state, req, &mut outcome).await
     };
     if outcome.error.is_none() && is_proxy_error(&resp) {
         outcome.error = Some(error_label(resp.status()));
@@ -107,7 +108,12 @@ fn error(status: StatusCode) -> Response<Body> {
     r
 }
 
-async fn answer(s: &Session, mut req: Request<Incoming>, out: &mut Outcome) -> Response<Body> {
+async fn answer(
+    s: &Session,
+    state: &Arc<ConnState>,
+    mut req: Request<Incoming>,
+    out: &mut Outcome,
+) -> Response<Body> {
     if let Some(status) = check(&req) {
         return error(status);
     }
@@ -157,7 +163,14 @@ async fn answer(s: &Session, mut req: Request<Incoming>, out: &mut Outcome) -> R
                 }
                 resp
             }
-            RequestDecision::Forward(f) => forward(s, &plugin, f, req, &authority, out).await,
+            RequestDecision::Forward(f) => {
+                let to = Forwarding {
+                    plugin: &plugin,
+                    authority: &authority,
+                    state,
+                };
+                forward(s, to, f, req, out).await
+            }
         },
     }
 }
@@ -190,14 +203,29 @@ fn authority(req: &Request<Incoming>) -> Option<String> {
     (!host.is_empty() && !host.bytes().any(|b| b <= b' ')).then(|| host.to_ascii_lowercase())
 }
 
+/// Where a forwarded request came from, beside the session.
+struct Forwarding<'a> {
+    plugin: &'a Arc<LoadedPlugin>,
+    /// The authority it was routed on.
+    authority: &'a str,
+    state: &'a Arc<ConnState>,
+}
+
 async fn forward(
     s: &Session,
-    plugin: &Arc<LoadedPlugin>,
+    to: Forwarding<'_>,
     f: HttpForward,
-    req: Request<Incoming>,
-    authority: &str,
+    mut req: Request<Incoming>,
     out: &mut Outcome,
 ) -> Response<Body> {
+    let Forwarding {
+        plugin,
+        authority,
+        state,
+    } = to;
+    // An upgrade (WebSocket) keeps its handshake headers for this hop.
+    let upgrade = upgrade::requested(&req);
+    let on_client = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let Some(up) = upstream_for(s, plugin, f.upstream) else {
         out.error = Some("plugin-failure");
         return error(StatusCode::BAD_GATEWAY);
@@ -221,6 +249,9 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let bodiless = hyper::body::Body::is_end_stream(&body);
     prepare_request(s, &mut parts.headers, authority, &f);
+    if let Some(protocol) = &upgrade {
+        upgrade::restore(&mut parts.headers, protocol);
+    }
     let mut up_req = Request::from_parts(parts, limited(body, up.max_body));
     *up_req.version_mut() = Version::HTTP_11;
     // A re-encrypting route's own verification (its CA, `verify: false`,
@@ -234,11 +265,17 @@ async fn forward(
         config: &s.config,
         connect_timeout: s.connect_timeout,
         metrics: &s.metrics,
+        force_h1: upgrade.is_some(),
     };
     match upstream::send(to, up_req, bodiless).await {
-        Ok((resp, i)) => {
+        Ok((mut resp, i)) => {
             if let Some(p) = &mut out.upstream {
                 p.target = i;
+            }
+            if let (Some(protocol), Some(on_client)) = (&upgrade, on_client)
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                return switch(s, state, protocol, on_client, &mut resp);
             }
             let mut resp = response(s, plugin, &f, resp, out);
             // In flight until its body has been sent.
@@ -247,6 +284,25 @@ async fn forward(
         }
         Err(e) => upstream_failed(e, out),
     }
+}
+
+/// The upstream switched protocols: the 101 goes to the client, and the
+/// two connections are relayed once both have upgraded.
+fn switch(
+    s: &Session,
+    state: &Arc<ConnState>,
+    protocol: &HeaderValue,
+    on_client: hyper::upgrade::OnUpgrade,
+    resp: &mut http::Response<Incoming>,
+) -> Response<Body> {
+    let headers = upgrade::switching(resp, protocol);
+    let on_upstream = hyper::upgrade::on(resp);
+    let relay = upgrade::relay(on_client, on_upstream, s.upgrade_idle, s.id);
+    state.upgraded(tokio::spawn(relay));
+    let mut r = Response::new(Body::full(bytes::Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *r.headers_mut() = headers;
+    r
 }
 
 /// The proxy's answer when an upstream did not answer, with the reason

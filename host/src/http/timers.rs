@@ -46,6 +46,10 @@ pub(crate) struct ConnState {
     conflicting_framing: AtomicBool,
     /// The connection's task, woken when the last request in flight ends.
     waker: std::sync::Mutex<Option<std::task::Waker>>,
+    /// Upgraded (101): the HTTP timers stop; the relay has its own.
+    upgraded: AtomicBool,
+    /// The upgraded connection's relay, which the connection waits for.
+    relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl ConnState {
@@ -61,7 +65,20 @@ impl ConnState {
             expired: std::sync::atomic::AtomicU8::new(0),
             conflicting_framing: AtomicBool::new(false),
             waker: std::sync::Mutex::new(None),
+            upgraded: AtomicBool::new(false),
+            relay: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The connection was upgraded; `relay` moves its bytes from now on.
+    pub(crate) fn upgraded(&self, relay: tokio::task::JoinHandle<()>) {
+        self.upgraded.store(true, Ordering::Release);
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
+    }
+
+    /// The upgraded connection's relay, if there is one.
+    pub(crate) fn take_relay(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.relay.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn lock_waker(&self) -> std::sync::MutexGuard<'_, Option<std::task::Waker>> {
@@ -174,6 +191,10 @@ impl<S> Timed<S> {
 
     /// The deadline now, and what it is for.
     fn deadline(&mut self) -> (Instant, Expired) {
+        if self.state.upgraded.load(Ordering::Acquire) {
+            // Not HTTP any more: the relay's inactivity timer applies.
+            return (Instant::now() + UPGRADED, Expired::Idle);
+        }
         if self.state.inflight.load(Ordering::Acquire) > 0 {
             return (self.progress + self.stall_timeout, Expired::Stalled);
         }
@@ -198,6 +219,10 @@ impl<S> Timed<S> {
         }
     }
 }
+
+/// How far the HTTP timers look ahead on an upgraded connection (they are
+/// re-checked, and pushed out again, whenever this passes).
+const UPGRADED: Duration = Duration::from_secs(3600);
 
 /// Sent when a head does not complete in time (HTTP/1.1 only; nothing is
 /// written to an HTTP/2 client mid-frame).

@@ -64,6 +64,8 @@ pub(crate) struct Outbound<'a> {
     pub(crate) config: &'a HttpConfig,
     pub(crate) connect_timeout: Duration,
     pub(crate) metrics: &'a Arc<Metrics>,
+    /// HTTP/1.1 whatever the upstream's protocol (an upgrade).
+    pub(crate) force_h1: bool,
 }
 
 /// Sends `req` (its URI is rewritten per target) and waits for the head.
@@ -181,6 +183,7 @@ struct Builder {
 /// showed in profiles.)
 fn dispatch(to: &Outbound<'_>, req: Request<UpBody>) -> hyper_util::client::legacy::ResponseFuture {
     let i = match to.upstream.protocol {
+        _ if to.force_h1 => 1,
         BackendProtocol::Auto => 0,
         BackendProtocol::Http1 => 1,
         BackendProtocol::Http2 => 2,

@@ -21,6 +21,9 @@ pub(super) struct HttpConn {
     pub(super) https: bool,
     pub(super) alpn: Option<Vec<u8>>,
     pub(super) route: Option<Upstream>,
+    /// The connection policy's inactivity timeout, for upgraded
+    /// (WebSocket) connections.
+    pub(super) upgrade_idle: Option<std::time::Duration>,
 }
 
 /// A plaintext client on an HTTP port: the bytes the peek read are replayed
@@ -31,12 +34,16 @@ pub(super) async fn plain(pending: Pending) {
     // The peeked bytes crossed the client socket: they count as "in", once.
     held.meter.traffic().count_in(peeked.len() as u64);
     let io = Metered::new(Prefixed::new(peeked, stream), held.meter.traffic_handle());
+    // No route, so no `policy` answer: the host's default policy.
+    let settings = held.proxy.settings.load();
+    let upgrade_idle = super::relay::Timers::from_policy(&settings.policy_for(false)).inactivity;
     let conn = HttpConn {
         local,
         peer,
         https: false,
         alpn: None,
         route: None,
+        upgrade_idle,
     };
     run(io, conn, held).await;
 }
@@ -65,6 +72,7 @@ where
         https: conn.https,
         alpn: conn.alpn,
         route: conn.route,
+        upgrade_idle: conn.upgrade_idle,
     };
     let (mut draining, mut stop) = (proxy.draining.subscribe(), proxy.stop.subscribe());
     let ends = http::Ends {

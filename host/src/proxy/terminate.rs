@@ -248,6 +248,7 @@ impl Terminated {
                 https: true,
                 alpn: Some(alpn.unwrap_or_else(|| b"http/1.1".to_vec())),
                 route: Some(upstream),
+                upgrade_idle: self.timers.inactivity,
             };
             let _slot = self._slot;
             return super::serve_http::run(self.client, conn, self.held).await;
