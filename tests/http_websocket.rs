@@ -103,3 +103,44 @@ async fn websockets_are_relayed_and_live_by_the_connection_policy() {
     settled(&app).await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_on_a_terminated_route_are_relayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = turnout_tests::pki::Ca::new("WS CA");
+    let backend = echo_server().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let cert = turnout_tests::tls::files(dir.path(), "ws", &ca.leaf(&["ws.test"]));
+    let routes = json!([{ "name": "wss", "match": { "ports": port, "domains": "ws.test" },
+        "action": { "type": "forward", "targets": target(backend),
+                    "tls": { "mode": "terminate", "certificate": cert } } }]);
+    let app = RunningApp::start_with(&config(routes, json!({})), ports).await;
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let tls = turnout_tests::tls::connect(proxy, "ws.test", ca.client(&["http/1.1"]))
+        .await
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://ws.test/", tls)
+        .await
+        .expect("the upgrade goes through over TLS");
+    assert_eq!(resp.status(), 101);
+    for i in 0..100 {
+        let text = format!("message {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+    }
+    // The client's close comes back from the backend.
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+    .await
+    .unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close echoed, got {other:?}"),
+    }
+    drop(ws);
+    settled(&app).await;
+    app.stop().await;
+}
