@@ -133,34 +133,12 @@ where
         stall,
     );
     let session = Arc::new(session);
-    let metrics = session.metrics.clone();
     let s = session.clone();
     let st = state.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         service::handle(s.clone(), st.clone(), req)
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Ours (`timers`): hyper's cannot tell a slow head from idle time.
-        .header_read_timeout(None)
-        .max_buf_size(config.max_header_size)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
-        // Rapid reset (CVE-2023-44487): streams a client opens and cancels
-        // before they are served count here; past it, GOAWAY.
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
-    let builder = match session.alpn.as_deref() {
-        Some(b"h2") => builder.http2_only(),
-        Some(_) => builder.http1_only(),
-        None => builder,
-    };
+    let builder = builder(&config, session.alpn.as_deref());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let (draining, stop) = (ends.draining, ends.stop);
@@ -193,13 +171,49 @@ where
             }
         }
     }
+    ended(&session, &state, result)
+}
+
+/// The server: hyper-util's auto (HTTP/1.1 and HTTP/2, or the one ALPN
+/// chose) with our limits.
+fn builder(config: &HttpConfig, alpn: Option<&[u8]>) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Ours (`timers`): hyper's cannot tell a slow head from idle time.
+        .header_read_timeout(None)
+        .max_buf_size(config.max_header_size)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels
+        // before they are served count here; past it, GOAWAY.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    match alpn {
+        Some(b"h2") => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None => builder,
+    }
+}
+
+/// How a connection that hyper finished with ended, counted and logged.
+fn ended(
+    session: &Session,
+    state: &timers::ConnState,
+    result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+) -> Closed {
     match (state.expired(), result) {
         (Some(timers::Expired::Head), _) => {
-            metrics.request(&RequestRecord {
+            session.metrics.request(&RequestRecord {
                 domain: "-",
                 route: "-",
                 status: 408,
-                duration: config.header_timeout,
+                duration: session.config.header_timeout,
                 error: Some("header-timeout"),
             });
             tracing::info!(conn = session.id, client = %session.client, status = 408,
@@ -209,7 +223,7 @@ where
         (Some(timers::Expired::Idle), _) => Closed::Idle,
         (Some(timers::Expired::Stalled), _) => Closed::Stalled,
         (None, Ok(())) => Closed::Client,
-        (None, Err(e)) => protocol_error(&session, &*e),
+        (None, Err(e)) => protocol_error(session, &*e),
     }
 }
 
