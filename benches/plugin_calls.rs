@@ -18,10 +18,11 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use turnout::plugins::{Admission, Chain, FailurePolicy, LoadedPlugin, Runtime, RuntimeConfig};
+use turnout_benches::plugin_bench::{embedded, percentiles};
 use turnout_plugin_sdk::testing::{FakeHost, peer, tls_conn};
 use turnout_plugin_sdk::{Connection, Peer, RouteDecision};
 use turnout_tests::guest_bytes;
@@ -48,11 +49,7 @@ fn routes_plugin(n: usize) -> Arc<LoadedPlugin> {
         })
         .collect();
     let config = format!(r#"{{"routes":[{}]}}"#, routes.join(","));
-    let bytes = turnout::plugins::embedded()
-        .into_iter()
-        .find(|p| p.name == "routes")
-        .expect("routes is embedded")
-        .bytes;
+    let bytes = embedded("routes");
     load(RuntimeConfig::default(), "routes", bytes, &config)
 }
 
@@ -82,11 +79,7 @@ fn guard_chain(n: usize) -> Chain {
         r#"{{"maxConnectionsPerIP":100{}}}"#,
         lists.unwrap_or_default()
     );
-    let bytes = turnout::plugins::embedded()
-        .into_iter()
-        .find(|p| p.name == "guard")
-        .expect("guard is embedded")
-        .bytes;
+    let bytes = embedded("guard");
     Chain::new(vec![load(
         RuntimeConfig::default(),
         "guard",
@@ -130,27 +123,6 @@ fn route(p: &LoadedPlugin, conn: &Connection) {
         }
         other => panic!("unexpected {other:?}"),
     }
-}
-
-/// Times `n` calls one by one and prints p50 / p99.
-fn percentiles(name: &str, n: usize, mut f: impl FnMut()) {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    println!(
-        "{name:<44} p50 {:>9.2?}  p99 {:>9.2?}  (n = {n}, one-by-one timing)",
-        at(0.50),
-        at(0.99)
-    );
 }
 
 fn benches(c: &mut Criterion) {

@@ -31,13 +31,14 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
 use turnout::plugins::{
     Chain, FailurePolicy, HeadSlots, LoadedPlugin, Requested, Runtime, RuntimeConfig,
 };
+use turnout_benches::plugin_bench::{embedded, percentiles};
 use turnout_plugin_sdk::testing::FakeHost;
 use turnout_plugin_sdk::{Method, RequestDecision, RequestHead, Scheme};
 
@@ -55,12 +56,7 @@ fn routes_config() -> String {
 }
 
 fn load(rt: &Arc<Runtime>, name: &str, config: &str) -> Arc<LoadedPlugin> {
-    let bytes = turnout::plugins::embedded()
-        .into_iter()
-        .find(|p| p.name == name)
-        .unwrap_or_else(|| panic!("{name} is embedded"))
-        .bytes;
-    load_bytes(rt, name, bytes, config)
+    load_bytes(rt, name, embedded(name), config)
 }
 
 fn load_bytes(rt: &Arc<Runtime>, name: &str, bytes: &[u8], config: &str) -> Arc<LoadedPlugin> {
@@ -117,27 +113,6 @@ fn per_request(chain: &Chain, headers: &mut HeaderMap) {
         Requested::Decided { decision, .. } => forwarded(decision),
         other => panic!("expected a decision, got {other:?}"),
     }
-}
-
-/// Times `n` calls one by one and prints p50 / p99.
-fn percentiles(name: &str, n: usize, mut f: impl FnMut()) {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    println!(
-        "{name:<40} p50 {:>9.2?}  p99 {:>9.2?}  (n = {n}, one-by-one timing)",
-        at(0.50),
-        at(0.99)
-    );
 }
 
 fn benches(c: &mut Criterion) {

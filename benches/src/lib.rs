@@ -16,3 +16,4 @@
 //! `cargo xtask bench` runs the load benchmark (see `xtask/src/bench/`).
 
 pub mod loadgen;
+pub mod plugin_bench;
