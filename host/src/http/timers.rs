@@ -189,6 +189,17 @@ impl<S> Timed<S> {
         }
     }
 
+    /// A request finished since we last looked: a new idle period, whose
+    /// next bytes start a new head (its clock, its scan).
+    fn follow_period(&mut self) {
+        let period = self.state.finished.load(Ordering::Relaxed);
+        if period != self.seen_period {
+            self.seen_period = period;
+            self.head_started = None;
+            self.scan = HeadScan::new();
+        }
+    }
+
     /// The deadline now, and what it is for.
     fn deadline(&mut self) -> (Instant, Expired) {
         if self.state.upgraded.load(Ordering::Acquire) {
@@ -198,11 +209,7 @@ impl<S> Timed<S> {
         if self.state.inflight.load(Ordering::Acquire) > 0 {
             return (self.progress + self.stall_timeout, Expired::Stalled);
         }
-        let period = self.state.finished.load(Ordering::Relaxed);
-        if period != self.seen_period {
-            self.seen_period = period;
-            self.head_started = None;
-        }
+        self.follow_period();
         let since = self.state.idle_since_ms.load(Ordering::Relaxed);
         let idle_start = self.state.started + Duration::from_millis(since);
         if self.state.h2.load(Ordering::Relaxed) {
@@ -283,11 +290,8 @@ impl<S: AsyncWrite + Unpin> Timed<S> {
             return;
         }
         let idle = self.state.inflight.load(Ordering::Acquire) == 0;
-        let period = self.state.finished.load(Ordering::Relaxed);
-        if idle && period != self.scan.period {
-            // A new idle period: the next bytes start a head.
-            self.scan = HeadScan::new();
-            self.scan.period = period;
+        if idle {
+            self.follow_period();
         }
         if self.scan.feed(bytes) == Some(true) {
             self.state
@@ -297,7 +301,6 @@ impl<S: AsyncWrite + Unpin> Timed<S> {
         if idle && self.head_started.is_none() {
             // Bytes of a new head (or, before the first request, of the
             // first): its clock starts now.
-            let _ = self.deadline();
             self.head_started = Some(Instant::now());
         }
     }
@@ -376,8 +379,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 #[derive(Debug)]
 struct HeadScan {
     active: bool,
-    /// The idle period this scan belongs to.
-    period: u64,
     /// The current line's first bytes, lower-cased.
     line: [u8; 18],
     len: usize,
@@ -389,7 +390,6 @@ impl HeadScan {
     fn new() -> Self {
         Self {
             active: true,
-            period: 0,
             line: [0; 18],
             len: 0,
             content_length: false,
