@@ -4,6 +4,7 @@
 //! being served — a 100 MiB chunked upload, and the request metrics.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,6 +35,14 @@ fn errors(stats: &turnout::metrics::RequestsView, label: &str) -> u64 {
         .iter()
         .find(|(l, _)| *l == label)
         .map_or(0, |(_, n)| *n)
+}
+
+/// Waits (bounded) until the backend has received `n` requests.
+async fn arrived(up: &turnout_tests::http::Backend, n: usize) {
+    turnout_tests::tls::wait_for("the request at the backend", || {
+        up.requests.load(Ordering::Relaxed) >= n
+    })
+    .await;
 }
 
 /// Sends `raw` on a fresh connection and reads until the proxy closes it.
@@ -146,13 +155,10 @@ async fn slow_and_malformed_clients_get_408_400_414_431_and_others_are_served() 
     );
 
     // Both framings: a smuggling attempt is refused, never forwarded.
-    let before = up.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let before = up.requests.load(Ordering::Relaxed);
     let answer = raw(port, b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
-    assert_eq!(
-        up.requests.load(std::sync::atomic::Ordering::Relaxed),
-        before
-    );
+    assert_eq!(up.requests.load(Ordering::Relaxed), before);
     // Oversized head, overlong target.
     let big = format!(
         "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
@@ -226,12 +232,13 @@ async fn basic_auth_rate_limits_and_route_limits_answer_401_429_503() {
     assert!(r.body.contains("slow down"), "{r:?}");
 
     // One request in flight on the route: a second at the same time is a 503.
+    let before = up.requests.load(Ordering::Relaxed);
     let slow = tokio::spawn(curl_owned(vec![
         "-H".into(),
         "Host: one.test".into(),
         url(port, "/sleep/1500"),
     ]));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    arrived(&up, before + 1).await;
     let r = curl(&["-H", "Host: one.test", &url(port, "/")]).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(slow.await.unwrap().status, 200);
@@ -255,11 +262,7 @@ async fn bodies_over_the_routes_limit_get_413_declared_or_chunked() {
     let big = "x".repeat(4096);
     let r = curl(&["-H", "Host: small.test", "--data", &big, &url(port, "/")]).await;
     assert_eq!(r.status, 413, "declared length: {r:?}");
-    assert_eq!(
-        up.requests.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "never sent"
-    );
+    assert_eq!(up.requests.load(Ordering::Relaxed), 0, "never sent");
     let r = curl(&[
         "-H",
         "Host: small.test",
@@ -372,7 +375,7 @@ async fn a_drain_finishes_requests_in_flight_and_does_not_wait_for_idle_keep_ali
         "Host: app.test".into(),
         url(port, "/sleep/1000"),
     ]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    arrived(&up, 2).await;
     let started = Instant::now();
     app.stop().await;
     let took = started.elapsed();
@@ -417,12 +420,13 @@ async fn timers_hold_after_slow_responses_and_stalled_clients_free_their_slot() 
 
     // A client that stops reading a large response: cut once nothing moves
     // for the stall time, and the route's only slot is free again.
+    let before = up.requests.load(Ordering::Relaxed);
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stalled
         .write_all(b"GET /bytes/67108864 HTTP/1.1\r\nHost: one.test\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    arrived(&up, before + 1).await;
     let r = curl(&["-H", "Host: one.test", &url(port, "/")]).await;
     assert_eq!(r.status, 503, "the stalled request holds the slot");
     let freed = async {
@@ -472,6 +476,6 @@ async fn the_backend_sees_the_host_the_request_was_routed_on() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert_eq!(admin.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(admin.requests.load(Ordering::Relaxed), 0);
     app.stop().await;
 }
