@@ -29,30 +29,13 @@ impl Bench<'_> {
     /// One terminate route for `*.bench.test` (protocol http, the default)
     /// to the HTTP backend; the admin API on for `/metrics`.
     pub(super) fn turnout_http_config(&self, port: u16) -> Result<String> {
-        let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         self.admin.set(Some(admin));
-        Ok(format!(
-            r#"{{
-  "routes": [
-    {{ "name": "h", "match": {{ "ports": {port}, "domains": ["{CERT_NAME}"] }},
-      "action": {{ "type": "forward", "targets": [{{ "host": "{}", "port": {} }}],
-        "tls": {{ "mode": "terminate", "certificate": {{ "cert": {:?}, "key": {:?} }} }} }} }}
-  ],
-  "http": {{ "upstreamMaxIdle": {POOL} }},
-  "admin": {{ "listen": "{admin}" }},
-  "bind": ["127.0.0.1"],
-  "maxConnectionsPerIP": 0,
-  "connectionRateLimitPerMinute": 0,
-  "maxConnections": 0,
-  "gracefulShutdownTimeout": 1000
-}}
-"#,
-            self.http.ip(),
-            self.http.port(),
-            cert.display().to_string(),
-            key.display().to_string(),
-        ))
+        let route = self.terminate_route(port, "", self.http)?;
+        let extra = format!(
+            "  \"http\": {{ \"upstreamMaxIdle\": {POOL} }},\n  \"admin\": {{ \"listen\": \"{admin}\" }},\n"
+        );
+        Ok(super::peers::turnout_config(&[route], &extra))
     }
 
     /// `mode http`, TLS as in the terminate scenarios with ALPN http/1.1,

@@ -67,10 +67,7 @@ impl Bench<'_> {
             (0..DECOYS)
                 .map(|i| route(&format!("decoy{i}"), &format!("svc{i}.bench.test"), NOWHERE)),
         );
-        format!(
-            "{{\n  \"routes\": [\n{}\n  ],\n  \"bind\": [\"127.0.0.1\"],\n  \"maxConnectionsPerIP\": 0,\n  \"connectionRateLimitPerMinute\": 0,\n  \"maxConnections\": 0,\n  \"gracefulShutdownTimeout\": 1000\n}}\n",
-            routes.join(",\n")
-        )
+        turnout_config(&routes, "")
     }
 
     /// A file of the certificate written for the `*-terminate` scenarios:
@@ -83,23 +80,26 @@ impl Bench<'_> {
     /// One route terminating TLS 1.2 and 1.3 for every name under
     /// `bench.test` and relaying the decrypted bytes to the plain echo.
     pub(super) fn turnout_terminate_config(&self, port: u16) -> Result<String> {
+        let route = self.terminate_route(port, r#", "protocol": "tcp""#, self.plain)?;
+        Ok(turnout_config(&[route], ""))
+    }
+
+    /// The route the terminating scenarios share: `*.bench.test` on `port`
+    /// (with `match_extra` keys), terminated with the bench certificate, to
+    /// `target`.
+    pub(super) fn terminate_route(
+        &self,
+        port: u16,
+        match_extra: &str,
+        target: std::net::SocketAddr,
+    ) -> Result<String> {
         let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
         Ok(format!(
-            r#"{{
-  "routes": [
-    {{ "name": "t", "match": {{ "ports": {port}, "domains": ["{CERT_NAME}"], "protocol": "tcp" }},
+            r#"    {{ "name": "t", "match": {{ "ports": {port}, "domains": ["{CERT_NAME}"]{match_extra} }},
       "action": {{ "type": "forward", "targets": [{{ "host": "{}", "port": {} }}],
-        "tls": {{ "mode": "terminate", "certificate": {{ "cert": {:?}, "key": {:?} }} }} }} }}
-  ],
-  "bind": ["127.0.0.1"],
-  "maxConnectionsPerIP": 0,
-  "connectionRateLimitPerMinute": 0,
-  "maxConnections": 0,
-  "gracefulShutdownTimeout": 1000
-}}
-"#,
-            self.plain.ip(),
-            self.plain.port(),
+        "tls": {{ "mode": "terminate", "certificate": {{ "cert": {:?}, "key": {:?} }} }} }} }}"#,
+            target.ip(),
+            target.port(),
             cert.display().to_string(),
             key.display().to_string(),
         ))
@@ -213,4 +213,13 @@ impl Bench<'_> {
             self.echo
         )
     }
+}
+
+/// A Turnout config with `routes`, global limits off, on 127.0.0.1, and
+/// `extra` top-level keys (each line `"key": value,`).
+pub(super) fn turnout_config(routes: &[String], extra: &str) -> String {
+    format!(
+        "{{\n  \"routes\": [\n{}\n  ],\n{extra}  \"bind\": [\"127.0.0.1\"],\n  \"maxConnectionsPerIP\": 0,\n  \"connectionRateLimitPerMinute\": 0,\n  \"maxConnections\": 0,\n  \"gracefulShutdownTimeout\": 1000\n}}\n",
+        routes.join(",\n")
+    )
 }
