@@ -33,8 +33,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use turnout_plugin_sdk::Upstream;
 use turnout_plugin_sdk::matching::IpList;
 
-pub use service::RouteRequests;
-
 use crate::config::http::HttpConfig;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::plugins::Chain;
@@ -48,7 +46,8 @@ pub struct Session {
     pub connect_timeout: Duration,
     /// `proxyIPs`: peers allowed to extend `X-Forwarded-For`.
     pub trusted: Arc<IpList>,
-    pub limits: Arc<RouteRequests>,
+    /// Route slots for requests in flight (the connection's client).
+    pub routes: crate::limits::RouteEntry,
     pub tls: Arc<Terminator>,
     pub id: u64,
     /// The client (a trusted PROXY header's address, or the peer).

@@ -11,7 +11,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -235,8 +234,15 @@ async fn forward(
         id: f.upstream,
         target: 0,
     });
-    let Some(slot) = s.limits.enter(&up.route, up.max_requests) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE);
+    // A limited route counts its requests in flight as the connection
+    // counters count connections (`limits`), so plugins see them too.
+    let slot = if up.max_requests > 0 {
+        match s.routes.enter_route(&up.route, up.max_requests, 0) {
+            Ok(slot) => Some(slot),
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE),
+        }
+    } else {
+        None
     };
     if over_limit(&req, up.max_body) {
         return error(StatusCode::PAYLOAD_TOO_LARGE);
@@ -418,54 +424,4 @@ fn response(
         }
     }
     Response::from_parts(parts, Body::upstream(body))
-}
-
-/// Limited routes remembered before the idle ones are forgotten.
-const ROUTES_KEPT: usize = 1024;
-
-/// Requests in flight per route, for `max-requests` (503 past it).
-#[derive(Debug, Default)]
-pub struct RouteRequests {
-    routes: std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU32>>>,
-}
-
-/// A request's place on its route; released on drop.
-pub(super) struct Slot(Option<Arc<AtomicU32>>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(n) = &self.0 {
-            n.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl RouteRequests {
-    /// A place on `route` when fewer than `max` are in flight (0: no limit).
-    pub(super) fn enter(&self, route: &str, max: u32) -> Option<Slot> {
-        if max == 0 {
-            return Some(Slot(None));
-        }
-        let counter = {
-            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            let counter = match routes.get(route) {
-                Some(c) => c.clone(),
-                None => {
-                    if routes.len() >= ROUTES_KEPT {
-                        // Routes come and go with reloads: forget the idle.
-                        routes.retain(|_, n| n.load(Ordering::Acquire) > 0);
-                    }
-                    routes.entry(route.to_owned()).or_default().clone()
-                }
-            };
-            // Counted under the lock: a counter being pruned has no holder.
-            let prior = counter.fetch_add(1, Ordering::AcqRel);
-            if prior >= max {
-                counter.fetch_sub(1, Ordering::AcqRel);
-                return None;
-            }
-            counter
-        };
-        Some(Slot(Some(counter)))
-    }
 }

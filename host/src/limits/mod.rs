@@ -303,29 +303,16 @@ impl ClientGuard {
         max_connections: u32,
         max_per_ip: u32,
     ) -> Result<RouteGuard, RouteLimitHit> {
-        if max_per_ip > 0 && self.tracker.active_for_ip(self.ip) > max_per_ip {
-            // Note: per-IP counts are proxy-wide; a route's per-IP limit
-            // caps this client's connections while one is on this route.
-            return Err(RouteLimitHit::PerIp(max_per_ip));
-        }
-        let mut routes = lock(&self.tracker.routes);
-        let key: Arc<str> = routes
-            .get_key_value(route)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(route));
-        let n = routes.entry(key.clone()).or_insert(0);
-        if max_connections > 0 && *n >= max_connections {
-            if *n == 0 {
-                routes.remove(route);
-            }
-            return Err(RouteLimitHit::Route(max_connections));
-        }
-        *n += 1;
-        drop(routes);
-        Ok(RouteGuard {
+        enter_route(&self.tracker, self.ip, route, max_connections, max_per_ip)
+    }
+
+    /// A handle that takes route slots for this client after the guard
+    /// itself has moved on (HTTP: one slot per request in flight).
+    pub fn route_entry(&self) -> RouteEntry {
+        RouteEntry {
             tracker: self.tracker.clone(),
-            route: key,
-        })
+            ip: self.ip,
+        }
     }
 
     /// The IP this connection counts against.
@@ -338,6 +325,58 @@ impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.tracker.release_ip(self.ip);
     }
+}
+
+/// A client's way onto routes, apart from its [`ClientGuard`] (which
+/// stays with the connection's bookkeeping): see [`ClientGuard::route_entry`].
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    tracker: Arc<ConnectionTracker>,
+    ip: IpAddr,
+}
+
+impl RouteEntry {
+    /// As [`ClientGuard::enter_route`].
+    pub fn enter_route(
+        &self,
+        route: &str,
+        max_connections: u32,
+        max_per_ip: u32,
+    ) -> Result<RouteGuard, RouteLimitHit> {
+        enter_route(&self.tracker, self.ip, route, max_connections, max_per_ip)
+    }
+}
+
+fn enter_route(
+    tracker: &Arc<ConnectionTracker>,
+    ip: IpAddr,
+    route: &str,
+    max_connections: u32,
+    max_per_ip: u32,
+) -> Result<RouteGuard, RouteLimitHit> {
+    if max_per_ip > 0 && tracker.active_for_ip(ip) > max_per_ip {
+        // Note: per-IP counts are proxy-wide; a route's per-IP limit
+        // caps this client's connections while one is on this route.
+        return Err(RouteLimitHit::PerIp(max_per_ip));
+    }
+    let mut routes = lock(&tracker.routes);
+    let key: Arc<str> = routes
+        .get_key_value(route)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| Arc::from(route));
+    let n = routes.entry(key.clone()).or_insert(0);
+    if max_connections > 0 && *n >= max_connections {
+        if *n == 0 {
+            routes.remove(route);
+        }
+        return Err(RouteLimitHit::Route(max_connections));
+    }
+    *n += 1;
+    drop(routes);
+    Ok(RouteGuard {
+        tracker: tracker.clone(),
+        route: key,
+    })
 }
 
 /// One slot on a route (see [`ClientGuard::enter_route`]), released on

@@ -136,8 +136,6 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Certificates and settings of terminated routes (swapped on reload).
     tls: ArcSwap<Terminator>,
-    /// HTTP requests in flight per route (`max-requests`).
-    requests: Arc<crate::http::RouteRequests>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -165,7 +163,6 @@ impl Proxy {
             draining: watch::channel(false).0,
             metrics,
             tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
-            requests: Arc::default(),
         })
     }
 

@@ -62,7 +62,7 @@ where
         config: settings.http,
         connect_timeout: settings.connect_timeout,
         trusted: settings.trusted_proxies.clone(),
-        limits: proxy.requests.clone(),
+        routes: held.guard.route_entry(),
         tls: proxy.tls.load_full(),
         id: held.id,
         client: held.client,
