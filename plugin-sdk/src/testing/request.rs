@@ -72,7 +72,7 @@ impl Request {
         head.headers = interest
             .request_headers
             .iter()
-            .map(|name| join(self.values(name)))
+            .map(|name| join(name, self.values(name)))
             .collect();
         head
     }
@@ -117,6 +117,7 @@ pub fn response_head(
         .iter()
         .map(|name| {
             join(
+                name,
                 headers
                     .iter()
                     .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -128,12 +129,42 @@ pub fn response_head(
     head
 }
 
-fn join(values: Vec<Vec<u8>>) -> Option<Vec<u8>> {
+/// Several values of one header as the host joins them for a slot: `, `
+/// (RFC 9110), `; ` for `cookie` (RFC 9113 §8.2.3).
+fn join(name: &str, values: Vec<Vec<u8>>) -> Option<Vec<u8>> {
+    let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
+        b"; "
+    } else {
+        b", "
+    };
     let mut values = values.into_iter();
     let mut out = values.next()?;
     for v in values {
-        out.extend_from_slice(b", ");
+        out.extend_from_slice(sep);
         out.extend_from_slice(&v);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_values_join_as_the_host_joins_them() {
+        let mut interest = Interest::default();
+        interest.request_header("cookie");
+        interest.request_header("x-list");
+        interest.request_header("x-absent");
+        let head = Request::get("a", "/")
+            .header("Cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("x-list", "1")
+            .header("X-List", "2")
+            .head_for(&interest);
+        assert_eq!(
+            head.headers,
+            [Some(b"a=1; b=2".to_vec()), Some(b"1, 2".to_vec()), None]
+        );
+    }
 }
