@@ -165,7 +165,7 @@ impl Chain {
 
     /// Runs `request`: the first answer that is not `pass`, with the plugin
     /// that gave it (whose interest its upstream id indexes).
-    pub fn request(&self, head: &mut HeadSlots<'_>, headers: &mut http::HeaderMap) -> Requested {
+    pub fn request(&self, head: &mut HeadSlots, headers: &mut http::HeaderMap) -> Requested {
         for p in self.with(Hooks::REQUEST) {
             let head = head.for_plugin(p, headers);
             match p.request(head, headers) {

@@ -31,20 +31,18 @@ pub enum Requested {
 
 /// One request's head, whose slots are refilled for each plugin asked.
 #[derive(Debug)]
-pub struct HeadSlots<'a> {
+pub struct HeadSlots {
     head: RequestHead,
     /// The declared names the slots were last filled for (by address).
     filled_for: Option<(usize, usize)>,
-    _names: std::marker::PhantomData<&'a ()>,
 }
 
-impl HeadSlots<'_> {
+impl HeadSlots {
     /// A head with no slots filled yet.
     pub fn new(head: RequestHead) -> Self {
         Self {
             head,
             filled_for: None,
-            _names: std::marker::PhantomData,
         }
     }
 
