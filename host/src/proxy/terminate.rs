@@ -30,20 +30,24 @@ use crate::tls::{self, Prefixed, Terminator};
 /// The client side: TLS over the socket, counted below TLS.
 type ClientStream = tokio_rustls::server::TlsStream<Metered<Prefixed<TcpStream>>>;
 
-/// The backend side of a terminated connection.
+/// The backend side of a relayed terminated connection.
 enum Backend {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// An HTTP route: requests go upstream one by one (`crate::http`).
+}
+
+/// What a terminated connection does after its handshake.
+enum After {
+    /// Relay the decrypted stream to this backend (`protocol: "tcp"`).
+    Relay(Backend, SocketAddr),
+    /// Serve HTTP: requests go upstream one by one (`crate::http`).
     Http(Upstream),
 }
 
 /// A terminated connection, ready to relay: what its task holds.
 pub(super) struct Terminated {
     client: ClientStream,
-    backend: Backend,
-    /// The relay's target (`None` on an HTTP route).
-    target: Option<SocketAddr>,
+    after: After,
     timers: Timers,
     route: String,
     conn: turnout_plugin_sdk::Connection,
@@ -121,13 +125,13 @@ pub(super) async fn start(
     };
     let (version, alpn) = agreed(&client);
     metrics.handshake("ok", version, &alpn);
-    let (backend, target) = match backend {
-        Some((b, target)) => (b, Some(target)),
-        None if http => (Backend::Http(connection_upstream(&routed)), None),
+    let after = match backend {
+        Some((b, target)) => After::Relay(b, target),
+        None if http => After::Http(connection_upstream(&routed)),
         None => match super::connect::connect_any(&routed.forward.targets, connect_timeout).await {
             Ok((tcp, target)) => {
                 backend_socket_policy(&tcp, &routed.policy);
-                (Backend::Plain(tcp), Some(target))
+                After::Relay(Backend::Plain(tcp), target)
             }
             Err(e) => {
                 held.refuse(&Refusal::Backend(e.to_string()), 0);
@@ -137,13 +141,12 @@ pub(super) async fn start(
         },
     };
     let mut held = held;
-    if let Some(target) = target {
-        held.meter.relaying(target);
+    if let After::Relay(_, target) = &after {
+        held.meter.relaying(*target);
     }
     Some(Terminated {
         client,
-        backend,
-        target,
+        after,
         timers: Timers::from_policy(&routed.policy),
         route: routed.forward.route,
         conn: routed.conn,
@@ -239,46 +242,71 @@ async fn reencrypt(
 impl Terminated {
     /// Relays (or, on an HTTP route, serves requests) until the connection
     /// ends, then logs how it ended.
-    pub(super) async fn run(mut self) {
-        if let Backend::Http(upstream) = self.backend {
-            let alpn = self.client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-            let conn = super::serve_http::HttpConn {
-                local: self.local,
-                peer: self.peer,
-                https: true,
-                alpn: Some(alpn.unwrap_or_else(|| b"http/1.1".to_vec())),
-                route: Some(upstream),
-                upgrade_idle: self.timers.inactivity,
-            };
-            let _slot = self._slot;
-            return super::serve_http::run(self.client, conn, self.held).await;
+    pub(super) async fn run(self) {
+        match self.after {
+            After::Http(upstream) => {
+                let alpn = self.client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let conn = super::serve_http::HttpConn {
+                    local: self.local,
+                    peer: self.peer,
+                    https: true,
+                    alpn: Some(alpn.unwrap_or_else(|| b"http/1.1".to_vec())),
+                    route: Some(upstream),
+                    upgrade_idle: self.timers.inactivity,
+                };
+                // The route's slot is held until the connection ends.
+                let _slot = self._slot;
+                super::serve_http::run(self.client, conn, self.held).await;
+            }
+            After::Relay(mut backend, target) => {
+                let mut client = self.client;
+                let held = &self.held;
+                let traffic = held.meter.traffic();
+                let (chain, started, route, conn) =
+                    (&held.chain, held.started, &self.route, &self.conn);
+                let on_idle =
+                    |idle| super::conn::ask_on_idle(chain, conn, route, started, traffic, idle);
+                let mut stop = held.proxy.stop.subscribe();
+                let stop = std::pin::pin!(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+                let timers = self.timers;
+                let reason = match &mut backend {
+                    Backend::Plain(b) => {
+                        relay::relay_streams(
+                            &mut client,
+                            b,
+                            timers,
+                            traffic,
+                            started,
+                            on_idle,
+                            stop,
+                        )
+                        .await
+                    }
+                    Backend::Tls(b) => {
+                        let b = b.as_mut();
+                        relay::relay_streams(
+                            &mut client,
+                            b,
+                            timers,
+                            traffic,
+                            started,
+                            on_idle,
+                            stop,
+                        )
+                        .await
+                    }
+                };
+                tracing::info!(
+                    conn = held.id, client = %held.client, sni = held.sni.as_deref().unwrap_or("-"),
+                    route = %self.route, target = %target, tls = self.version, alpn = %self.alpn,
+                    bytes_in = traffic.bytes_in.load(Ordering::Relaxed),
+                    bytes_out = traffic.bytes_out.load(Ordering::Relaxed),
+                    duration_ms = started.elapsed().as_millis(), reason = reason.as_str(), "closed"
+                );
+            }
         }
-        let held = &self.held;
-        let traffic = held.meter.traffic();
-        let (chain, started, route, conn) = (&held.chain, held.started, &self.route, &self.conn);
-        let on_idle = |idle| super::conn::ask_on_idle(chain, conn, route, started, traffic, idle);
-        let mut stop = held.proxy.stop.subscribe();
-        let stop = std::pin::pin!(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        let (timers, client) = (self.timers, &mut self.client);
-        let reason = match &mut self.backend {
-            Backend::Plain(b) => {
-                relay::relay_streams(client, b, timers, traffic, started, on_idle, stop).await
-            }
-            Backend::Tls(b) => {
-                relay::relay_streams(client, b.as_mut(), timers, traffic, started, on_idle, stop)
-                    .await
-            }
-            Backend::Http(_) => return,
-        };
-        tracing::info!(
-            conn = held.id, client = %held.client, sni = held.sni.as_deref().unwrap_or("-"),
-            route = %self.route, target = ?self.target, tls = self.version, alpn = %self.alpn,
-            bytes_in = traffic.bytes_in.load(Ordering::Relaxed),
-            bytes_out = traffic.bytes_out.load(Ordering::Relaxed),
-            duration_ms = started.elapsed().as_millis(), reason = reason.as_str(), "closed"
-        );
     }
 }
 
