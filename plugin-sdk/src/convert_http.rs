@@ -249,6 +249,11 @@ macro_rules! __wit_conversions_v02 {
                                 protocol: protocol_to_wit(u.protocol),
                                 max_requests: u.max_requests,
                                 max_body: u.max_body,
+                                websocket: wit::WebsocketPolicy {
+                                    enabled: u.websocket.enabled,
+                                    ping_interval: u.websocket.ping_interval,
+                                    ping_timeout: u.websocket.ping_timeout,
+                                },
                             })
                             .collect(),
                     },
@@ -280,6 +285,11 @@ macro_rules! __wit_conversions_v02 {
                             protocol: protocol_from_wit(u.protocol),
                             max_requests: u.max_requests,
                             max_body: u.max_body,
+                            websocket: sdk::WebSocketPolicy {
+                                enabled: u.websocket.enabled,
+                                ping_interval: u.websocket.ping_interval,
+                                ping_timeout: u.websocket.ping_timeout,
+                            },
                         })
                         .collect(),
                 };

@@ -386,6 +386,38 @@ pub struct Upstream {
     pub max_requests: u32,
     /// Largest request body (past it: 413).
     pub max_body: Option<u64>,
+    /// WebSocket upgrades sent here.
+    pub websocket: WebSocketPolicy,
+}
+
+/// What the host does with WebSocket upgrades sent to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketPolicy {
+    /// `false`: an upgrade to `websocket` is a 403.
+    pub enabled: bool,
+    /// Ping the client this often (ms), between frames; `None`: no
+    /// heartbeat.
+    pub ping_interval: Option<u64>,
+    /// No pong this long (ms) after a ping: close (1001) both sides.
+    pub ping_timeout: u64,
+}
+
+impl WebSocketPolicy {
+    /// SmartProxy's `websocket.pingInterval` default.
+    pub const PING_INTERVAL: u64 = 30_000;
+    /// SmartProxy's `websocket.pingTimeout` default.
+    pub const PING_TIMEOUT: u64 = 10_000;
+}
+
+impl Default for WebSocketPolicy {
+    /// Enabled, pinging every 30 s, closing 10 s after an unanswered ping.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_interval: Some(Self::PING_INTERVAL),
+            ping_timeout: Self::PING_TIMEOUT,
+        }
+    }
 }
 
 impl Upstream {
@@ -398,6 +430,7 @@ impl Upstream {
             protocol: BackendProtocol::Auto,
             max_requests: 0,
             max_body: None,
+            websocket: WebSocketPolicy::default(),
         }
     }
 }

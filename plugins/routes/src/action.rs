@@ -5,7 +5,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use turnout_plugin_sdk::matching::IpList;
-use turnout_plugin_sdk::{BackendProtocol, ProxyProtocol, RouteLimits, Target, TlsMode};
+use turnout_plugin_sdk::{
+    BackendProtocol, ProxyProtocol, RouteLimits, Target, TlsMode, WebSocketPolicy,
+};
 
 use crate::config::{Result, err, kind, strict, strings};
 use crate::http::config::{self as http, Kind};
@@ -24,7 +26,6 @@ const ACTION_UNSUPPORTED: &[&str] = &[
     "loadBalancing",
     "nftables",
     "socketHandler",
-    "websocket",
 ];
 /// Hosts from one route's lists in one upstream rotation set: past this
 /// many rotations, a route's HTTP upstreams rotate its longest list only.
@@ -63,6 +64,8 @@ pub(crate) struct Action {
     pub(crate) backend_protocol: BackendProtocol,
     /// `options.maxBodySize`: a larger request body is a 413.
     pub(crate) max_body: Option<u64>,
+    /// `websocket`.
+    pub(crate) websocket: WebSocketPolicy,
 }
 
 /// One `{host, port}` target.
@@ -156,6 +159,7 @@ struct RawAction {
     #[serde(rename = "static")]
     fixed: Option<Value>,
     options: Option<Value>,
+    websocket: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +226,9 @@ pub(crate) fn parse(v: &Value, at: &str) -> Result<Action> {
     }
     if let Some(o) = &raw.options {
         (action.backend_protocol, action.max_body) = http::options(o, &format!("{at}.options"))?;
+    }
+    if let Some(w) = &raw.websocket {
+        action.websocket = crate::http::websocket::websocket(w, &format!("{at}.websocket"))?;
     }
     if let Some(pp) = &raw.send_proxy_protocol {
         action.proxy_protocol = Some(proxy_protocol(pp, &format!("{at}.sendProxyProtocol"))?);

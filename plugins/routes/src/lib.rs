@@ -58,7 +58,7 @@
 //! are the `guard` plugin's.
 //! `enabled: false` turns a route off; `id`, `description`, `tags` are
 //! ignored. SmartProxy keys Turnout does not implement (`action.nftables`,
-//! `action.websocket`, …) are refused by name, unknown keys too, and every
+//! `action.websocket.maxPayloadSize`, …) are refused by name, unknown keys too, and every
 //! error names its path (`routes[2].match.ports: port 0 is out of range
 //! 1-65535`).
 //!

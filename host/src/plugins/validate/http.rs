@@ -183,8 +183,29 @@ pub(super) fn interest(i: &Interest) -> Result<(), String> {
             ));
         }
         u.targets.iter().try_for_each(target)?;
+        websocket(id, u)?;
     }
     Ok(())
+}
+
+/// Shortest heartbeat period and pong wait: below it a plugin could make
+/// the host ping in a loop.
+const MIN_HEARTBEAT_MS: u64 = 100;
+
+fn websocket(id: usize, u: &turnout_plugin_sdk::Upstream) -> Result<(), String> {
+    let ws = &u.websocket;
+    let short = |what: &str, ms: u64| {
+        Err(format!(
+            "interest.upstreams[{id}] (route {:?}) has websocket {what} {ms} ms \
+             (at least {MIN_HEARTBEAT_MS})",
+            u.route
+        ))
+    };
+    match ws.ping_interval {
+        Some(ms) if ms < MIN_HEARTBEAT_MS => short("ping-interval", ms),
+        Some(_) if ws.ping_timeout < MIN_HEARTBEAT_MS => short("ping-timeout", ws.ping_timeout),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -269,6 +269,7 @@ pub(super) fn declare(route: &Route, tls: bool, up: &Upstreams, interest: &mut I
             upstream.protocol = action.backend_protocol;
             upstream.max_requests = max_requests;
             upstream.max_body = action.max_body;
+            upstream.websocket = action.websocket;
             interest.upstream(upstream);
         }
     }

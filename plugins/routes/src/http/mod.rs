@@ -7,6 +7,7 @@
 //! * [`security`]: `basicAuth` and `rateLimit`.
 //! * [`templates`]: `{domain}`-style templates, parsed once.
 //! * [`config`]: reading the HTTP keys of a route.
+//! * [`websocket`]: reading `action.websocket`.
 //!
 //! A request's order: choose the route → 421 when Host and SNI name routes
 //! with different certificates → IP lists (403) → basic auth (401) → rate
@@ -17,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod matching;
 pub(crate) mod security;
 pub(crate) mod templates;
+pub(crate) mod websocket;
 
 pub(crate) use build::build;
 

@@ -138,8 +138,24 @@ pub(crate) fn bad_configs(init: Init<'_>) {
             "routes[1].action.nftables: not supported by Turnout",
         ),
         (
-            with_action(r#"{"type": "forward", "websocket": {"enabled": true}}"#),
-            "routes[0].action.websocket: not supported by Turnout",
+            with_action(r#"{"type": "forward", "websocket": {"maxPayloadSize": 1024}}"#),
+            "routes[0].action.websocket.maxPayloadSize: not supported by Turnout",
+        ),
+        (
+            with_action(r#"{"type": "forward", "websocket": {"pingIntervall": 1000}}"#),
+            "routes[0].action.websocket: unknown field `pingIntervall`",
+        ),
+        (
+            with_action(r#"{"type": "forward", "websocket": {"pingInterval": 50}}"#),
+            "routes[0].action.websocket.pingInterval: must be 0 (no heartbeat) or at least 100 milliseconds, got 50",
+        ),
+        (
+            with_action(r#"{"type": "forward", "websocket": {"pingTimeout": "10s"}}"#),
+            "routes[0].action.websocket.pingTimeout: must be at least 100 milliseconds, got \"10s\"",
+        ),
+        (
+            with_action(r#"{"type": "forward", "websocket": {"enabled": "no"}}"#),
+            "routes[0].action.websocket.enabled: must be true or false, got a string",
         ),
         (
             with_action(r#"{"type": "forward", "forwardingEngine": "nftables"}"#),

@@ -161,7 +161,8 @@ pub(crate) fn edits_and_templates(init: Init<'_>) {
           "request": { "X-Client": "{clientIp}", "x-route": "{routeName}:{port}", "x-gone": "" },
           "response": { "x-seen": "{domain}{path}{query} #{connectionId}", "server": "" } },
         "action": { "type": "forward", "targets": [{ "host": "10.0.0.1", "port": 8080 }],
-                    "options": { "backendProtocol": "http2", "maxBodySize": 1048576 } },
+                    "options": { "backendProtocol": "http2", "maxBodySize": 1048576 },
+                    "websocket": { "pingInterval": 5000, "pingTimeout": 2000 } },
         "security": { "maxConnections": 9 } }
     ]}"#;
     let mut h = load(init, config);
@@ -171,6 +172,14 @@ pub(crate) fn edits_and_templates(init: Init<'_>) {
     assert_eq!(upstream.targets, [Target::new("10.0.0.1", 8080)]);
     assert_eq!(upstream.protocol, BackendProtocol::Http2);
     assert_eq!(upstream.max_body, Some(1_048_576));
+    assert_eq!(
+        upstream.websocket,
+        WebSocketPolicy {
+            enabled: true,
+            ping_interval: Some(5000),
+            ping_timeout: 2000
+        }
+    );
     assert!(!upstream.tls);
     assert_eq!(
         upstream.max_requests, 9,
@@ -273,7 +282,8 @@ pub(crate) fn upstreams(init: Init<'_>) {
       { "name": "tcp", "match": { "ports": 9001 },
         "action": { "type": "forward", "targets": [{ "host": "10.0.0.9", "port": 1 }] } },
       { "name": "tcp-too", "match": { "ports": [9000, 9002] },
-        "action": { "type": "forward", "targets": [{ "host": "10.0.0.8", "port": 1 }] } }
+        "action": { "type": "forward", "targets": [{ "host": "10.0.0.8", "port": 1 }],
+                    "websocket": { "enabled": false, "pingInterval": 0 } } }
     ]}"#;
     let mut h = load(init, config);
     let h = &mut h;
@@ -308,6 +318,17 @@ pub(crate) fn upstreams(init: Init<'_>) {
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect();
     assert_eq!(summary, want);
+    // `action.websocket`: SmartProxy's defaults, or the route's own.
+    assert_eq!(ups[0].websocket, WebSocketPolicy::default());
+    assert_eq!(
+        (
+            ups[0].websocket.ping_interval,
+            ups[0].websocket.ping_timeout
+        ),
+        (Some(30_000), 10_000)
+    );
+    let off = ups[5].websocket;
+    assert!(!off.enabled && off.ping_interval.is_none());
 
     let f = forwarded(h, &Request::get("x", "/").port(8001));
     assert_eq!(f.upstream, Some(1), "the upstream preserving port 8001");

@@ -190,3 +190,30 @@ fn interest_is_bounded_and_its_upstreams_usable() {
     bad.response_headers = (0..=MAX_SLOTS).map(|i| format!("x-{i}")).collect();
     assert!(interest(&bad).unwrap_err().contains("at most"));
 }
+
+#[test]
+fn a_websocket_heartbeat_cannot_make_the_host_ping_in_a_loop() {
+    let mut ok = Interest::default();
+    let id = ok.upstream(Upstream::new("ws", vec![Target::new("127.0.0.1", 80)]));
+    ok.upstreams[id as usize].websocket.ping_interval = Some(100);
+    ok.upstreams[id as usize].websocket.ping_timeout = 100;
+    assert_eq!(interest(&ok), Ok(()));
+
+    let mut bad = ok.clone();
+    bad.upstreams[0].websocket.ping_interval = Some(0);
+    let why = interest(&bad).unwrap_err();
+    assert!(
+        why.contains("upstreams[0]") && why.contains("ping-interval 0 ms"),
+        "{why}"
+    );
+
+    let mut bad = ok.clone();
+    bad.upstreams[0].websocket.ping_timeout = 5;
+    assert!(interest(&bad).unwrap_err().contains("ping-timeout 5 ms"));
+
+    // No heartbeat: the pong wait is never used.
+    let mut off = ok;
+    off.upstreams[0].websocket.ping_interval = None;
+    off.upstreams[0].websocket.ping_timeout = 0;
+    assert_eq!(interest(&off), Ok(()));
+}
