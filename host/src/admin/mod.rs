@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::limits::ConnectionTracker;
-use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate, RequestsView};
+use crate::metrics::{HISTORY_SECS, LogHistogram, Metrics, Rate, RequestsView, WebSocketView};
 use crate::plugins::{Origin, PluginSet};
 use turnout_plugin_sdk::Hooks;
 
@@ -272,6 +272,7 @@ fn stats(state: &AdminState, query: Option<&str>) -> Result<Value, String> {
             "byIP": ips.iter().map(|(ip, u)| (ip.to_string(), json!({"instant": rate(u.rate_1s), "recent": rate(u.rate_10s), "average": rate(u.rate_60s)}))).collect::<serde_json::Map<_, _>>(),
         },
         "requests": requests(&m.requests(), top as usize),
+        "websockets": websockets(&m.websockets()),
         "totals": {
             "bytesIn": bytes_in,
             "bytesOut": bytes_out,
@@ -307,6 +308,16 @@ fn requests(v: &RequestsView, top: usize) -> Value {
         "errors": counts(&v.errors),
         "durationMs": { "p50": v.duration_ms.p50, "p90": v.duration_ms.p90, "p99": v.duration_ms.p99 },
         "upstreamConnections": { "open": v.upstream_open, "opened": v.upstream_opened },
+    })
+}
+
+/// The `websockets` group: WebSockets the proxy speaks itself.
+fn websockets(w: &WebSocketView) -> Value {
+    json!({
+        "active": w.active,
+        "upgrades": w.upgrades.iter().map(|(r, n)| (r.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "pingsSent": w.pings_sent,
+        "closes": w.closes.iter().map(|(r, n)| ((*r).to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
     })
 }
 

@@ -9,6 +9,8 @@
 //! * `headers` — hop-by-hop, `X-Forwarded-*`, plugin edits.
 //! * `timers` — `headerTimeout` / `idleTimeout` on the client stream.
 //! * `respond` — the response body type and the proxy's own answers.
+//! * `upgrade` — the HTTP/1.1 upgrade and HTTP/2 extended CONNECT
+//!   handshakes; `websocket` — the relay after them, and the heartbeat.
 //!
 //! A connection reaches this module from `proxy` at its routing verdict;
 //! nothing here knows about the L4 path.
@@ -19,6 +21,7 @@ mod service;
 mod timers;
 mod upgrade;
 mod upstream;
+mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +40,8 @@ use crate::config::http::HttpConfig;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::plugins::Chain;
 use crate::tls::Terminator;
+
+pub use self::websocket::UpgradeTimers;
 
 /// One client connection's HTTP context.
 pub struct Session {
@@ -64,9 +69,9 @@ pub struct Session {
     /// The connection's route (terminated TLS): where a forward without an
     /// upstream id goes.
     pub route: Option<Upstream>,
-    /// An upgraded (WebSocket) connection closes after this long with no
-    /// byte either way: the connection policy's inactivity timeout.
-    pub upgrade_idle: Option<Duration>,
+    /// The connection policy's timers, which govern an upgraded
+    /// (WebSocket) connection.
+    pub upgrade: UpgradeTimers,
 }
 
 /// How an HTTP connection ended.
@@ -155,9 +160,12 @@ where
             if let Some(relay) = state.take_relay() {
                 relay.abort();
             }
+            state.abort_tunnels();
             return Closed::Shutdown;
         }
     };
+    // HTTP/2 WebSockets are streams of this connection: they end with it.
+    state.abort_tunnels();
     if let Some(relay) = state.take_relay() {
         // Upgraded: the connection lives on in its relay, until it ends or
         // the drain time is over.
@@ -192,7 +200,9 @@ fn builder(config: &HttpConfig, alpn: Option<&[u8]>) -> auto::Builder<TokioExecu
         // Rapid reset (CVE-2023-44487): streams a client opens and cancels
         // before they are served count here; past it, GOAWAY.
         .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
+        .max_local_error_reset_streams(Some(1024))
+        // WebSocket over HTTP/2 (RFC 8441).
+        .enable_connect_protocol();
     match alpn {
         Some(b"h2") => builder.http2_only(),
         Some(_) => builder.http1_only(),

@@ -4,7 +4,7 @@
 //! edits, its response edited on the way back.
 //!
 //! ```text
-//! head ─► checks (400/414/413) ─► request hook ─┬► respond / redirect
+//! head ─► checks (400/405/414/413) ─► request hook ─┬► respond / redirect
 //!                                               ├► none: 404, failure: 502
 //!                                               └► forward ─► limit (503) ─► upstream (502/504) ─► edits, response hook
 //! ```
@@ -27,6 +27,7 @@ use super::respond::{Body, error_label, plain};
 use super::timers::ConnState;
 use super::upgrade;
 use super::upstream::{self, UpBody, UpError};
+use super::websocket;
 use super::{AccessLog, Session};
 use crate::plugins::{HeadSlots, LoadedPlugin, Requested};
 
@@ -182,9 +183,8 @@ fn check(req: &Request<Incoming>) -> Option<StatusCode> {
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return Some(StatusCode::BAD_REQUEST);
     }
-    // A reverse proxy opens no tunnels (WebSocket over HTTP/2 aside, which
-    // is not proxied yet).
-    if req.method() == http::Method::CONNECT {
+    // A reverse proxy opens no tunnels, WebSocket over HTTP/2 aside.
+    if req.method() == http::Method::CONNECT && !upgrade::is_h2_websocket(req) {
         return Some(StatusCode::METHOD_NOT_ALLOWED);
     }
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI {
@@ -224,11 +224,15 @@ async fn forward(
     } = to;
     // An upgrade (WebSocket) keeps its handshake headers for this hop.
     let upgrade = upgrade::requested(&req);
-    let on_client = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let Some(up) = upstream_for(s, plugin, f.upstream) else {
         out.error = Some("plugin-failure");
         return error(StatusCode::BAD_GATEWAY);
     };
+    if upgrade.as_ref().is_some_and(upgrade::Asked::is_websocket) && !up.websocket.enabled {
+        out.error = Some("websocket-disabled");
+        return error(StatusCode::FORBIDDEN);
+    }
+    let on_client = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     out.upstream = Some(Picked {
         plugin: f.upstream.map(|_| plugin.clone()),
         id: f.upstream,
@@ -255,8 +259,8 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let bodiless = hyper::body::Body::is_end_stream(&body);
     prepare_request(s, &mut parts.headers, authority, &f);
-    if let Some(protocol) = &upgrade {
-        upgrade::restore(&mut parts.headers, protocol);
+    if let Some(asked) = &upgrade {
+        upgrade::restore(&mut parts.method, &mut parts.headers, asked);
     }
     let mut up_req = Request::from_parts(parts, limited(body, up.max_body));
     *up_req.version_mut() = Version::HTTP_11;
@@ -278,10 +282,17 @@ async fn forward(
             if let Some(p) = &mut out.upstream {
                 p.target = i;
             }
-            if let (Some(protocol), Some(on_client)) = (&upgrade, on_client)
-                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            {
-                return switch(s, state, protocol, on_client, &mut resp);
+            if let (Some(asked), Some(on_client)) = (&upgrade, on_client) {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return switch(s, state, (asked, up), on_client, &mut resp);
+                }
+                if matches!(asked, upgrade::Asked::WebSocketOverH2) && resp.status().is_success() {
+                    // A 2xx to an extended CONNECT opens the tunnel: an
+                    // upstream that did not switch must not look like one.
+                    out.error = Some("upstream-refused");
+                    out.detail = Some(format!("answered {} to a WebSocket upgrade", resp.status()));
+                    return error(StatusCode::BAD_GATEWAY);
+                }
             }
             let mut resp = response(s, plugin, &f, resp, out);
             // In flight until its body has been sent.
@@ -292,21 +303,37 @@ async fn forward(
     }
 }
 
-/// The upstream switched protocols: the 101 goes to the client, and the
-/// two connections are relayed once both have upgraded.
+/// The upstream switched protocols: the client gets its 101 (HTTP/1.1) or
+/// 200 (HTTP/2), and the two are relayed once both have upgraded.
 fn switch(
     s: &Session,
     state: &Arc<ConnState>,
-    protocol: &HeaderValue,
+    (asked, up): (&upgrade::Asked, &Upstream),
     on_client: hyper::upgrade::OnUpgrade,
     resp: &mut http::Response<Incoming>,
 ) -> Response<Body> {
-    let headers = upgrade::switching(resp, protocol);
-    let on_upstream = hyper::upgrade::on(resp);
-    let relay = upgrade::relay(on_client, on_upstream, s.upgrade_idle, s.id);
-    state.upgraded(tokio::spawn(relay));
+    let headers = upgrade::switching(resp, asked);
+    let sides = upgrade::Sides {
+        client: on_client,
+        upstream: hyper::upgrade::on(resp),
+    };
+    let websocket = asked.is_websocket();
+    let relay = websocket::Relay {
+        conn: s.id,
+        route: up.route.clone(),
+        timers: s.upgrade,
+        websocket,
+        heartbeat: websocket
+            .then(|| upgrade::heartbeat(&up.websocket))
+            .flatten(),
+        metrics: s.metrics.clone(),
+    };
+    upgrade::start(state, asked, sides, relay);
     let mut r = Response::new(Body::full(bytes::Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *r.status_mut() = match asked {
+        upgrade::Asked::Upgrade(_) => StatusCode::SWITCHING_PROTOCOLS,
+        upgrade::Asked::WebSocketOverH2 => StatusCode::OK,
+    };
     *r.headers_mut() = headers;
     r
 }

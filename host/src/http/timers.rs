@@ -50,6 +50,11 @@ pub(crate) struct ConnState {
     upgraded: AtomicBool,
     /// The upgraded connection's relay, which the connection waits for.
     relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// HTTP/2 streams relayed as WebSockets now: while there are any, the
+    /// idle timer is off (each relay has the connection policy's timers).
+    tunnels: AtomicUsize,
+    /// Their relays, ended with the connection.
+    tunnel_relays: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl ConnState {
@@ -67,6 +72,8 @@ impl ConnState {
             waker: std::sync::Mutex::new(None),
             upgraded: AtomicBool::new(false),
             relay: std::sync::Mutex::new(None),
+            tunnels: AtomicUsize::new(0),
+            tunnel_relays: std::sync::Mutex::default(),
         })
     }
 
@@ -79,6 +86,28 @@ impl ConnState {
     /// The upgraded connection's relay, if there is one.
     pub(crate) fn take_relay(&self) -> Option<tokio::task::JoinHandle<()>> {
         self.relay.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// An HTTP/2 stream became a WebSocket; it is one until the guard
+    /// drops.
+    pub(crate) fn tunnel(self: &Arc<Self>) -> Tunnel {
+        self.tunnels.fetch_add(1, Ordering::AcqRel);
+        Tunnel(self.clone())
+    }
+
+    /// Keeps an HTTP/2 WebSocket's relay, to end it with the connection
+    /// (finished ones are let go).
+    pub(crate) fn add_tunnel(&self, relay: tokio::task::JoinHandle<()>) {
+        let mut relays = self.tunnel_relays.lock().unwrap_or_else(|e| e.into_inner());
+        relays.retain(|r| !r.is_finished());
+        relays.push(relay);
+    }
+
+    /// Ends the HTTP/2 WebSockets still relayed.
+    pub(crate) fn abort_tunnels(&self) {
+        let relays =
+            std::mem::take(&mut *self.tunnel_relays.lock().unwrap_or_else(|e| e.into_inner()));
+        relays.iter().for_each(tokio::task::JoinHandle::abort);
     }
 
     fn lock_waker(&self) -> std::sync::MutexGuard<'_, Option<std::task::Waker>> {
@@ -130,6 +159,23 @@ impl Drop for InFlight {
             && let Some(w) = self.0.lock_waker().take()
         {
             // hyper may not read again on its own: the idle timer needs a poll.
+            w.wake();
+        }
+    }
+}
+
+/// One HTTP/2 stream relayed as a WebSocket.
+#[derive(Debug)]
+pub(crate) struct Tunnel(Arc<ConnState>);
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        // The idle period starts when the last one ends.
+        let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.store(ms, Ordering::Relaxed);
+        if self.0.tunnels.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(w) = self.0.lock_waker().take()
+        {
             w.wake();
         }
     }
@@ -208,6 +254,10 @@ impl<S> Timed<S> {
         }
         if self.state.inflight.load(Ordering::Acquire) > 0 {
             return (self.progress + self.stall_timeout, Expired::Stalled);
+        }
+        if self.state.tunnels.load(Ordering::Acquire) > 0 {
+            // HTTP/2 WebSockets: their relays' timers apply.
+            return (Instant::now() + UPGRADED, Expired::Idle);
         }
         self.follow_period();
         let since = self.state.idle_since_ms.load(Ordering::Relaxed);

@@ -1,27 +1,53 @@
-//! HTTP/1.1 upgrades (WebSocket): the request goes upstream with its
-//! `Upgrade` and `Connection: upgrade`, and when the upstream answers 101
-//! both connections are handed over and their bytes relayed as they are —
-//! no frame is parsed or injected here.
+//! Upgrade handshakes: an HTTP/1.1 `Upgrade` (WebSocket or another
+//! protocol) goes upstream with its `Upgrade` and `Connection: upgrade`;
+//! an HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441) goes
+//! upstream as an HTTP/1.1 WebSocket upgrade. When the upstream answers
+//! 101, the client gets its 101 (HTTP/1.1) or 200 (HTTP/2), and the two
+//! streams are handed to `websocket::relay`.
 //!
-//! The relay runs beside the client connection's HTTP task, which waits
-//! for it (`ConnState::relay`), so the connection's counters, the drain and
-//! its closing log line cover the upgraded life too. Its only timer is the
-//! connection policy's inactivity timeout (the keep-alive treatment's):
-//! the HTTP timers stop at the upgrade.
+//! An HTTP/1.1 relay runs beside the connection's HTTP task, which waits
+//! for it (`ConnState::upgraded`), so the connection's counters, drain and
+//! closing log line cover the upgraded life too. An HTTP/2 one is one
+//! stream of a connection that goes on serving others: it holds a tunnel
+//! mark (`ConnState::tunnel`) that keeps the connection's HTTP idle timer
+//! off while it lives.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, Version};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
-/// The protocol a request asks to upgrade to, when it does.
-pub(super) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
+use super::timers::ConnState;
+use super::websocket::{self, Heartbeat, Relay};
+
+/// What a request asks to become.
+#[derive(Debug, Clone)]
+pub(super) enum Asked {
+    /// HTTP/1.1 `Connection: upgrade` with `Upgrade: <protocol>`.
+    Upgrade(HeaderValue),
+    /// HTTP/2 extended CONNECT, `:protocol websocket`.
+    WebSocketOverH2,
+}
+
+impl Asked {
+    pub(super) fn is_websocket(&self) -> bool {
+        match self {
+            Asked::Upgrade(p) => p.to_str().is_ok_and(|p| {
+                p.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+            }),
+            Asked::WebSocketOverH2 => true,
+        }
+    }
+}
+
+/// The upgrade a request asks for, when it does.
+pub(super) fn requested<B>(req: &Request<B>) -> Option<Asked> {
+    if req.method() == Method::CONNECT {
+        return is_h2_websocket(req).then_some(Asked::WebSocketOverH2);
+    }
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -32,124 +58,113 @@ pub(super) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten()
+    asks.then(|| {
+        req.headers()
+            .get(header::UPGRADE)
+            .cloned()
+            .map(Asked::Upgrade)
+    })
+    .flatten()
 }
 
-/// Puts the upgrade back on a message whose hop-by-hop headers were
-/// stripped: this hop's `Connection: upgrade` and `Upgrade`.
-pub(super) fn restore(headers: &mut HeaderMap, protocol: &HeaderValue) {
+/// An HTTP/2 CONNECT for a WebSocket (RFC 8441 §4), the only CONNECT a
+/// reverse proxy serves.
+pub(super) fn is_h2_websocket<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Makes a request whose hop-by-hop headers were stripped the upstream's
+/// HTTP/1.1 upgrade: this hop's `Connection: upgrade` and `Upgrade`, and
+/// for an HTTP/2 WebSocket, the GET and key of an HTTP/1.1 handshake
+/// (RFC 8441 §5: version, subprotocols and extensions pass as they are).
+pub(super) fn restore(method: &mut Method, headers: &mut HeaderMap, asked: &Asked) {
+    let protocol = match asked {
+        Asked::Upgrade(p) => p.clone(),
+        Asked::WebSocketOverH2 => {
+            *method = Method::GET;
+            headers.insert(SEC_WEBSOCKET_KEY, fresh_key());
+            HeaderValue::from_static("websocket")
+        }
+    };
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol.clone());
+    headers.insert(header::UPGRADE, protocol);
 }
 
-/// Relays between the client and the upstream once both have upgraded,
-/// until either side closes or nothing moves for `idle`.
-pub(super) async fn relay(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    idle: Option<Duration>,
-    conn: u64,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(e) => {
-            tracing::debug!(conn, error = %e, "upgrade not completed");
-            return;
-        }
-    };
-    let last = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut client = Active {
-        io: TokioIo::new(client),
-        last: last.clone(),
-        started,
-    };
-    let mut upstream = TokioIo::new(upstream);
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    tokio::pin!(copy);
-    let Some(idle) = idle else {
-        let _ = copy.await;
-        return;
-    };
-    loop {
-        let since = Duration::from_millis(last.load(Ordering::Relaxed));
-        tokio::select! {
-            _ = &mut copy => return,
-            () = tokio::time::sleep_until(started + since + idle) => {
-                let now = Duration::from_millis(last.load(Ordering::Relaxed));
-                if now == since {
-                    tracing::debug!(conn, idle_ms = idle.as_millis(), "upgraded connection idle: closed");
-                    return;
-                }
-            }
-        }
-    }
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
+/// A handshake key (16 random bytes, base64): the upstream proves with it
+/// that it speaks WebSocket; the HTTP/2 client never sees it.
+fn fresh_key() -> HeaderValue {
+    use base64::Engine as _;
+    let mut key = [0u8; 16];
+    websocket::random(&mut key);
+    let text = base64::engine::general_purpose::STANDARD.encode(key);
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
-/// The client side of a relay, noting when bytes last moved either way.
-struct Active<S> {
-    io: S,
-    last: Arc<AtomicU64>,
-    started: Instant,
-}
-
-impl<S> Active<S> {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// A 101 toward the client from the upstream's: its headers less
-/// hop-by-hop ones, with the upgrade restored.
-pub(super) fn switching<B>(resp: &Response<B>, protocol: &HeaderValue) -> HeaderMap {
+/// The client's answer to the upstream's 101: the upstream's headers less
+/// hop-by-hop ones, with the upgrade restored (HTTP/1.1), or without the
+/// HTTP/1.1 handshake's own headers (HTTP/2, whose answer is a 200).
+pub(super) fn switching<B>(resp: &Response<B>, asked: &Asked) -> HeaderMap {
     let mut headers = resp.headers().clone();
     super::headers::strip_hop_by_hop(&mut headers);
-    let upstream_protocol = resp.headers().get(header::UPGRADE).unwrap_or(protocol);
-    restore(&mut headers, upstream_protocol);
+    match asked {
+        Asked::Upgrade(protocol) => {
+            let upstream_protocol = resp.headers().get(header::UPGRADE).unwrap_or(protocol);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, upstream_protocol.clone());
+        }
+        Asked::WebSocketOverH2 => {
+            headers.remove(SEC_WEBSOCKET_ACCEPT);
+        }
+    }
     headers
+}
+
+/// Both sides of an upgrade, once the upstream said 101.
+pub(super) struct Sides {
+    pub(super) client: OnUpgrade,
+    pub(super) upstream: OnUpgrade,
+}
+
+/// Starts the relay of an upgrade the upstream accepted: beside the
+/// connection (HTTP/1.1) or as one of its streams (HTTP/2).
+pub(super) fn start(state: &Arc<ConnState>, asked: &Asked, sides: Sides, relay: Relay) {
+    let conn = relay.conn;
+    let run = async move {
+        let (client, upstream) = match tokio::try_join!(sides.client, sides.upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(conn, error = %e, "upgrade not completed");
+                return;
+            }
+        };
+        websocket::relay(TokioIo::new(client), TokioIo::new(upstream), relay).await;
+    };
+    match asked {
+        Asked::Upgrade(_) => state.upgraded(tokio::spawn(run)),
+        Asked::WebSocketOverH2 => {
+            let tunnel = state.tunnel();
+            state.add_tunnel(tokio::spawn(async move {
+                run.await;
+                drop(tunnel);
+            }));
+        }
+    }
+}
+
+/// The heartbeat an upstream's policy asks for.
+pub(super) fn heartbeat(p: &turnout_plugin_sdk::WebSocketPolicy) -> Option<Heartbeat> {
+    let ms = std::time::Duration::from_millis;
+    p.ping_interval.map(|interval| Heartbeat {
+        interval: ms(interval),
+        timeout: ms(p.ping_timeout),
+    })
 }

@@ -39,7 +39,7 @@ pub struct RequestRecord<'a> {
 /// The labels [`RequestRecord::error`] takes. A fixed list keeps the
 /// lookup lock-free and lets every label show from the start, zeros
 /// included, like the refusal reasons.
-pub const REQUEST_ERRORS: [&str; 12] = [
+pub const REQUEST_ERRORS: [&str; 13] = [
     "no-route",
     "upstream-refused",
     "upstream-reset",
@@ -52,6 +52,7 @@ pub const REQUEST_ERRORS: [&str; 12] = [
     "headers-too-large",
     "plugin-failure",
     "misdirected",
+    "websocket-disabled",
 ];
 
 /// Status classes by index; a status outside 100..=599 counts under

@@ -1,7 +1,8 @@
 //! What the proxy is doing, for the admin API: connection and byte
 //! counters, throughput windows, per-route and per-client tables, refusals
 //! by reason, connection-duration and size percentiles, the live
-//! connection list, and HTTP requests (`http.rs`).
+//! connection list, HTTP requests (`http.rs`) and WebSockets
+//! (`websocket.rs`).
 //!
 //! Collection is atomics on the hot path: a relay adds each chunk to its
 //! connection, its client IP, its route and the global counters (four
@@ -17,6 +18,7 @@ mod http;
 mod refusal;
 mod series;
 mod tls;
+mod websocket;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -32,6 +34,7 @@ pub use refusal::{PLUGIN_FAILURE, Refusal};
 pub use series::{Rate, Sample, Series};
 pub use tls::Handshake;
 use turnout_plugin_sdk::canonical_ip;
+pub use websocket::{WEBSOCKET_CLOSES, WebSocketView};
 
 const SHARDS: usize = 16;
 /// Global throughput history: an hour of 1 Hz samples (+1 for the base).
@@ -184,6 +187,8 @@ pub struct Metrics {
     tls: tls::TlsCounters,
     /// HTTP requests and upstream connections (`http.rs`).
     http: http::HttpCounters,
+    /// WebSockets the proxy speaks itself (`websocket.rs`).
+    websocket: websocket::WebSocketCounters,
 }
 
 impl Default for Metrics {
@@ -221,6 +226,7 @@ impl Metrics {
             workers: OnceLock::new(),
             tls: tls::TlsCounters::default(),
             http: http::HttpCounters::default(),
+            websocket: websocket::WebSocketCounters::default(),
         }
     }
 

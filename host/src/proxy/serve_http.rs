@@ -21,9 +21,9 @@ pub(super) struct HttpConn {
     pub(super) https: bool,
     pub(super) alpn: Option<Vec<u8>>,
     pub(super) route: Option<Upstream>,
-    /// The connection policy's inactivity timeout, for upgraded
-    /// (WebSocket) connections.
-    pub(super) upgrade_idle: Option<std::time::Duration>,
+    /// The connection policy's timers, for upgraded (WebSocket)
+    /// connections.
+    pub(super) timers: super::relay::Timers,
 }
 
 /// A plaintext client on an HTTP port: the bytes the peek read are replayed
@@ -36,14 +36,14 @@ pub(super) async fn plain(pending: Pending) {
     let io = Metered::new(Prefixed::new(peeked, stream), held.meter.traffic_handle());
     // No route, so no `policy` answer: the host's default policy.
     let settings = held.proxy.settings.load();
-    let upgrade_idle = super::relay::Timers::from_policy(&settings.policy_for(false)).inactivity;
+    let timers = super::relay::Timers::from_policy(&settings.policy_for(false));
     let conn = HttpConn {
         local,
         peer,
         https: false,
         alpn: None,
         route: None,
-        upgrade_idle,
+        timers,
     };
     run(io, conn, held).await;
 }
@@ -72,7 +72,12 @@ where
         https: conn.https,
         alpn: conn.alpn,
         route: conn.route,
-        upgrade_idle: conn.upgrade_idle,
+        upgrade: http::UpgradeTimers {
+            idle: conn.timers.inactivity,
+            // A lifetime counts from accept, upgraded or not.
+            deadline: conn.timers.max_lifetime.map(|l| held.started + l),
+            half_open_grace: conn.timers.half_open_grace,
+        },
     };
     let (mut draining, mut stop) = (proxy.draining.subscribe(), proxy.stop.subscribe());
     let ends = http::Ends {

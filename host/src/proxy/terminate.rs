@@ -252,7 +252,7 @@ impl Terminated {
                     https: true,
                     alpn: Some(alpn.unwrap_or_else(|| b"http/1.1".to_vec())),
                     route: Some(upstream),
-                    upgrade_idle: self.timers.inactivity,
+                    timers: self.timers,
                 };
                 // The route's slot is held until the connection ends.
                 let _slot = self._slot;

@@ -1,7 +1,7 @@
 //! The HTTP families of `/metrics`: requests by route and status class,
 //! the proxy's own error answers by reason, request durations, the busiest
 //! domains (top N, like client IPs: a Host header is client data), and the
-//! upstream connection pool.
+//! upstream connection pool; and the WebSockets the proxy relays.
 
 use std::borrow::Cow;
 use std::fmt::Error;
@@ -72,6 +72,44 @@ pub(super) fn encode(e: &mut DescriptorEncoder<'_>, m: &Metrics, top: usize) -> 
         "http_upstream_connections_opened",
         "Upstream connections the HTTP proxy opened.",
         v.upstream_opened,
+    )?;
+    websockets(e, m)
+}
+
+/// WebSockets the proxy speaks itself (terminated and plaintext HTTP).
+fn websockets(e: &mut DescriptorEncoder<'_>, m: &Metrics) -> Result<(), Error> {
+    let w = m.websockets();
+    gauge(
+        e,
+        "websockets",
+        "WebSockets relayed now (upgraded on terminated or plaintext HTTP routes).",
+        w.active,
+    )?;
+    family(
+        e,
+        "websocket_upgrades",
+        "WebSocket upgrades completed, by route.",
+        MetricType::Counter,
+        w.upgrades
+            .iter()
+            .map(|(r, n)| (vec![("route", label(r))], *n)),
+        |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+    )?;
+    counter(
+        e,
+        "websocket_pings",
+        "Heartbeat pings the proxy sent to WebSocket clients.",
+        w.pings_sent,
+    )?;
+    family(
+        e,
+        "websocket_closes",
+        "WebSockets closed, by reason (the side that closed first, ping-timeout, lifetime, idle, shutdown).",
+        MetricType::Counter,
+        w.closes
+            .iter()
+            .map(|(r, n)| (vec![("reason", Cow::Borrowed(*r))], *n)),
+        |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
     )
 }
 
@@ -119,6 +157,10 @@ mod tests {
             });
         }
         m.upstream_connection_opened();
+        m.websocket_opened("chat");
+        m.websocket_ping();
+        m.websocket_closed("ping-timeout");
+        m.websocket_opened("chat");
         let text = scrape(&m, 2);
         let v = |series: &str| value(&text, series);
         let requests = "turnout_http_requests_total";
@@ -145,6 +187,20 @@ mod tests {
         assert_eq!(text.matches(domains).count(), 2, "top 2 only:\n{text}");
         assert_eq!(v("turnout_http_upstream_connections"), Some(1));
         assert_eq!(v("turnout_http_upstream_connections_opened_total"), Some(1));
+        assert_eq!(v("turnout_websockets"), Some(1));
+        assert_eq!(
+            v("turnout_websocket_upgrades_total{route=\"chat\"}"),
+            Some(2)
+        );
+        assert_eq!(v("turnout_websocket_pings_total"), Some(1));
+        assert_eq!(
+            v("turnout_websocket_closes_total{reason=\"ping-timeout\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            v("turnout_websocket_closes_total{reason=\"idle\"}"),
+            Some(0)
+        );
         // A client's Host is escaped, never written raw into the format.
         let all = scrape(&m, 10);
         assert!(all.contains(r#"{domain="c\"d"} 1"#), "{all}");
