@@ -410,3 +410,52 @@ async fn websockets_over_http2_extended_connect_are_relayed_to_an_http1_backend(
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_ends_at_the_connections_lifetime_with_a_close_frame() {
+    let (backend, mut closes) = close_recorder().await;
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let routes = json!([{ "name": "short", "match": { "ports": port, "domains": "ws.test" },
+        "action": { "type": "forward", "targets": target(backend),
+                    "websocket": { "pingInterval": 0 } } }]);
+    let extra = json!({ "keepAliveTreatment": "standard", "maxConnectionLifetime": 1000 });
+    let app = RunningApp::start_with(&config(routes, extra), ports).await;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let started = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://ws.test/", tcp)
+        .await
+        .unwrap();
+    // Busy the whole time: the lifetime, not inactivity, ends it.
+    let end = loop {
+        if ws.send(Message::text("tick")).await.is_err() {
+            break None;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => {}
+            Ok(other) => break Some(other),
+            Err(_) => panic!("no answer"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = started.elapsed();
+    match end {
+        Some(Some(Ok(Message::Close(Some(f))))) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected the proxy's 1001, got {other:?}"),
+    }
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3000),
+        "ended after {took:?}, not at the 1 s lifetime"
+    );
+    let code = tokio::time::timeout(Duration::from_secs(5), closes.recv())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1001), "the backend is told too");
+    let w = app.metrics.websockets();
+    assert_eq!(w.pings_sent, 0, "pingInterval 0: no heartbeat");
+    assert!(w.closes.contains(&("lifetime", 1)), "{w:?}");
+    drop(ws);
+    settled(&app).await;
+    app.stop().await;
+}
