@@ -8,6 +8,7 @@ pub mod http;
 pub mod l4;
 pub mod pki;
 pub mod tls;
+pub mod ws;
 
 /// The `.wasm` of fixture `tests/guests/<name>`, built if needed.
 pub fn guest(name: &str) -> PathBuf {
