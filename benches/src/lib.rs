@@ -8,9 +8,9 @@
 //!   CPU-second against HAProxy).
 //! * [`loadgen`] — the `turnout-loadgen` binary's library: real rustls
 //!   clients with a chosen SNI (TLS connections, bulk streams, HTTPS
-//!   keep-alive requests) and the loopback backends that every proxy
-//!   under test forwards to, so Turnout, HAProxy and nginx face the same
-//!   load and the same servers.
+//!   keep-alive requests, WebSocket echo) and the loopback backends that
+//!   every proxy under test forwards to, so Turnout, HAProxy and nginx
+//!   face the same load and the same servers.
 //!
 //! `cargo bench -p turnout-benches` runs the micro-benchmarks;
 //! `cargo xtask bench` runs the load benchmark (see `xtask/src/bench/`).

@@ -1,13 +1,13 @@
 //! A smoke run of the load harness with a tiny load: the backends and every
 //! load mode through Turnout, in-process, with the default plugins (HTTPS
-//! keep-alive through a terminating HTTP route to the HTTP backend). No
-//! HAProxy or nginx needed; a few seconds. Checks that the loads work and
-//! route, not how fast they are.
+//! keep-alive and WebSocket echo through a terminating HTTP route to the
+//! HTTP and WebSocket backends). No HAProxy or nginx needed; a few seconds.
+//! Checks that the loads work and route, not how fast they are.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use turnout_benches::loadgen::{backend, client, http_client, tls};
+use turnout_benches::loadgen::{backend, client, http_client, tls, ws_client};
 use turnout_tests::app::{Ports, RunningApp};
 
 /// Turnout's config for the load: SNI routes to the two backends. A
@@ -113,6 +113,19 @@ async fn every_load_mode_runs_through_turnout() {
     app.stop().await;
 }
 
+/// One terminating HTTP route for `*.bench.test` on `port` to `target`,
+/// with a certificate written to `dir`.
+fn terminate_config(port: u16, target: SocketAddr, dir: &std::path::Path) -> String {
+    tls::write_cert(dir, &["*.bench.test".to_owned()]).unwrap();
+    format!(
+        r#"{{"routes":[{{"name":"h","match":{{"ports":{port},"domains":["*.bench.test"]}},"action":{{"type":"forward","targets":[{{"host":"{}","port":{}}}],"tls":{{"mode":"terminate","certificate":{{"cert":{:?},"key":{:?}}}}}}}}}],"bind":["127.0.0.1"],"maxConnectionsPerIP":0,"connectionRateLimitPerMinute":0,"maxConnections":0,"gracefulShutdownTimeout":1000,"plugins":{{"deadlineMs":2000}}}}"#,
+        target.ip(),
+        target.port(),
+        dir.join("cert.pem").display().to_string(),
+        dir.join("key.pem").display().to_string(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_keepalive_runs_through_a_terminating_http_route() {
     let any = "127.0.0.1:0".parse().unwrap();
@@ -120,17 +133,9 @@ async fn https_keepalive_runs_through_a_terminating_http_route() {
         .await
         .unwrap();
     let dir = std::env::temp_dir().join(format!("turnout-smoke-{}", std::process::id()));
-    tls::write_cert(&dir, &["*.bench.test".to_owned()]).unwrap();
     let mut ports = Ports::default();
     let port = ports.take();
-    let config = format!(
-        r#"{{"routes":[{{"name":"h","match":{{"ports":{port},"domains":["*.bench.test"]}},"action":{{"type":"forward","targets":[{{"host":"{}","port":{}}}],"tls":{{"mode":"terminate","certificate":{{"cert":{:?},"key":{:?}}}}}}}}}],"bind":["127.0.0.1"],"maxConnectionsPerIP":0,"connectionRateLimitPerMinute":0,"maxConnections":0,"gracefulShutdownTimeout":1000,"plugins":{{"deadlineMs":2000}}}}"#,
-        b.http.ip(),
-        b.http.port(),
-        dir.join("cert.pem").display().to_string(),
-        dir.join("key.pem").display().to_string(),
-    );
-    let app = RunningApp::start_with(&config, ports).await;
+    let app = RunningApp::start_with(&terminate_config(port, b.http, &dir), ports).await;
     let r = http_client::https_keepalive(&http_client::HttpsKeepalive {
         target: client::Target {
             addr: ([127, 0, 0, 1], port).into(),
@@ -144,6 +149,42 @@ async fn https_keepalive_runs_through_a_terminating_http_route() {
     .await;
     assert_clean(&r, 200.0);
     assert_eq!(r.num("conns_opened"), Some(4.0), "keep-alive held: {r}");
+    assert!(
+        r.get("negotiated")
+            .is_some_and(|n| n.ends_with("alpn:http/1.1")),
+        "{r}"
+    );
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_echo_runs_through_a_terminating_http_route() {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let b = backend::start(any, any, &["echo.bench.test".to_owned()])
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("turnout-smoke-ws-{}", std::process::id()));
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let app = RunningApp::start_with(&terminate_config(port, b.ws, &dir), ports).await;
+    // A window of 3, so more than one message is in flight on each.
+    let r = ws_client::ws_echo(&ws_client::WsEcho {
+        target: client::Target {
+            addr: ([127, 0, 0, 1], port).into(),
+            sni: "echo.bench.test".to_owned(),
+        },
+        conns: 4,
+        messages: 300,
+        message_bytes: 1024,
+        window: 3,
+        path: "/".to_owned(),
+        max_time: Duration::from_secs(20),
+    })
+    .await;
+    assert_clean(&r, 300.0);
+    assert_eq!(r.num("conns_opened"), Some(4.0), "{r}");
+    assert_eq!(r.num("lost"), Some(0.0), "{r}");
     assert!(
         r.get("negotiated")
             .is_some_and(|n| n.ends_with("alpn:http/1.1")),

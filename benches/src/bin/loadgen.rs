@@ -1,6 +1,6 @@
 //! `turnout-loadgen`: the load generator and backends of `cargo xtask
 //! bench`. Each client mode prints one `result key=value …` line on
-//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR plain=ADDR http=ADDR` once
+//! stdout; `backend` prints `ready tls=ADDR bulk=ADDR plain=ADDR http=ADDR ws=ADDR` once
 //! listening; `cert` writes a certificate for the terminating proxies.
 //! Everything is bounded by counts and time limits.
 
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use turnout_benches::loadgen::{backend, client, http_client, tls};
+use turnout_benches::loadgen::{backend, client, http_client, tls, ws_client};
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +126,27 @@ enum Mode {
         #[arg(long, default_value_t = 600)]
         max_secs: u64,
     },
+    /// WebSockets over TLS (HTTP/1.1 upgrade): binary messages echoed by
+    /// the backend, at most W awaiting their echo on each connection,
+    /// until M echoes have come back and been checked.
+    WsEcho {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 50)]
+        conns: usize,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Payload bytes per message (at least 8).
+        #[arg(long, default_value = "1K", value_parser = parse_size)]
+        message_bytes: u64,
+        /// Messages in flight per connection (1 to 64).
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
     /// Sequential new TLS connections, alternating with --direct if given.
     Latency {
         #[command(flatten)]
@@ -185,8 +206,8 @@ async fn run(mode: Mode) -> Result<(), String> {
         } => {
             let b = backend::start(tls_listen, bulk_listen, &names).await?;
             say(format_args!(
-                "ready tls={} bulk={} plain={} http={}",
-                b.tls, b.bulk, b.plain, b.http
+                "ready tls={} bulk={} plain={} http={} ws={}",
+                b.tls, b.bulk, b.plain, b.http, b.ws
             ));
             let lifeline = async {
                 if until_stdin_closes {
@@ -266,6 +287,24 @@ async fn run(mode: Mode) -> Result<(), String> {
             target: target.target(),
             conns,
             requests,
+            path,
+            max_time: secs(max_secs),
+        })
+        .await),
+        Mode::WsEcho {
+            target,
+            conns,
+            messages,
+            message_bytes,
+            window,
+            path,
+            max_secs,
+        } => say(ws_client::ws_echo(&ws_client::WsEcho {
+            target: target.target(),
+            conns,
+            messages,
+            message_bytes: usize::try_from(message_bytes).map_err(|e| e.to_string())?,
+            window,
             path,
             max_time: secs(max_secs),
         })

@@ -9,7 +9,9 @@
 //!   `U` + u64: read that many bytes and answer the count; `D` + u64:
 //!   send that many bytes — without any encryption on the payload;
 //! * a plain HTTP/1.1 keep-alive server ([`super::http_backend`]) behind
-//!   the proxies in the HTTP scenarios.
+//!   the proxies in the HTTP scenarios;
+//! * a plain WebSocket echo server ([`super::ws_backend`]) behind the
+//!   proxies in the WebSocket scenario.
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub struct Backends {
     pub plain: SocketAddr,
     /// The plain HTTP/1.1 server, on `tls`'s address, any port.
     pub http: SocketAddr,
+    /// The plain WebSocket echo server, on `tls`'s address, any port.
+    pub ws: SocketAddr,
 }
 
 /// A listener with a backlog deep enough for bursts of new connections.
@@ -86,11 +90,13 @@ pub async fn start(
     let plain_listen = SocketAddr::new(tls_listen.ip(), 0);
     let plain = listen(plain_listen).map_err(|e| format!("listen on {plain_listen}: {e}"))?;
     let http = listen(plain_listen).map_err(|e| format!("listen on {plain_listen}: {e}"))?;
+    let ws = listen(plain_listen).map_err(|e| format!("listen on {plain_listen}: {e}"))?;
     let addrs = Backends {
         tls: tls.local_addr().map_err(|e| e.to_string())?,
         bulk: bulk.local_addr().map_err(|e| e.to_string())?,
         plain: plain.local_addr().map_err(|e| e.to_string())?,
         http: http.local_addr().map_err(|e| e.to_string())?,
+        ws: ws.local_addr().map_err(|e| e.to_string())?,
     };
     let acceptor = Arc::new(acceptor);
     accept_loop(tls, move |s| {
@@ -106,6 +112,7 @@ pub async fn start(
         let _ = plain_echo(s).await;
     });
     super::http_backend::spawn(http);
+    super::ws_backend::spawn(ws);
     Ok(addrs)
 }
 

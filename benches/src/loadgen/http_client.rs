@@ -273,7 +273,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
 
 /// This process's CPU time (utime + stime, all threads) from
 /// `/proc/self/stat`, in seconds; USER_HZ is 100 on Linux.
-fn own_cpu_secs() -> f64 {
+pub(super) fn own_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised name: state is the first, utime the 12th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);

@@ -42,21 +42,34 @@ impl Bench<'_> {
     /// backend chosen by Host, `http-reuse always` (its idle pool is
     /// unbounded), keep-alive both sides.
     pub(super) fn haproxy_http_config(&self, port: u16, nproc: usize) -> Result<String> {
+        self.haproxy_http(port, nproc, self.http, "", "  http-reuse always\n")
+    }
+
+    /// The HTTP scenarios' HAProxy: TLS as in the terminate scenarios
+    /// with ALPN http/1.1, the `X-Forwarded-*` headers, the backend chosen
+    /// by Host; `defaults` and the backend section get the extra lines.
+    pub(super) fn haproxy_http(
+        &self,
+        port: u16,
+        nproc: usize,
+        backend: SocketAddr,
+        defaults_extra: &str,
+        backend_extra: &str,
+    ) -> Result<String> {
         let bundle = self.cert_file("bundle.pem")?;
         let maxconn = self.haproxy_maxconn();
         let domain = CERT_NAME.trim_start_matches('*');
         Ok(format!(
             "global\n  nbthread {nproc}\n  maxconn {maxconn}\n  tune.ssl.cachesize 0\n\
              defaults\n  mode http\n  maxconn {maxconn}\n  option http-keep-alive\n  timeout connect 5s\n  \
-             timeout client 1h\n  timeout server 1h\n  timeout http-request 10s\n  timeout http-keep-alive 1h\n\
+             timeout client 1h\n  timeout server 1h\n  timeout http-request 10s\n  timeout http-keep-alive 1h\n{defaults_extra}\
              frontend https_in\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1 no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n  \
              option forwardfor\n  http-request set-header X-Forwarded-Proto https\n  \
              http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  \
              http-request set-header X-Forwarded-Port %[dst_port]\n  \
              use_backend plain if {{ req.hdr(host),field(1,:) -m end -i {domain} }}\n\
-             backend plain\n  http-reuse always\n  server s {}\n",
+             backend plain\n{backend_extra}  server s {backend}\n",
             bundle.display(),
-            self.http,
         ))
     }
 
@@ -69,6 +82,31 @@ impl Bench<'_> {
         nproc: usize,
         prefix: &Path,
     ) -> Result<String> {
+        self.nginx_http(
+            port,
+            nproc,
+            prefix,
+            self.http,
+            &format!(
+                "    keepalive {POOL};\n    keepalive_requests 10000000;\n    keepalive_timeout 1h;\n"
+            ),
+            "      proxy_set_header Connection \"\";\n",
+        )
+    }
+
+    /// The HTTP scenarios' nginx: TLS as in the terminate scenarios,
+    /// `keepalive_requests` raised on the client side, HTTP/1.1 to the
+    /// `upstream` (with the `upstream_extra` lines), `Host` kept and the
+    /// `X-Forwarded-*` headers set, plus the `location_extra` lines.
+    pub(super) fn nginx_http(
+        &self,
+        port: u16,
+        nproc: usize,
+        prefix: &Path,
+        backend: SocketAddr,
+        upstream_extra: &str,
+        location_extra: &str,
+    ) -> Result<String> {
         let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
         let p = prefix.display();
         // Debian's compiled-in temp paths (/var/lib/nginx/…) may not exist.
@@ -78,18 +116,17 @@ impl Bench<'_> {
             .collect();
         Ok(format!(
             "{}http {{\n  access_log off;\n{temps}  \
-             upstream plain {{\n    server {};\n    keepalive {POOL};\n    keepalive_requests 10000000;\n    keepalive_timeout 1h;\n  }}\n  \
+             upstream plain {{\n    server {backend};\n{upstream_extra}  }}\n  \
              server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name {CERT_NAME};\n    \
              ssl_certificate {};\n    ssl_certificate_key {};\n    \
              ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets off;\n    ssl_session_cache off;\n    \
              keepalive_requests 10000000;\n    keepalive_timeout 1h;\n    \
-             location / {{\n      proxy_pass http://plain;\n      proxy_http_version 1.1;\n      \
-             proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n      \
+             location / {{\n      proxy_pass http://plain;\n      proxy_http_version 1.1;\n{location_extra}      \
+             proxy_set_header Host $http_host;\n      \
              proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Forwarded-Proto $scheme;\n      \
              proxy_set_header X-Forwarded-Host $http_host;\n      proxy_set_header X-Forwarded-Port $server_port;\n    \
              }}\n  }}\n}}\n",
             self.nginx_main(nproc, prefix),
-            self.http,
             cert.display(),
             key.display(),
         ))
@@ -182,7 +219,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 
 /// Connections the HTTP backend has accepted so far, this call's own
 /// `/_stats` connection included.
-fn backend_conns(backend: SocketAddr) -> Result<f64> {
+pub(super) fn backend_conns(backend: SocketAddr) -> Result<f64> {
     let body = http_get(backend, "/_stats")?;
     let conns = body
         .split_whitespace()

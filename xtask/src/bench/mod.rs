@@ -5,14 +5,15 @@
 //! 2. Installs HAProxy, nginx and nginx's stream module from Debian's
 //!    packages if missing (`--no-install` refuses instead).
 //! 3. Starts the loopback backends (`turnout-loadgen backend`: TLS echo,
-//!    plain echo, bulk and plain HTTP/1.1 servers) and, for the
-//!    `*-terminate` and `https-keepalive` scenarios,
+//!    plain echo, bulk, plain HTTP/1.1 and plain WebSocket echo servers)
+//!    and, for the `*-terminate`, `https-keepalive` and `ws-echo` scenarios,
 //!    writes one ECDSA P-256 certificate for `*.bench.test`
 //!    (`turnout-loadgen cert`) that all three proxies serve; then for every
 //!    scenario, repeat and proxy — the proxy order rotating each repeat —
 //!    starts that proxy fresh with equivalent SNI routing (passthrough) or
 //!    equivalent TLS termination to the plain echo (`*-terminate`) or
-//!    HTTPS proxying to the HTTP server (`https-keepalive`, see [`http`]),
+//!    HTTPS proxying to the HTTP server (`https-keepalive`, see [`http`])
+//!    or WebSocket upgrades to the WebSocket echo (`ws-echo`, see [`ws`]),
 //!    warms it up, runs the load (`turnout-loadgen <mode>`)
 //!    and reads the proxy's own CPU time (utime + stime) and RSS from
 //!    `/proc` (nginx: master + workers), then stops it.
@@ -48,6 +49,7 @@ mod peers;
 mod procs;
 mod report;
 mod scenario;
+mod ws;
 
 use options::{Load, Options};
 use peers::ensure_peers;
@@ -166,6 +168,8 @@ struct Bench<'a> {
     plain: SocketAddr,
     /// The plain HTTP/1.1 server, behind the HTTP proxies.
     http: SocketAddr,
+    /// The plain WebSocket echo, behind the proxies in `ws-echo`.
+    ws: SocketAddr,
     /// The running Turnout's admin API, in the HTTP scenario.
     admin: std::cell::Cell<Option<SocketAddr>>,
     /// The directory with `cert.pem`, `key.pem`, `bundle.pem`, when a
@@ -205,8 +209,13 @@ impl<'a> Bench<'a> {
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| anyhow!("backend said {ready:?}"))
         };
-        let (echo, bulk, plain, http) =
-            (addr("tls")?, addr("bulk")?, addr("plain")?, addr("http")?);
+        let (echo, bulk, plain, http, ws) = (
+            addr("tls")?,
+            addr("bulk")?,
+            addr("plain")?,
+            addr("http")?,
+            addr("ws")?,
+        );
         let cert = if opts.scenarios.iter().any(|s| s.terminates()) {
             step(&format!(
                 "writing an ECDSA P-256 certificate for {CERT_NAME} (turnout-loadgen cert)"
@@ -231,7 +240,7 @@ impl<'a> Bench<'a> {
             opts,
             bin: bin.to_owned(),
             dir: dir.to_owned(),
-            load: Load::new(opts.quick, idle_cap),
+            load: Load::new(opts, idle_cap),
             nofile,
             ticks,
             _backend: backend,
@@ -239,6 +248,7 @@ impl<'a> Bench<'a> {
             bulk,
             plain,
             http,
+            ws,
             admin: std::cell::Cell::new(None),
             cert,
             runs: Vec::new(),
@@ -324,10 +334,10 @@ impl<'a> Bench<'a> {
     fn measure(&self, scenario: Scenario, proxy: Proxy, repeat: usize) -> Result<RunResult> {
         let (p, addr) = self.start_proxy(proxy, scenario.front())?;
         let pids = p.pids();
-        let warm = if scenario.front() == Front::TerminateHttp {
-            self.https_requests(addr, self.load.http_warmup)?
-        } else {
-            self.tls_conns(addr, self.load.warmup)?
+        let warm = match scenario.front() {
+            Front::TerminateHttp => self.https_requests(addr, self.load.http_warmup)?,
+            Front::TerminateWs => self.ws_messages(addr, self.load.ws_warmup)?,
+            Front::Passthrough | Front::TerminateTcp => self.tls_conns(addr, self.load.warmup)?,
         };
         if num(&warm, "ok") < 1.0 {
             bail!(
@@ -387,6 +397,7 @@ impl<'a> Bench<'a> {
                 r
             }
             Scenario::HttpsKeepalive => self.https_keepalive(proxy, &p, addr, &mut f)?,
+            Scenario::WsEcho => self.ws_echo(&p, addr, &mut f)?,
             Scenario::Latency => {
                 let mut args = vec!["latency".to_owned()];
                 args.extend(Self::target(addr, ECHO));
@@ -489,7 +500,8 @@ impl<'a> Bench<'a> {
     }
 
     /// Starts `proxy` on a free port: SNI routing and passthrough, TLS
-    /// termination to the plain echo, or HTTPS to the HTTP backend.
+    /// termination to the plain echo, HTTPS to the HTTP backend, or
+    /// WebSockets over TLS to the WebSocket echo.
     fn start_proxy(&self, proxy: Proxy, front: Front) -> Result<(Proc, SocketAddr)> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -503,6 +515,7 @@ impl<'a> Bench<'a> {
                     Front::Passthrough => self.turnout_config(port),
                     Front::TerminateTcp => self.turnout_terminate_config(port)?,
                     Front::TerminateHttp => self.turnout_http_config(port)?,
+                    Front::TerminateWs => self.turnout_ws_config(port)?,
                 };
                 std::fs::write(&cfg, text)?;
                 let mut cmd = command(
@@ -518,6 +531,7 @@ impl<'a> Bench<'a> {
                     Front::Passthrough => self.haproxy_config(port, nproc),
                     Front::TerminateTcp => self.haproxy_terminate_config(port, nproc)?,
                     Front::TerminateHttp => self.haproxy_http_config(port, nproc)?,
+                    Front::TerminateWs => self.haproxy_ws_config(port, nproc)?,
                 };
                 std::fs::write(&cfg, text)?;
                 let cmd = command(
@@ -534,6 +548,7 @@ impl<'a> Bench<'a> {
                     Front::Passthrough => self.nginx_config(port, nproc, &prefix),
                     Front::TerminateTcp => self.nginx_terminate_config(port, nproc, &prefix)?,
                     Front::TerminateHttp => self.nginx_http_config(port, nproc, &prefix)?,
+                    Front::TerminateWs => self.nginx_ws_config(port, nproc, &prefix)?,
                 };
                 std::fs::write(&cfg, text)?;
                 let cmd = command(

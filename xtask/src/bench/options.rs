@@ -6,16 +6,20 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::Proxy;
 use super::scenario::Scenario;
 
-pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice]
+pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice] [--ws-conns N] [--ws-messages N] [--ws-window N]
   scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency,
-             new-tls-terminate, idle-terminate (= terminate), https-keepalive (= http)
+             new-tls-terminate, idle-terminate (= terminate), https-keepalive (= http),
+             ws-echo (= ws)
              (default: all)
   --quick      tiny loads, 1 repeat: checks the harness, measures nothing worth keeping
   --repeats N  repeats per scenario and proxy (default 3, the minimum for a median and spread)
   --keep       keep the temporary directory (configs, proxy logs)
   --no-build   use the release binaries already built (turnout, turnout-loadgen)
   --haproxy-splice  HAProxy with `option splice-request` and `option splice-response`
-               (its kernel splicing forced on; nginx's stream module has none)";
+               (its kernel splicing forced on; nginx's stream module has none)
+  --ws-conns N     ws-echo: WebSocket connections (default 50; --quick 8)
+  --ws-messages N  ws-echo: 1 KiB messages echoed in each measured run (default 100000; --quick 2000)
+  --ws-window N    ws-echo: messages awaiting their echo per connection, 1 to 64 (default 1)";
 
 pub(super) struct Options {
     /// As given, for the results file.
@@ -29,6 +33,10 @@ pub(super) struct Options {
     pub(super) build: bool,
     /// Force HAProxy's splice on.
     pub(super) haproxy_splice: bool,
+    /// ws-echo's load, where given: connections, messages, window.
+    pub(super) ws_conns: Option<usize>,
+    pub(super) ws_messages: Option<usize>,
+    pub(super) ws_window: Option<usize>,
 }
 
 impl Options {
@@ -43,6 +51,9 @@ impl Options {
             keep: false,
             build: true,
             haproxy_splice: false,
+            ws_conns: None,
+            ws_messages: None,
+            ws_window: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -58,6 +69,15 @@ impl Options {
                 "--no-build" => o.build = false,
                 "--haproxy-splice" => o.haproxy_splice = true,
                 "--repeats" => o.repeats = value()?.parse().context("--repeats")?,
+                "--ws-conns" => o.ws_conns = Some(positive(a, &value()?)?),
+                "--ws-messages" => o.ws_messages = Some(positive(a, &value()?)?),
+                "--ws-window" => {
+                    let w = positive(a, &value()?)?;
+                    if w > 64 {
+                        bail!("--ws-window {w}: at most 64");
+                    }
+                    o.ws_window = Some(w);
+                }
                 "--scenario" => {
                     for name in value()?.split(',') {
                         o.scenarios.extend(match name {
@@ -73,6 +93,7 @@ impl Options {
                                 vec![Scenario::NewTlsTerminate, Scenario::IdleTerminate]
                             }
                             "https-keepalive" | "http" => vec![Scenario::HttpsKeepalive],
+                            "ws-echo" | "ws" => vec![Scenario::WsEcho],
                             _ => bail!("unknown scenario {name:?}\n\n{USAGE}"),
                         });
                     }
@@ -105,6 +126,13 @@ impl Options {
     }
 }
 
+fn positive(option: &str, v: &str) -> Result<usize> {
+    match v.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{option} {v:?}: a count above 0"),
+    }
+}
+
 /// How much load: `--quick` checks that everything works, the full one
 /// runs long enough for 10 ms CPU ticks to be a rounding error.
 pub(super) struct Load {
@@ -119,10 +147,18 @@ pub(super) struct Load {
     pub(super) http_conns: usize,
     pub(super) http_requests: usize,
     pub(super) http_warmup: usize,
+    /// ws-echo: WebSocket connections, messages measured and of the
+    /// warm-up, bytes per message, messages in flight per connection.
+    pub(super) ws_conns: usize,
+    pub(super) ws_messages: usize,
+    pub(super) ws_warmup: usize,
+    pub(super) ws_message_bytes: usize,
+    pub(super) ws_window: usize,
 }
 
 impl Load {
-    pub(super) fn new(quick: bool, idle_cap: usize) -> Load {
+    pub(super) fn new(opts: &Options, idle_cap: usize) -> Load {
+        let quick = opts.quick;
         let l = if quick {
             Load {
                 warmup: 50,
@@ -134,6 +170,11 @@ impl Load {
                 http_conns: 8,
                 http_requests: 2_000,
                 http_warmup: 200,
+                ws_conns: 8,
+                ws_messages: 2_000,
+                ws_warmup: 200,
+                ws_message_bytes: 1024,
+                ws_window: 1,
             }
         } else {
             Load {
@@ -146,10 +187,18 @@ impl Load {
                 http_conns: 50,
                 http_requests: 100_000,
                 http_warmup: 5_000,
+                ws_conns: 50,
+                ws_messages: 100_000,
+                ws_warmup: 5_000,
+                ws_message_bytes: 1024,
+                ws_window: 1,
             }
         };
         Load {
             idle: l.idle.min(idle_cap),
+            ws_conns: opts.ws_conns.unwrap_or(l.ws_conns),
+            ws_messages: opts.ws_messages.unwrap_or(l.ws_messages),
+            ws_window: opts.ws_window.unwrap_or(l.ws_window),
             ..l
         }
     }

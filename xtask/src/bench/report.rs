@@ -173,7 +173,7 @@ impl Bench<'_> {
         let l = &self.load;
         writeln!(
             md,
-            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; https-keepalive {} requests over {} keep-alive conns; warm-up {} conns per proxy start ({} requests for https-keepalive)\n",
+            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; https-keepalive {} requests over {} keep-alive conns; ws-echo {} messages of {} bytes over {} WebSockets, {} in flight on each; warm-up {} conns per proxy start ({} requests for https-keepalive, {} messages for ws-echo)\n",
             l.tls_conns,
             l.concurrency,
             l.bulk_total >> 20,
@@ -181,8 +181,13 @@ impl Bench<'_> {
             l.latency,
             l.http_requests,
             l.http_conns,
+            l.ws_messages,
+            l.ws_message_bytes,
+            l.ws_conns,
+            l.ws_window,
             l.warmup,
-            l.http_warmup
+            l.http_warmup,
+            l.ws_warmup
         )?;
 
         writeln!(md, "## Headline: the proxy's own cost\n")?;
@@ -320,6 +325,9 @@ impl Bench<'_> {
         if self.opts.scenarios.contains(&Scenario::HttpsKeepalive) {
             writeln!(md, "{METHOD_HTTP}")?;
         }
+        if self.opts.scenarios.contains(&Scenario::WsEcho) {
+            writeln!(md, "{METHOD_WS}")?;
+        }
         Ok(md)
     }
 }
@@ -431,4 +439,33 @@ request, plus a connection-level `route` call per new connection — \
 divided by the proxy's CPU time in that run. A call is synchronous on \
 a worker thread, so its wall time is CPU time unless the thread was \
 preempted.
+";
+
+const METHOD_WS: &str = "\
+* ws-echo: each proxy terminates TLS as in https-keepalive (same \
+certificate, tickets and session cache off where there is a setting, ALPN \
+`http/1.1`, the same `X-Forwarded-*` headers on the upgrade request, no \
+logging) and passes the HTTP/1.1 `Upgrade: websocket` request to the same \
+plain WebSocket echo (`turnout-loadgen backend`: a minimal RFC 6455 \
+server that answers the handshake, then echoes every frame unmasked, as it \
+came). After the backend's 101 each proxy relays the bytes both ways \
+without parsing frames. Turnout: the same terminate route as \
+https-keepalive (protocol http), to the WebSocket backend; it relays \
+upgrades on every HTTP route. HAProxy: the https-keepalive config \
+(`mode http`, `bind … ssl crt … alpn http/1.1`) plus `timeout tunnel 1h`; \
+it handles the upgrade natively. nginx: the https-keepalive `http` config \
+with `proxy_http_version 1.1`, `proxy_set_header Upgrade $http_upgrade; \
+proxy_set_header Connection \"upgrade\";`, `proxy_read_timeout`/\
+`proxy_send_timeout 1h`, no upstream keep-alive pool (an upgraded \
+connection is never reused). The client (`turnout-loadgen ws-echo`) opens \
+the WebSockets (one full TLS 1.3 handshake and one upgrade each, checking \
+`Sec-WebSocket-Accept`), then on each sends masked 1 KiB binary messages \
+— its sequence number, then a fixed pattern — with at most the window \
+(`--ws-window`, default 1: each waits for its echo) awaiting their echo, \
+until the total is reached; every echo is checked byte for byte and in \
+order, then each WebSocket is closed (close 1000 both ways, close_notify, \
+FIN). Headline: proxy CPU-s per 100 000 echoed messages (each crosses the \
+proxy twice: 1 KiB decrypted client → backend and 1 KiB encrypted back); \
+no goal was set for it, so the bar is HAProxy's cost. \"backend \
+connections opened\" should equal the client's WebSockets.
 ";

@@ -1,7 +1,8 @@
 //! The benchmark's scenarios: their names on the command line, their
 //! headline figure with its goal against HAProxy, the figures reported
 //! beside it, and what the proxies do: route on SNI and pass TLS
-//! through, terminate TLS and relay bytes, or terminate and proxy HTTP.
+//! through, terminate TLS and relay bytes, or terminate and proxy HTTP
+//! (requests, or WebSocket upgrades).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scenario {
@@ -17,6 +18,9 @@ pub(super) enum Scenario {
     /// HTTP/1.1 requests on keep-alive TLS connections the proxy
     /// terminates, proxied to a plain HTTP/1.1 backend.
     HttpsKeepalive,
+    /// 1 KiB WebSocket messages echoed over TLS connections the proxy
+    /// terminates and upgrades, to a plain WebSocket backend.
+    WsEcho,
 }
 
 /// What the proxies are configured to do in a scenario.
@@ -28,6 +32,9 @@ pub(super) enum Front {
     TerminateTcp,
     /// Terminate TLS, proxy HTTP/1.1 requests to the HTTP backend.
     TerminateHttp,
+    /// Terminate TLS, proxy HTTP/1.1 WebSocket upgrades to the WebSocket
+    /// backend and relay the frames.
+    TerminateWs,
 }
 
 /// A scenario's headline figure and the goal for its ratio to HAProxy.
@@ -38,7 +45,7 @@ pub(super) struct Headline {
 }
 
 impl Scenario {
-    pub(super) const ALL: [Scenario; 8] = [
+    pub(super) const ALL: [Scenario; 9] = [
         Scenario::NewTls,
         Scenario::Bulk1,
         Scenario::Bulk64,
@@ -47,6 +54,7 @@ impl Scenario {
         Scenario::NewTlsTerminate,
         Scenario::IdleTerminate,
         Scenario::HttpsKeepalive,
+        Scenario::WsEcho,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -59,6 +67,7 @@ impl Scenario {
             Scenario::NewTlsTerminate => "new-tls-terminate",
             Scenario::IdleTerminate => "idle-terminate",
             Scenario::HttpsKeepalive => "https-keepalive",
+            Scenario::WsEcho => "ws-echo",
         }
     }
 
@@ -72,6 +81,7 @@ impl Scenario {
         match self {
             Scenario::NewTlsTerminate | Scenario::IdleTerminate => Front::TerminateTcp,
             Scenario::HttpsKeepalive => Front::TerminateHttp,
+            Scenario::WsEcho => Front::TerminateWs,
             _ => Front::Passthrough,
         }
     }
@@ -95,6 +105,12 @@ impl Scenario {
             Scenario::HttpsKeepalive => (
                 "cpu_s_per_100k",
                 "proxy CPU-s per 100 000 keep-alive HTTPS requests",
+                0.8,
+            ),
+            // Issue 15's goal.
+            Scenario::WsEcho => (
+                "cpu_s_per_100k",
+                "proxy CPU-s per 100 000 echoed 1 KiB WebSocket messages (TLS terminated)",
                 0.8,
             ),
         };
@@ -143,6 +159,15 @@ impl Scenario {
                     "hook_us_per_call",
                     "µs per request-hook call (turnout, /metrics)",
                 ),
+            ],
+            Scenario::WsEcho => &[
+                ("msg_per_s", "messages echoed/s"),
+                ("p50_us", "p50 µs message→echo"),
+                ("p99_us", "p99 µs message→echo"),
+                ("client_cores", "client CPU, cores (of 2)"),
+                ("backend_conns", "backend connections opened (measured run)"),
+                ("client_conns", "client WebSockets opened"),
+                ("lost", "messages lost with a failed connection"),
             ],
             Scenario::Latency => &[
                 ("added_p50_us", "added p50 µs"),

@@ -1,0 +1,114 @@
+//! The WebSocket scenario, `ws-echo`: each proxy terminates TLS as in
+//! `https-keepalive`, passes the HTTP/1.1 `Upgrade: websocket` request to
+//! the same plain WebSocket echo backend and, after its 101, relays the
+//! frames both ways; the load is `turnout-loadgen ws-echo`. Headline: the
+//! proxy's CPU per 100 000 echoed messages (1 KiB each, both ways through
+//! the proxy). Besides it reads the backend's connection count (one per
+//! WebSocket: upgraded connections are never pooled).
+//!
+//! The configs are the HTTP scenario's ([`super::http`]) with what a
+//! WebSocket needs: HAProxy `timeout tunnel` (it upgrades natively in
+//! `mode http`); nginx `Upgrade`/`Connection: upgrade` passed on and its
+//! read/send timeouts raised, no upstream keep-alive pool; Turnout the same
+//! terminate route, to the WebSocket backend (it relays upgrades on every
+//! HTTP route).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::http::backend_conns;
+use super::procs::{Proc, cpu_secs};
+use super::{Bench, ECHO, Figures, num};
+
+impl Bench<'_> {
+    /// The terminate route (protocol http, the default) for `*.bench.test`
+    /// to the WebSocket backend.
+    pub(super) fn turnout_ws_config(&self, port: u16) -> Result<String> {
+        let route = self.terminate_route(port, "", self.ws)?;
+        Ok(super::peers::turnout_config(&[route], ""))
+    }
+
+    /// HAProxy's HTTP config to the WebSocket backend, with `timeout
+    /// tunnel` (what applies once a connection is upgraded).
+    pub(super) fn haproxy_ws_config(&self, port: u16, nproc: usize) -> Result<String> {
+        self.haproxy_http(port, nproc, self.ws, "  timeout tunnel 1h\n", "")
+    }
+
+    /// nginx's HTTP config to the WebSocket backend, with the upgrade
+    /// headers passed on (nginx drops hop-by-hop headers otherwise) and the
+    /// upgraded connection's read/send timeouts (default 60 s) raised.
+    pub(super) fn nginx_ws_config(&self, port: u16, nproc: usize, prefix: &Path) -> Result<String> {
+        self.nginx_http(
+            port,
+            nproc,
+            prefix,
+            self.ws,
+            "",
+            "      proxy_set_header Upgrade $http_upgrade;\n      \
+             proxy_set_header Connection \"upgrade\";\n      \
+             proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n",
+        )
+    }
+
+    /// `messages` echoed messages over the scenario's WebSockets.
+    pub(super) fn ws_messages(
+        &self,
+        to: SocketAddr,
+        messages: usize,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut args = vec!["ws-echo".to_owned()];
+        args.extend(Self::target(to, ECHO));
+        args.extend([
+            "--conns".into(),
+            self.load.ws_conns.to_string(),
+            "--messages".into(),
+            messages.to_string(),
+            "--message-bytes".into(),
+            self.load.ws_message_bytes.to_string(),
+            "--window".into(),
+            self.load.ws_window.to_string(),
+            "--max-secs".into(),
+            "600".into(),
+        ]);
+        self.loadgen(&args)
+    }
+
+    /// The measured run: proxy CPU per 100 000 echoed messages and the
+    /// backend connections it opened.
+    pub(super) fn ws_echo(
+        &self,
+        p: &Proc,
+        addr: SocketAddr,
+        f: &mut Figures,
+    ) -> Result<BTreeMap<String, String>> {
+        let pids = p.pids();
+        let conns0 = backend_conns(self.ws)?;
+        let before = cpu_secs(&pids, self.ticks);
+        let r = self.ws_messages(addr, self.load.ws_messages)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu_secs(&pids, self.ticks) - before;
+        let conns1 = backend_conns(self.ws)?;
+        let ok = num(&r, "ok");
+        f.insert("cpu_s_per_100k".into(), used / ok * 1e5);
+        // The second `/_stats` connection came after the first count.
+        f.insert("backend_conns".into(), conns1 - conns0 - 1.0);
+        f.insert("client_conns".into(), num(&r, "conns_opened"));
+        for k in [
+            "msg_per_s",
+            "mib_per_s",
+            "p50_us",
+            "p99_us",
+            "client_cores",
+            "lost",
+            "resumed",
+            "tickets_per_conn",
+        ] {
+            f.insert(k.into(), num(&r, k));
+        }
+        Ok(r)
+    }
+}
