@@ -21,7 +21,7 @@ mod service;
 mod timers;
 mod upgrade;
 mod upstream;
-mod websocket;
+pub mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;

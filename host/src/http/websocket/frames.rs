@@ -4,7 +4,8 @@
 //! close frame between two frames, and the opcodes, to see pongs.
 //!
 //! Per frame this reads its 2–14 header bytes; payload bytes are skipped
-//! by arithmetic, so the cost does not grow with the message size.
+//! by arithmetic, so the cost does not grow with the message size
+//! (`benches/ws_frames.rs` measures it; public for that bench).
 
 /// Opcodes (RFC 6455 §5.2).
 pub(crate) const PING: u8 = 0x9;
@@ -25,7 +26,7 @@ pub(crate) fn client_going_away(key: [u8; 4]) -> [u8; 8] {
 /// The stream is not WebSocket framing as this direction must carry it:
 /// boundaries can no longer be trusted, so nothing may be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Broken {
+pub enum Broken {
     /// A client frame without a mask, or a server frame with one.
     Masking,
     /// A control frame that is fragmented or longer than 125 bytes.
@@ -36,7 +37,7 @@ pub(crate) enum Broken {
 
 /// One direction's position in its frame sequence.
 #[derive(Debug, Clone)]
-pub(crate) struct Frames {
+pub struct Frames {
     /// Frames in this direction are masked (client to server).
     masked: bool,
     /// Header bytes of the frame being read, and how many there are.
@@ -48,7 +49,7 @@ pub(crate) struct Frames {
 
 impl Frames {
     /// Client-to-server frames when `masked`, server-to-client otherwise.
-    pub(crate) fn new(masked: bool) -> Self {
+    pub fn new(masked: bool) -> Self {
         Self {
             masked,
             head: [0; 14],
@@ -58,14 +59,14 @@ impl Frames {
     }
 
     /// Between two frames: something may be written here.
-    pub(crate) fn at_boundary(&self) -> bool {
+    pub fn at_boundary(&self) -> bool {
         self.have == 0 && self.left == 0
     }
 
     /// Follows `buf`, calling `frame` with the opcode of every frame whose
     /// header completes in it. With `stop` it stops at the first boundary
     /// reached after at least one byte; it returns the bytes consumed.
-    pub(crate) fn advance(
+    pub fn advance(
         &mut self,
         buf: &[u8],
         stop: bool,

@@ -16,7 +16,7 @@
 //! by bytes either way, pings included), lifetime, and the half-open
 //! grace once one side has closed.
 
-mod frames;
+pub mod frames;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
