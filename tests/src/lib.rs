@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 pub mod app;
 pub mod http;
 pub mod l4;
+pub mod pebble;
 pub mod pki;
 pub mod tls;
 pub mod ws;
