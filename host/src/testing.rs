@@ -148,6 +148,15 @@ impl Target for WasmTarget {
     fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
         self.plugin.response(head).map_err(to_call_error)
     }
+    fn approve_certificate(
+        &mut self,
+        name: &str,
+        client: std::net::SocketAddr,
+    ) -> Result<CertificateDecision, CallError> {
+        self.plugin
+            .approve_certificate(name, client)
+            .map_err(to_call_error)
+    }
 }
 
 /// Builds the plugin crate at `manifest_dir` and returns a harness running

@@ -8,7 +8,8 @@
 //!
 //! `__wit_conversions!` covers what 0.1 and 0.2 share (the host applies it
 //! to both packages' bindings); `__wit_conversions_v02!` adds the 0.2-only
-//! types (plugin info with its interest, the HTTP hooks) as `wit_http`.
+//! types (plugin info with its interest, the HTTP hooks,
+//! `approve-certificate`) as `wit_http`.
 
 #[doc(hidden)]
 #[macro_export]

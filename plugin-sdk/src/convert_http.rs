@@ -1,5 +1,5 @@
 //! Conversions for the 0.2-only types (plugin info with its interest, the
-//! HTTP hooks) between the SDK and WIT-generated bindings: the companion
+//! HTTP hooks, `approve-certificate`) between the SDK and WIT-generated bindings: the companion
 //! of `convert.rs`, expanded as `wit_http` beside its `wit_conv`.
 
 #[doc(hidden)]
@@ -182,13 +182,30 @@ macro_rules! __wit_conversions_v02 {
                 }
             }
 
-            const HOOKS: [(plg::Hooks, wit::HookSet); 6] = [
+            pub fn certificate_to_wit(d: sdk::CertificateDecision) -> wit::CertificateDecision {
+                match d {
+                    sdk::CertificateDecision::Pass => wit::CertificateDecision::Pass,
+                    sdk::CertificateDecision::Approve => wit::CertificateDecision::Approve,
+                    sdk::CertificateDecision::Refuse(r) => wit::CertificateDecision::Refuse(r),
+                }
+            }
+
+            pub fn certificate_from_wit(d: wit::CertificateDecision) -> sdk::CertificateDecision {
+                match d {
+                    wit::CertificateDecision::Pass => sdk::CertificateDecision::Pass,
+                    wit::CertificateDecision::Approve => sdk::CertificateDecision::Approve,
+                    wit::CertificateDecision::Refuse(r) => sdk::CertificateDecision::Refuse(r),
+                }
+            }
+
+            const HOOKS: [(plg::Hooks, wit::HookSet); 7] = [
                 (plg::Hooks::ADMIT, wit::HookSet::ADMIT),
                 (plg::Hooks::ROUTE, wit::HookSet::ROUTE),
                 (plg::Hooks::POLICY, wit::HookSet::POLICY),
                 (plg::Hooks::ON_IDLE, wit::HookSet::ON_IDLE),
                 (plg::Hooks::REQUEST, wit::HookSet::REQUEST),
                 (plg::Hooks::RESPONSE, wit::HookSet::RESPONSE),
+                (plg::Hooks::APPROVE_CERTIFICATE, wit::HookSet::APPROVE_CERTIFICATE),
             ];
 
             fn ranges_to_wit(r: Vec<plg::PortRange>) -> Vec<wit::PortRange> {

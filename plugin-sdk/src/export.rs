@@ -103,4 +103,11 @@ impl<P: Plugin> Guest for Adapter<P> {
             p.response(&head)
         }))
     }
+
+    fn approve_certificate(name: String, client: wit::SocketAddress) -> wit::CertificateDecision {
+        let client = wit_conv::addr_from_wit(client);
+        wit_http::certificate_to_wit(with_plugin::<P, _>(crate::CertificateDecision::Pass, |p| {
+            p.approve_certificate(&name, client)
+        }))
+    }
 }

@@ -1,9 +1,12 @@
 //! The [`Plugin`] trait: one method per hook, each with a "no opinion" default.
 
+use std::net::SocketAddr;
+
 use crate::http::Interest;
 use crate::types::{
-    AdmitDecision, Connection, IdleDecision, IdleStats, Peer, Policy, PolicyDecision,
-    RequestDecision, RequestHead, ResponseDecision, ResponseHead, RouteDecision, Routed,
+    AdmitDecision, CertificateDecision, Connection, IdleDecision, IdleStats, Peer, Policy,
+    PolicyDecision, RequestDecision, RequestHead, ResponseDecision, ResponseHead, RouteDecision,
+    Routed,
 };
 
 /// Which hooks a plugin implements. The host only calls these, so declaring
@@ -26,15 +29,18 @@ impl Hooks {
     pub const REQUEST: Hooks = Hooks(1 << 4);
     /// `response`.
     pub const RESPONSE: Hooks = Hooks(1 << 5);
+    /// `approve-certificate`.
+    pub const APPROVE_CERTIFICATE: Hooks = Hooks(1 << 6);
     /// Every hook.
-    pub const ALL: Hooks = Hooks(0b11_1111);
+    pub const ALL: Hooks = Hooks(0b111_1111);
 
     /// Whether every hook in `other` is in `self`.
     pub const fn contains(self, other: Hooks) -> bool {
         self.0 & other.0 == other.0
     }
 
-    /// The raw bits (bit 0 = admit … bit 5 = response).
+    /// The raw bits (bit 0 = admit … bit 5 = response, bit 6 =
+    /// approve-certificate).
     pub const fn bits(self) -> u8 {
         self.0
     }
@@ -191,6 +197,8 @@ impl From<&str> for InitError {
 ///                                 inactivity timer ─►┴─► on_idle (close / extend)
 /// HTTP (terminated TLS routes, plaintext HTTP ports):
 ///   every request ─► request ─► upstream ─► response (when asked for)
+/// TLS handshake for a name without a certificate, on-demand ACME enabled:
+///   approve_certificate (approve: the host orders one)
 /// ```
 ///
 /// Every hook has a default that answers "no opinion", so a plugin only
@@ -234,5 +242,33 @@ pub trait Plugin: Sized + 'static {
     /// Per upstream response to a request forwarded with a `context`.
     fn response(&self, _head: &ResponseHead) -> ResponseDecision {
         ResponseDecision::Pass
+    }
+
+    /// Whether the host may order a certificate on demand (ACME) for
+    /// `name` — lower-case, without a trailing dot — which a TLS client
+    /// (`client`) asked for and the host has no certificate for. The first
+    /// answer in the chain that is not `Pass` decides; everyone passing
+    /// refuses.
+    fn approve_certificate(&self, _name: &str, _client: SocketAddr) -> CertificateDecision {
+        CertificateDecision::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approve_certificate_is_bit_6_and_part_of_all() {
+        assert_eq!(Hooks::APPROVE_CERTIFICATE.bits(), 1 << 6);
+        assert!(Hooks::ALL.contains(Hooks::APPROVE_CERTIFICATE));
+        assert!(Hooks::ALL.contains(Hooks::RESPONSE | Hooks::ADMIT));
+        assert!(!(Hooks::ROUTE | Hooks::REQUEST).contains(Hooks::APPROVE_CERTIFICATE));
+        assert_eq!(Hooks::from_bits_truncate(u8::MAX), Hooks::ALL);
+        assert_eq!(
+            PluginInfo::new("p", "1").hooks,
+            Hooks::ALL,
+            "the default declares every hook, this one included"
+        );
     }
 }

@@ -475,6 +475,24 @@ pub enum IdleDecision {
     Extend(u64),
 }
 
+/// Answer of the `approve-certificate` hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateDecision {
+    /// No opinion: the next plugin decides (everyone passing is a refusal).
+    Pass,
+    /// The host may order a certificate for the name; stop asking.
+    Approve,
+    /// Do not order one, with a short, stable reason (logged); stop asking.
+    Refuse(String),
+}
+
+impl CertificateDecision {
+    /// A refusal with this reason.
+    pub fn refuse(reason: impl Into<String>) -> Self {
+        CertificateDecision::Refuse(reason.into())
+    }
+}
+
 pub use crate::http::*;
 
 /// Log levels for [`crate::host::log`].

@@ -1,13 +1,16 @@
 //! The plugin chain: plugins in the configured order, with design.md's
-//! semantics. `route`, `policy` and `request`: the first answer that is not
-//! `pass` wins. `admit`: every plugin is asked until one denies (an `allow`
-//! ends the asking early). A failed call follows the plugin's failure policy.
+//! semantics. `route`, `policy`, `request` and `approve-certificate`: the
+//! first answer that is not `pass` wins. `admit`: every plugin is asked
+//! until one denies (an `allow` ends the asking early). A failed call
+//! follows the plugin's failure policy.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use turnout_plugin_sdk::matching::normalize_domain;
 use turnout_plugin_sdk::{
-    Connection, Forward, Hooks, IdleDecision, IdleStats, Peer, Policy, PolicyDecision, Reject,
-    RequestDecision, RouteDecision, Routed,
+    CertificateDecision, Connection, Forward, Hooks, IdleDecision, IdleStats, Peer, Policy,
+    PolicyDecision, Reject, RequestDecision, RouteDecision, Routed,
 };
 
 use super::loaded::{FailurePolicy, LoadedPlugin};
@@ -58,6 +61,40 @@ pub enum Routing {
     },
     /// Every plugin passed.
     NoRoute,
+}
+
+/// Outcome of `approve-certificate` across the chain: only
+/// [`Approval::Approve`] lets the host order a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// `plugin` approved: the host may order a certificate for the name.
+    Approve {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// `plugin` refused.
+    Refuse {
+        /// Plugin name.
+        plugin: String,
+        /// Reason, as the plugin gave it.
+        reason: String,
+    },
+    /// `plugin` failed and its failure policy is `closed`: refused, and
+    /// counted as a failure, never as a refusal.
+    Failed {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// Every plugin declaring the hook passed, or none declares it:
+    /// refused.
+    NoAnswer,
+}
+
+impl Approval {
+    /// Whether the host may order the certificate.
+    pub fn is_approved(&self) -> bool {
+        matches!(self, Approval::Approve { .. })
+    }
 }
 
 /// An ordered, immutable set of loaded plugins. Connections hold the chain
@@ -186,4 +223,46 @@ impl Chain {
         }
         Requested::NoRoute
     }
+
+    /// Runs `approve-certificate` for a server name a TLS client asked for
+    /// and the host has no certificate for: the first answer that is not
+    /// `pass` wins, and nobody answering is a refusal. `name` is normalised
+    /// first (lower-cased, surrounding whitespace and one trailing dot
+    /// dropped): order the certificate for that form. A plugin's failure
+    /// refuses under its `closed` policy and is skipped under `open`.
+    ///
+    /// Synchronous, like every hook: a few microseconds per plugin asked,
+    /// bounded by the plugins' call deadline.
+    pub fn approve_certificate(&self, name: &str, client: SocketAddr) -> Approval {
+        let name = normalize_domain(name);
+        if name.is_empty() {
+            return Approval::NoAnswer;
+        }
+        for p in self.with(Hooks::APPROVE_CERTIFICATE) {
+            match p.approve_certificate(&name, client) {
+                Ok(CertificateDecision::Pass) => continue,
+                Ok(CertificateDecision::Approve) => {
+                    return Approval::Approve {
+                        plugin: p.name().to_owned(),
+                    };
+                }
+                Ok(CertificateDecision::Refuse(reason)) => {
+                    return Approval::Refuse {
+                        plugin: p.name().to_owned(),
+                        reason,
+                    };
+                }
+                Err(_) if p.failure_policy() == FailurePolicy::Open => continue,
+                Err(_) => {
+                    return Approval::Failed {
+                        plugin: p.name().to_owned(),
+                    };
+                }
+            }
+        }
+        Approval::NoAnswer
+    }
 }
+
+#[cfg(test)]
+mod tests;

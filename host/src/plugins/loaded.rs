@@ -1,15 +1,16 @@
 //! One loaded plugin version: its `InstancePre`, a pool of warm instances,
 //! and the guarded call path every hook goes through.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use turnout_plugin_sdk::host::HostApi;
 use turnout_plugin_sdk::{
-    AdmitDecision, Connection, Hooks, IdleDecision, IdleStats, Peer, PluginInfo, Policy,
-    PolicyDecision, RequestDecision, RequestHead, ResponseDecision, ResponseHead, RouteDecision,
-    Routed,
+    AdmitDecision, CertificateDecision, Connection, Hooks, IdleDecision, IdleStats, Peer,
+    PluginInfo, Policy, PolicyDecision, RequestDecision, RequestHead, ResponseDecision,
+    ResponseHead, RouteDecision, Routed,
 };
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -178,7 +179,14 @@ impl LoadedPlugin {
                 Ok(if minor == 1 {
                     Pre::V01(v01::PluginPre::new(pre)?)
                 } else {
-                    Pre::V02(v02::PluginPre::new(pre)?)
+                    // 0.2.0 grew within its version (e.g. `approve-certificate`):
+                    // a component built with an older SDK lacks an export.
+                    Pre::V02(v02::PluginPre::new(pre).map_err(|e| {
+                        e.context(format!(
+                            "its hooks do not match this host's turnout:plugin@{WIT_VERSION}; \
+                             rebuild it with turnout-plugin-sdk {WIT_VERSION}"
+                        ))
+                    })?)
                 })
             })
             .map_err(|e| LoadError::Link {
@@ -467,6 +475,24 @@ impl LoadedPlugin {
                 .map(v02::wit_http::response_from_wit),
         })?;
         self.malformed("response", validate::response(&d))
+            .map(|()| d)
+    }
+
+    /// Calls `approve-certificate` with `name` as given (the chain
+    /// normalises it). A 0.1 plugin passes: 0.1 has no such hook.
+    pub fn approve_certificate(
+        &self,
+        name: &str,
+        client: SocketAddr,
+    ) -> Result<CertificateDecision, CallFailure> {
+        let d = self.call("approve-certificate", |b, s| match b {
+            Bindings::V01(_) => Ok(CertificateDecision::Pass),
+            Bindings::V02(p) => p
+                .turnout_plugin_hooks()
+                .call_approve_certificate(s, name, v02::wit_conv::addr_to_wit(client))
+                .map(v02::wit_http::certificate_from_wit),
+        })?;
+        self.malformed("approve-certificate", validate::certificate(&d))
             .map(|()| d)
     }
 }

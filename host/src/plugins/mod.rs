@@ -20,7 +20,7 @@ pub mod registry;
 mod request;
 mod validate;
 
-pub use chain::{Admission, Chain, Routing};
+pub use chain::{Admission, Approval, Chain, Routing};
 pub use engine::{Runtime, RuntimeConfig, default_cache_dir};
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host_api::{Counters, NoCounters};

@@ -310,6 +310,12 @@ pub trait Target {
     fn request(&mut self, request: &Request) -> Result<RequestDecision, CallError>;
     /// Calls `response`.
     fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError>;
+    /// Calls `approve-certificate`.
+    fn approve_certificate(
+        &mut self,
+        name: &str,
+        client: SocketAddr,
+    ) -> Result<CertificateDecision, CallError>;
 }
 
 struct Native<P> {
@@ -362,6 +368,15 @@ impl<P: Plugin> Target for Native<P> {
     }
     fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
         guarded(&self.host, || self.plugin.response(head))
+    }
+    fn approve_certificate(
+        &mut self,
+        name: &str,
+        client: SocketAddr,
+    ) -> Result<CertificateDecision, CallError> {
+        // As the host hands it: an IPv4-mapped IPv6 client folded to IPv4.
+        let client = SocketAddr::new(canonical_ip(client.ip()), client.port());
+        guarded(&self.host, || self.plugin.approve_certificate(name, client))
     }
 }
 
@@ -443,6 +458,15 @@ impl Harness {
     pub fn try_response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {
         self.target.response(head)
     }
+    /// Calls `approve-certificate` for `name` as given: the host hands it
+    /// lower-cased and without a trailing dot, so write it that way.
+    pub fn try_approve_certificate(
+        &mut self,
+        name: &str,
+        client: SocketAddr,
+    ) -> Result<CertificateDecision, CallError> {
+        self.target.approve_certificate(name, client)
+    }
 
     /// Calls `admit`; panics if the call fails.
     pub fn admit(&mut self, peer: &Peer) -> AdmitDecision {
@@ -479,6 +503,11 @@ impl Harness {
         self.try_response(head)
             .unwrap_or_else(|e| panic!("response failed: {e}"))
     }
+    /// Calls `approve-certificate`; panics if the call fails.
+    pub fn approve_certificate(&mut self, name: &str, client: SocketAddr) -> CertificateDecision {
+        self.try_approve_certificate(name, client)
+            .unwrap_or_else(|e| panic!("approve-certificate failed: {e}"))
+    }
     /// A response head for the `response` hook, with this plugin's declared
     /// response slots filled from `headers`.
     pub fn response_head(
@@ -491,7 +520,9 @@ impl Harness {
     }
 }
 
-fn addr(client: &str) -> SocketAddr {
+/// A socket address from `"ip:port"` (`"[v6]:port"`); panics on a
+/// malformed literal (test input).
+pub fn addr(client: &str) -> SocketAddr {
     client
         .parse()
         .unwrap_or_else(|_| panic!("test address {client:?} is not ip:port"))
@@ -511,3 +542,6 @@ pub fn tls_conn(client: &str, listener_port: u16, sni: &str) -> Connection {
 pub fn plain_conn(client: &str, listener_port: u16) -> Connection {
     Connection::plain(1, peer(client, listener_port))
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,7 +45,8 @@
 //! lists the remaining hosts after the chosen one so the host fails over to
 //! them. `tls.mode` is `passthrough`, `terminate` or
 //! `terminate-and-reencrypt` (`tls.certificate` is the host's to load;
-//! compared here only for 421);
+//! compared here for 421, and `"auto"` approves on-demand certificates:
+//! see below);
 //! `sendProxyProtocol` is `true` (v1), `"v2"` or `false`.
 //!
 //! `security.maxConnections` / `maxConnectionsPerIP` become the route's
@@ -121,8 +122,22 @@
 //! counted). The declared header slots: every `match.headers` name,
 //! `authorization` for basic auth, `rateLimit.headerName`s.
 //! No route for a request → `pass` (the host answers 404).
+//!
+//! # On-demand certificates (the `approve-certificate` hook; see `certificates`)
+//!
+//! When a TLS client names a server the host has no certificate for and
+//! the host may order one (ACME), it asks whether to. The answer is
+//! `approve` when an enabled terminate or terminate-and-reencrypt route with
+//! `action.tls.certificate: "auto"` lists a `match.domains` pattern covering
+//! the name — matched as SNI routing matches (`api.example.com`,
+//! `*.example.com` for `a.b.example.com`), whatever the route's ports or
+//! client IPs; `refuse` (`no-auto-route`) when only routes without `"auto"`
+//! list it; `pass` when no route lists it (everyone passing is a refusal).
+//! A route without `match.domains` approves nothing. The hook is declared
+//! only when some `"auto"` route lists domains.
 
 mod action;
+mod certificates;
 mod config;
 mod http;
 mod matcher;
@@ -130,6 +145,7 @@ mod table;
 
 use turnout_plugin_sdk::prelude::*;
 
+use crate::certificates::Certificates;
 use crate::http::Http;
 use crate::table::{Table, subtract};
 
@@ -138,6 +154,7 @@ use crate::table::{Table, subtract};
 pub struct Routes {
     table: Table,
     http: Http,
+    certificates: Certificates,
     allow_session_ticket: bool,
 }
 
@@ -145,9 +162,11 @@ impl Plugin for Routes {
     fn init(config: &str) -> Result<Self, InitError> {
         let parsed = config::parse(config)?;
         let http = http::build(&parsed.routes)?;
+        let certificates = Certificates::new(&parsed.routes);
         Ok(Routes {
             table: Table::new(parsed.routes),
             http,
+            certificates,
             allow_session_ticket: parsed.allow_session_ticket,
         })
     }
@@ -156,12 +175,15 @@ impl Plugin for Routes {
         let (plain, tls) = self.table.listen();
         let http_ports = self.http.ports();
         // HTTP ports are declared once, as such (they are TLS ports too).
-        let hooks = if self.http.serves() {
+        let mut hooks = if self.http.serves() {
             Hooks::ROUTE | Hooks::REQUEST
         } else {
             // A pure L4 table: no request ever needs this plugin.
             Hooks::ROUTE
         };
+        if self.certificates.any_auto() {
+            hooks = hooks | Hooks::APPROVE_CERTIFICATE;
+        }
         PluginInfo::new("routes", env!("CARGO_PKG_VERSION"))
             .hooks(hooks)
             .listen(subtract(&plain, http_ports))
@@ -172,6 +194,14 @@ impl Plugin for Routes {
 
     fn request(&self, head: &RequestHead) -> RequestDecision {
         self.http.request(&self.table, head)
+    }
+
+    fn approve_certificate(
+        &self,
+        name: &str,
+        _client: std::net::SocketAddr,
+    ) -> CertificateDecision {
+        self.certificates.decide(name)
     }
 
     fn route(&self, conn: &Connection) -> RouteDecision {

@@ -48,8 +48,8 @@ pub(crate) struct Table {
     any_domain_ranges: Vec<(PortRange, usize)>,
 }
 
-/// How an entry's domain is looked up.
-enum Domain<'a> {
+/// How an entry's domain is looked up (here and in `certificates`).
+pub(crate) enum Domain<'a> {
     Any,
     Exact(&'a str),
     Suffix(&'a str),
@@ -57,7 +57,8 @@ enum Domain<'a> {
 }
 
 impl<'a> Domain<'a> {
-    fn classify(pattern: &'a str) -> Self {
+    /// How `pattern` (normalised) is looked up: it never returns `Any`.
+    pub(crate) fn classify(pattern: &'a str) -> Self {
         if !pattern.contains('*') {
             return Domain::Exact(pattern);
         }

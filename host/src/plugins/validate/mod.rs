@@ -2,7 +2,7 @@
 //! shapes; these guarantee the values are usable, so a buggy plugin is
 //! counted as `malformed` instead of reaching the byte path.
 
-use turnout_plugin_sdk::{AdmitDecision, PluginInfo, RouteDecision, Target};
+use turnout_plugin_sdk::{AdmitDecision, CertificateDecision, PluginInfo, RouteDecision, Target};
 
 mod http;
 pub(crate) use http::{request, response};
@@ -42,6 +42,13 @@ pub(crate) fn admit(d: &AdmitDecision) -> Result<(), String> {
     match d {
         AdmitDecision::Deny(reason) => short("deny reason", reason, MAX_NAME),
         AdmitDecision::Pass | AdmitDecision::Allow => Ok(()),
+    }
+}
+
+pub(crate) fn certificate(d: &CertificateDecision) -> Result<(), String> {
+    match d {
+        CertificateDecision::Refuse(reason) => short("refuse reason", reason, MAX_NAME),
+        CertificateDecision::Pass | CertificateDecision::Approve => Ok(()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test cases shared by the native and the wasm run, and their helpers.
 
 mod actions;
+mod certificates;
 mod errors;
 mod http;
 mod http_security;
@@ -35,6 +36,8 @@ pub(crate) fn all(init: Init<'_>) {
     http_security::rate_limits(init);
     http_security::terminated(init);
     http_security::bad_configs(init);
+    certificates::approval(init);
+    certificates::declared_only_with_auto_routes(init);
 }
 
 /// A harness for `config`; panics if `init` fails.

@@ -1,6 +1,8 @@
 //! A deliberately bad plugin. Its config picks the misbehaviour:
 //! `{"init": "slow" | "fail" | "panic" | "ok", "route": "loop" | "membomb" |
-//! "panic" | "malformed" | "ok", "admit": "loop" | "ok"}`.
+//! "panic" | "malformed" | "ok", "admit": "loop" | "ok", "approve": "loop" |
+//! "panic" | "malformed" | "refuse" | "pass" | "ok"}`. It declares
+//! `approve-certificate` only when `approve` is given.
 
 use turnout_plugin_sdk::prelude::*;
 
@@ -8,6 +10,7 @@ use turnout_plugin_sdk::prelude::*;
 pub struct Misbehave {
     route: String,
     admit: String,
+    approve: Option<String>,
 }
 
 fn spin_forever() -> u64 {
@@ -37,11 +40,35 @@ impl Plugin for Misbehave {
         Ok(Misbehave {
             route: get("route"),
             admit: get("admit"),
+            approve: v.get("approve").map(|_| get("approve")),
         })
     }
 
     fn info(&self) -> PluginInfo {
-        PluginInfo::new("misbehave", env!("CARGO_PKG_VERSION")).hooks(Hooks::ROUTE | Hooks::ADMIT)
+        let hooks = match self.approve {
+            Some(_) => Hooks::ROUTE | Hooks::ADMIT | Hooks::APPROVE_CERTIFICATE,
+            None => Hooks::ROUTE | Hooks::ADMIT,
+        };
+        PluginInfo::new("misbehave", env!("CARGO_PKG_VERSION")).hooks(hooks)
+    }
+
+    fn approve_certificate(
+        &self,
+        name: &str,
+        _client: std::net::SocketAddr,
+    ) -> CertificateDecision {
+        match self.approve.as_deref() {
+            Some("loop") => {
+                spin_forever();
+            }
+            Some("panic") => panic!("approve-certificate panicked on purpose for {name}"),
+            // Longer than the host accepts for a reason.
+            Some("malformed") => return CertificateDecision::Refuse("x".repeat(300)),
+            Some("refuse") => return CertificateDecision::refuse("misbehave-refuses"),
+            Some("pass") => return CertificateDecision::Pass,
+            _ => {}
+        }
+        CertificateDecision::Approve
     }
 
     fn admit(&self, _peer: &Peer) -> AdmitDecision {

@@ -148,6 +148,15 @@ impl Plugin for Probe {
             ),
         )])
     }
+
+    fn approve_certificate(&self, name: &str, client: std::net::SocketAddr) -> CertificateDecision {
+        if name.ends_with(".probe.test") {
+            CertificateDecision::Approve
+        } else {
+            // Both arguments back, so tests see they crossed intact.
+            CertificateDecision::refuse(format!("{name} from {client}"))
+        }
+    }
 }
 
 /// The declared request header slot the probe reads.
