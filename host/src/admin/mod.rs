@@ -83,6 +83,10 @@ impl AdminState {
         self.proxy.get().map(|p| p.tls())
     }
 
+    fn acme(&self) -> Option<Vec<crate::acme::NameStatus>> {
+        Some(self.proxy.get()?.acme()?.statuses())
+    }
+
     /// Sets what `/readyz` answers.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -208,6 +212,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                     tracker: Some(state.tracker.clone()),
                     top_ips: top as usize,
                     tls: state.tls(),
+                    acme: state.acme(),
                 }),
             )
         }),
@@ -215,7 +220,10 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         "/api/connections" => param(query, "limit", 10_000, 0..=1_000_000)
             .map(|limit| json_response(&connections(&state.metrics, limit as usize))),
         "/api/plugins" => Ok(json_response(&plugins(&state.plugins))),
-        "/api/certificates" => Ok(json_response(&certificates(state.tls().as_deref()))),
+        "/api/certificates" => Ok(json_response(&certificates(
+            state.tls().as_deref(),
+            state.acme().as_deref(),
+        ))),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -333,6 +341,8 @@ fn hook_names(h: Hooks) -> Vec<&'static str> {
         (Hooks::POLICY, "policy"),
         (Hooks::ON_IDLE, "on-idle"),
         (Hooks::REQUEST, "request"),
+        (Hooks::RESPONSE, "response"),
+        (Hooks::APPROVE_CERTIFICATE, "approve-certificate"),
     ]
     .into_iter()
     .filter(|(flag, _)| h.contains(*flag))
@@ -381,9 +391,12 @@ fn plugins(set: &PluginSet) -> Value {
 
 /// Every certificate in use: names, source, file, issuer, serial,
 /// validity, days left, the routes using it.
-fn certificates(tls: Option<&crate::tls::Terminator>) -> Value {
+fn certificates(
+    tls: Option<&crate::tls::Terminator>,
+    acme: Option<&[crate::acme::NameStatus]>,
+) -> Value {
     let now = std::time::SystemTime::now();
-    let list: Vec<Value> = tls
+    let mut list: Vec<Value> = tls
         .map(|t| t.store().certs().to_vec())
         .unwrap_or_default()
         .iter()
@@ -403,6 +416,25 @@ fn certificates(tls: Option<&crate::tls::Terminator>) -> Value {
             })
         })
         .collect();
+    let now_s = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    list.extend(acme.unwrap_or_default().iter().map(|a| {
+        let c = a.certificate.as_ref();
+        json!({
+            "names": [a.name],
+            "source": "acme",
+            "status": a.status.as_str(),
+            "onDemand": a.on_demand,
+            "issuer": c.map(|c| c.issuer.clone()),
+            "serial": c.map(|c| c.serial.clone()),
+            "notBefore": c.map(|c| unix_to_rfc3339(c.not_before)),
+            "notAfter": c.map(|c| unix_to_rfc3339(c.not_after)),
+            "daysLeft": c.map(|c| (c.not_after - now_s).div_euclid(86_400)),
+            "lastError": a.last_error,
+            "nextAttempt": a.next_attempt.map(unix_to_rfc3339),
+        })
+    }));
     json!({ "certificates": list })
 }
 

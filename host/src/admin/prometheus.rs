@@ -39,6 +39,8 @@ pub struct Scrape {
     pub top_ips: usize,
     /// The certificates of terminated routes, if given.
     pub tls: Option<Arc<crate::tls::Terminator>>,
+    /// ACME's names, when ACME is configured.
+    pub acme: Option<Vec<crate::acme::NameStatus>>,
 }
 
 /// The exposition text.
@@ -374,25 +376,68 @@ impl Collector for Scrape {
                 .map(|(result, n)| (vec![("result", Cow::Borrowed(result))], n)),
             |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
         )?;
-        if let Some(tls) = &self.tls {
-            let certs = tls.store().certs();
+        if self.tls.is_some() || self.acme.is_some() {
+            let certs = self
+                .tls
+                .as_ref()
+                .map(|t| t.store().certs())
+                .unwrap_or_default();
+            let issued = self
+                .acme
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| {
+                    let c = a.certificate.as_ref()?;
+                    Some((c.serial.as_str(), a.name.as_str(), c.not_after))
+                });
             family(
                 e,
                 "tls_certificate_expiry_timestamp_seconds",
-                "notAfter of each certificate in use (Unix seconds).",
+                "notAfter of each certificate in use, static and ACME (Unix seconds).",
                 MetricType::Gauge,
-                certs.iter().map(|c| {
-                    (
-                        vec![
-                            ("serial", Cow::Borrowed(c.cert.serial.as_str())),
-                            (
-                                "name",
-                                label(c.cert.names.first().map_or("", String::as_str)),
-                            ),
-                        ],
-                        c.cert.not_after,
-                    )
-                }),
+                certs
+                    .iter()
+                    .map(|c| {
+                        let name = c.cert.names.first().map_or("", String::as_str);
+                        (c.cert.serial.as_str(), name, c.cert.not_after)
+                    })
+                    .chain(issued)
+                    .map(|(serial, name, not_after)| {
+                        (
+                            vec![("serial", Cow::Borrowed(serial)), ("name", label(name))],
+                            not_after,
+                        )
+                    }),
+                |s, v| s.encode_gauge(&v),
+            )?;
+        }
+        if let Some(acme) = &self.acme {
+            let (issued, failed) = m.acme_orders();
+            family(
+                e,
+                "acme_orders",
+                "ACME orders that ended, by result.",
+                MetricType::Counter,
+                [("issued", issued), ("failed", failed)]
+                    .map(|(result, n)| (vec![("result", Cow::Borrowed(result))], n)),
+                |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+            )?;
+            let by = |status: crate::acme::Status| {
+                acme.iter().filter(|a| a.status == status).count() as u64
+            };
+            family(
+                e,
+                "acme_certificates",
+                "Names ACME manages, by status.",
+                MetricType::Gauge,
+                [
+                    crate::acme::Status::Valid,
+                    crate::acme::Status::Pending,
+                    crate::acme::Status::Renewing,
+                    crate::acme::Status::Failed,
+                ]
+                .map(|st| (vec![("status", Cow::Borrowed(st.as_str()))], by(st))),
                 |s, v| s.encode_gauge(&v),
             )?;
         }
@@ -523,6 +568,7 @@ mod tests {
                 tracker: None,
                 top_ips: 0,
                 tls: None,
+                acme: None,
             });
             let b = buckets(&text, "turnout_connection_duration_seconds");
             assert!(b.len() >= 2, "{text}");

@@ -159,7 +159,18 @@ pub async fn run(
         admin: given_admin,
     } = bound;
     let terminator = certs::load(&config.tls).map_err(StartError::Certificates)?;
-    let listeners = proxy::bind_with(&config.bind, &set.chain(), given).await?;
+    let acme = match &config.acme {
+        Some(a) => {
+            let names = crate::acme::listed_names(&config.tls);
+            let acme = crate::acme::Acme::new(a.clone(), &names, metrics.clone()).map_err(|e| {
+                StartError::Certificates(vec![format!("acme.certificateStore: {e}")])
+            })?;
+            Some(acme)
+        }
+        None => None,
+    };
+    let ports = listen_ports(&config, &set.chain());
+    let listeners = proxy::bind_ports(&config.bind, &ports, given).await?;
     if listeners.is_empty() {
         return Err(StartError::NoPorts);
     }
@@ -192,6 +203,11 @@ pub async fn run(
         metrics.clone(),
     );
     proxy.set_tls(terminator);
+    if let Some(acme) = &acme {
+        proxy.set_acme(acme.clone());
+        // The listeners are bound: an ACME server's validation can connect.
+        acme.start();
+    }
     if let Some(state) = &admin_state {
         state.set_tls(proxy.clone());
         state.set_ready(true);
@@ -252,6 +268,9 @@ pub async fn run(
                         let (tls, current, p) =
                             (new.tls.clone(), current_tls.clone(), proxy.clone());
                         let _ = tokio::task::spawn_blocking(move || current.reload(&p, tls)).await;
+                        if let Some(acme) = proxy.acme() {
+                            acme.manage(&crate::acme::listed_names(&new.tls));
+                        }
                         tracing::info!(file = %path.display(), "config reloaded");
                         let ports = proxy::declared_ports(&set.chain());
                         if new.bind != bound.0.0
@@ -277,6 +296,9 @@ pub async fn run(
         }
     });
     proxy.serve(listeners, shutdown).await;
+    if let Some(acme) = &acme {
+        acme.stop();
+    }
     watcher.abort();
     cert_watcher.abort();
     reloader.abort();
@@ -285,4 +307,25 @@ pub async fn run(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The ports to listen on: every port a plugin declares, and `acme.port`
+/// for HTTP-01 challenges (answered as HTTP even when no route uses it).
+fn listen_ports(
+    config: &Config,
+    chain: &crate::plugins::Chain,
+) -> std::collections::BTreeMap<u16, bool> {
+    let mut ports = proxy::declared_ports(chain);
+    if let Some(port) = Settings::from_config(config).acme_http_port {
+        match ports.get(&port) {
+            Some(false) => tracing::warn!(
+                port,
+                "acme.port is a port whose routes are plain TCP: HTTP-01 challenges cannot be answered there"
+            ),
+            _ => {
+                ports.insert(port, true);
+            }
+        }
+    }
+    ports
 }

@@ -12,6 +12,7 @@
 //! and validates them; the host only checks their outline (objects with
 //! `match.ports`), which it needs to know what to listen on.
 
+pub mod acme;
 pub mod http;
 mod raw;
 pub mod tls;
@@ -137,6 +138,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The HTTP proxy's limits and pool (`http`).
     pub http: http::HttpConfig,
+    /// ACME (`acme`); `None`: no `certificate: "auto"` is served.
+    pub acme: Option<acme::AcmeConfig>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -294,6 +297,7 @@ impl Default for Config {
             },
             admin: None,
             http: http::HttpConfig::default(),
+            acme: None,
             source: None,
         }
     }
@@ -344,24 +348,23 @@ impl Config {
                 message: "has no effect while acceptProxyProtocol is false".into(),
             });
         }
-        for (i, route) in self.routes.iter().enumerate() {
-            let Some(t) = self.tls.routes.iter().find(|t| t.index == i) else {
-                continue;
-            };
-            if t.certificate.is_none() {
-                let auto = route
-                    .pointer("/action/tls/certificate")
-                    .and_then(Value::as_str)
-                    == Some("auto");
+        for t in &self.tls.routes {
+            let i = t.index;
+            if t.certificate.is_none() && !t.acme {
                 out.push(ConfigWarning {
                     path: format!("routes[{i}].action.tls.certificate"),
-                    message: if auto {
-                        "\"auto\" (ACME) is not implemented yet: handshakes get a certificate only \
-                         when another route's covers the name"
-                            .into()
-                    } else {
-                        "missing: handshakes get a certificate only when another route's covers the name".into()
-                    },
+                    message: "missing: handshakes get a certificate only when another route's covers the name".into(),
+                });
+            }
+            if t.acme
+                && t.domains.iter().all(|d| d.contains('*'))
+                && !self.acme.as_ref().is_some_and(|a| a.on_demand)
+            {
+                out.push(ConfigWarning {
+                    path: format!("routes[{i}].match.domains"),
+                    message: "\"auto\" orders certificates for listed names, not wildcards: \
+                              this route gets none unless acme.onDemand is true"
+                        .into(),
                 });
             }
         }

@@ -123,8 +123,10 @@ pub struct TlsRoute {
     /// on; `None` when the value could not be read, which the `routes`
     /// plugin reports).
     pub ports: Vec<(u16, u16)>,
-    /// `action.tls.certificate`; `None` until ACME lands.
+    /// `action.tls.certificate`; `None` when absent or `"auto"`.
     pub certificate: Option<CertSource>,
+    /// `certificate: "auto"`: its names' certificates come from ACME.
+    pub acme: bool,
     /// `action.tls.versions`.
     pub versions: Versions,
     /// `match.protocol`.
@@ -187,9 +189,10 @@ fn route_tls(i: usize, route: &Map<String, Value>, p: &mut Vec<ConfigError>) -> 
             Protocol::Http
         }
     };
-    // No certificate, or "auto" (ACME, not built yet): the route loads
-    // (a warning says so) and its handshakes fail with `no-certificate`
-    // unless another certificate covers the name.
+    // No certificate: the route loads (a warning says so) and its
+    // handshakes fail with `no-certificate` unless another certificate
+    // covers the name. "auto": ACME's (`acme/`).
+    let acme = tls.get("certificate").and_then(Value::as_str) == Some("auto");
     let certificate = match tls.get("certificate") {
         None => None,
         Some(Value::String(s)) if s == "auto" => None,
@@ -216,6 +219,7 @@ fn route_tls(i: usize, route: &Map<String, Value>, p: &mut Vec<ConfigError>) -> 
         domains,
         ports,
         certificate,
+        acme,
         versions,
         protocol,
         upstream,

@@ -17,7 +17,7 @@ use turnout_plugin_sdk::config::kind;
 
 /// Problems found so far.
 #[derive(Default)]
-pub(super) struct Problems(Vec<ConfigError>);
+pub(super) struct Problems(pub(super) Vec<ConfigError>);
 
 impl Problems {
     pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -87,6 +87,18 @@ pub(super) fn validate(
     c.defaults = raw.defaults.map(Value::Object);
     if let Some(http) = raw.http {
         c.http = super::http::check(http, &mut p);
+    }
+    if let Some(acme) = &raw.acme {
+        c.acme = super::acme::check(acme, base_dir, &mut p);
+    }
+    for r in c.tls.routes.iter().filter(|r| r.acme) {
+        if c.acme.is_none() {
+            p.add(
+                format!("routes[{}].action.tls.certificate", r.index),
+                "\"auto\" needs the top-level acme object (e.g. { \"email\": \"ops@example.com\" }), \
+                 or acme.enabled is false",
+            );
+        }
     }
 
     let (t, k) = (&mut c.timeouts, &mut c.keep_alive);
@@ -329,7 +341,7 @@ mod tests {
     fn every_unsupported_key_and_problem_is_listed_at_once() {
         let got = problems(
             r#"{
-              "acme": { "email": "a@b.c" },
+              "acme": { "email": "a@b.c", "skipConfiguredCerts": true },
               "useHttpProxy": [80],
               "preserveSourceIP": true,
               "keepAliveTreatment": "forever",
@@ -345,7 +357,6 @@ mod tests {
             }"#,
         );
         let want = [
-            "acme: not supported by Turnout (SmartProxy option); remove it",
             "useHttpProxy: not supported by Turnout (SmartProxy option); remove it",
             "preserveSourceIP: not supported by Turnout (SmartProxy option); remove it",
             "bind[1]: \"nope\" is not an IP address",
@@ -353,6 +364,7 @@ mod tests {
             "routes[0]: must be an object, got a number",
             "routes[1]: has no match (every route needs match.ports)",
             "routes[2].match: has no ports (every route needs match.ports)",
+            "acme.skipConfiguredCerts: not supported by Turnout",
             "keepAliveTreatment: \"forever\" is not one of \"standard\", \"extended\", \"immortal\"",
             "keepAliveInactivityMultiplier: must be at least 1, got 0",
             "maxPendingDataSize: must be at least 1, got 0",

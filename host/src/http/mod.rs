@@ -72,6 +72,9 @@ pub struct Session {
     /// The connection policy's timers, which govern an upgraded
     /// (WebSocket) connection.
     pub upgrade: UpgradeTimers,
+    /// ACME HTTP-01 answers, served before any plugin (when `acme` is
+    /// configured).
+    pub acme: Option<Arc<crate::acme::Challenges>>,
 }
 
 /// How an HTTP connection ended.

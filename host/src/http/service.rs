@@ -4,7 +4,7 @@
 //! edits, its response edited on the way back.
 //!
 //! ```text
-//! head ─► checks (400/405/414/413) ─► request hook ─┬► respond / redirect
+//! head ─► checks (400/405/414/413) ─► ACME HTTP-01 answer ─► request hook ─┬► respond / redirect
 //!                                               ├► none: 404, failure: 502
 //!                                               └► forward ─► limit (503) ─► upstream (502/504) ─► edits, response hook
 //! ```
@@ -116,6 +116,17 @@ async fn answer(
 ) -> Response<Body> {
     if let Some(status) = check(&req) {
         return error(status);
+    }
+    // An ACME server's HTTP-01 validation, before any plugin or route.
+    if let Some(key_authorization) = s.acme.as_ref().and_then(|c| c.http01(req.uri().path())) {
+        tracing::info!(target: "turnout::acme", conn = s.id, client = %s.client,
+            path = req.uri().path(), "HTTP-01 challenge answered");
+        let mut r = Response::new(Body::full(key_authorization));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return r;
     }
     let Some(authority) = authority(&req) else {
         return error(StatusCode::BAD_REQUEST);

@@ -103,7 +103,7 @@ const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-
 fn fresh_key() -> HeaderValue {
     use base64::Engine as _;
     let mut key = [0u8; 16];
-    websocket::random(&mut key);
+    crate::net::random(&mut key);
     let text = base64::engine::general_purpose::STANDARD.encode(key);
     HeaderValue::from_str(&text)
         .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))

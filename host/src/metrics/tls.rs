@@ -1,5 +1,5 @@
 //! Counters of terminated TLS: handshakes by (result, version, ALPN) and
-//! certificate reloads by outcome.
+//! certificate reloads by outcome, ACME orders by outcome.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +29,8 @@ pub(super) struct TlsCounters {
     handshakes: Mutex<HashMap<Handshake, u64>>,
     /// Certificate (re)loads after start: applied, refused.
     cert_reloads: [AtomicU64; 2],
+    /// ACME orders finished: issued, failed.
+    acme_orders: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -41,6 +43,17 @@ impl Metrics {
     /// Certificate reloads so far: (applied, refused).
     pub fn certificate_reloads(&self) -> (u64, u64) {
         let n = |i: usize| self.tls.cert_reloads[i].load(Ordering::Relaxed);
+        (n(0), n(1))
+    }
+
+    /// Counts an ACME order that ended: issued or failed.
+    pub fn acme_order(&self, issued: bool) {
+        self.tls.acme_orders[usize::from(!issued)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// ACME orders so far: (issued, failed).
+    pub fn acme_orders(&self) -> (u64, u64) {
+        let n = |i: usize| self.tls.acme_orders[i].load(Ordering::Relaxed);
         (n(0), n(1))
     }
 

@@ -54,6 +54,7 @@ pub(crate) fn handle(proxy: Arc<Proxy>, accepted: Accepted) -> impl Future<Outpu
         Some(Next::Relay(relaying)) => Either::Left(relaying.run()),
         Some(Next::Terminated(t)) => Either::Right(Either::Left(boxed((*t).run()))),
         Some(Next::Http(p)) => Either::Right(Either::Left(boxed(super::serve_http::plain(*p)))),
+        Some(Next::Challenge(answer)) => Either::Right(Either::Left(answer)),
         None => Either::Right(Either::Right(std::future::ready(()))),
     })
 }
@@ -78,6 +79,8 @@ enum Next {
     Terminated(Box<Terminated>),
     /// Plaintext HTTP on an HTTP port (boxed, as `Terminated`).
     Http(Box<Pending>),
+    /// An ACME TLS-ALPN-01 validation, answered.
+    Challenge(Owned),
 }
 
 /// The phase before the relay: `Some` when the connection is to be
@@ -88,6 +91,11 @@ async fn prepare(proxy: Arc<Proxy>, accepted: Accepted) -> Option<Next> {
     let routed = match pending.route_phases().await {
         Ok(Verdict::Routed(r)) => r,
         Ok(Verdict::Http) => return Some(Next::Http(Box::new(pending))),
+        Ok(Verdict::AcmeChallenge(cert)) => {
+            return Some(Next::Challenge(boxed(terminate::acme_challenge(
+                pending, cert,
+            ))));
+        }
         Err(refusal) => {
             pending.refuse(&refusal);
             return None;

@@ -64,6 +64,9 @@ pub struct Settings {
     /// The HTTP proxy's limits (`http`); its pool settings are read once
     /// per worker thread, when that worker first sends a request upstream.
     pub http: crate::config::http::HttpConfig,
+    /// `acme.port` when HTTP-01 challenges are answered there: served as
+    /// an HTTP port even when no route declares it.
+    pub acme_http_port: Option<u16>,
 }
 
 impl Settings {
@@ -102,6 +105,11 @@ impl Settings {
             graceful_shutdown: config.timeouts.graceful_shutdown,
             workers: config.workers.unwrap_or_else(default_workers),
             http: config.http,
+            acme_http_port: config
+                .acme
+                .as_ref()
+                .filter(|a| a.challenge == crate::config::acme::Challenge::Http01)
+                .map(|a| a.port),
         }
     }
 }
@@ -136,6 +144,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Certificates and settings of terminated routes (swapped on reload).
     tls: ArcSwap<Terminator>,
+    /// ACME, when `acme` is configured (set once at start).
+    acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -163,6 +173,7 @@ impl Proxy {
             draining: watch::channel(false).0,
             metrics,
             tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
+            acme: std::sync::OnceLock::new(),
         })
     }
 
@@ -176,6 +187,16 @@ impl Proxy {
     /// The TLS termination settings and certificates in use.
     pub fn tls(&self) -> Arc<Terminator> {
         self.tls.load_full()
+    }
+
+    /// Sets the ACME manager (once, at start).
+    pub fn set_acme(&self, acme: Arc<crate::acme::Acme>) {
+        let _ = self.acme.set(acme);
+    }
+
+    /// The ACME manager, when `acme` is configured.
+    pub fn acme(&self) -> Option<&Arc<crate::acme::Acme>> {
+        self.acme.get()
     }
 
     /// Replaces the settings for new connections (SIGHUP).
@@ -345,12 +366,20 @@ pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, Bind
 pub async fn bind_with(
     addrs: &[IpAddr],
     chain: &Chain,
+    given: Vec<std::net::TcpListener>,
+) -> Result<Vec<Listener>, BindError> {
+    bind_ports(addrs, &declared_ports(chain), given).await
+}
+
+/// [`bind_with`] for `ports` (port → clients speak TLS or HTTP first).
+pub async fn bind_ports(
+    addrs: &[IpAddr],
+    ports: &BTreeMap<u16, bool>,
     mut given: Vec<std::net::TcpListener>,
 ) -> Result<Vec<Listener>, BindError> {
-    let ports = declared_ports(chain);
     let mut out = Vec::new();
     for ip in addrs {
-        for (&port, &tls) in &ports {
+        for (&port, &tls) in ports {
             let addr = SocketAddr::new(*ip, port);
             let own = given
                 .iter()

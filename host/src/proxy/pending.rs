@@ -90,6 +90,9 @@ pub(crate) enum Verdict {
     Routed(Routed),
     /// Plaintext HTTP on an HTTP port: routed per request.
     Http,
+    /// An ACME server validating a TLS-ALPN-01 challenge: answered with
+    /// this certificate, before any plugin.
+    AcmeChallenge(std::sync::Arc<rustls::sign::CertifiedKey>),
 }
 
 /// A routed connection: the verdict, the route's slot, the timers.
@@ -168,9 +171,34 @@ impl Pending {
     /// declared HTTP port is HTTP: its requests are routed one by one.
     pub(crate) async fn route_phases(&mut self) -> Result<Verdict, Refusal> {
         self.proxy_header().await?;
-        let peer = self.admit()?;
-        let hello = self.peek().await?;
-        if hello.is_none() && self.tls_port && self.held.chain.is_http_port(self.local.port()) {
+        // While a TLS-ALPN-01 answer is posted, the ClientHello is read
+        // before `admit`: the ACME server's validation comes before any
+        // plugin. Otherwise `admit` comes before anything is read.
+        let acme = (self.tls_port)
+            .then(|| self.held.proxy.acme())
+            .flatten()
+            .filter(|a| a.challenges().alpn_pending())
+            .cloned();
+        let (peer, hello) = match acme {
+            Some(acme) => {
+                let hello = self.peek().await?;
+                let challenge = hello
+                    .as_ref()
+                    .and_then(|h| acme.challenges().tls_alpn01(h.sni.as_deref(), &h.alpn));
+                if let Some(cert) = challenge {
+                    return Ok(Verdict::AcmeChallenge(cert));
+                }
+                (self.admit()?, hello)
+            }
+            None => {
+                let peer = self.admit()?;
+                (peer, self.peek().await?)
+            }
+        };
+        let port = self.local.port();
+        let http_port =
+            self.held.chain.is_http_port(port) || self.settings.acme_http_port == Some(port);
+        if hello.is_none() && self.tls_port && http_port {
             return Ok(Verdict::Http);
         }
         self.route(peer, hello).await.map(Verdict::Routed)

@@ -78,6 +78,7 @@ where
             deadline: conn.timers.max_lifetime.map(|l| held.started + l),
             half_open_grace: conn.timers.half_open_grace,
         },
+        acme: proxy.acme().map(|a| a.challenges().clone()),
     };
     let (mut draining, mut stop) = (proxy.draining.subscribe(), proxy.stop.subscribe());
     let ends = http::Ends {

@@ -69,7 +69,7 @@ pub(super) async fn start(
 ) -> Option<Terminated> {
     let sni = routed.conn.tls.as_ref().and_then(|h| h.sni.clone());
     // Refused before any backend work or cryptography.
-    let key = match check(&mut pending, &tls, sni.as_deref()).await {
+    let key = match check(&mut pending, &tls, sni.as_deref(), &routed.forward.route).await {
         Ok(key) => key,
         Err(refusal) => {
             pending.refuse(&refusal);
@@ -159,6 +159,28 @@ pub(super) async fn start(
     })
 }
 
+/// Answers an ACME server's TLS-ALPN-01 validation (RFC 8737): the
+/// handshake with the challenge certificate and `acme-tls/1`, then close.
+pub(super) async fn acme_challenge(pending: Pending, cert: Arc<rustls::sign::CertifiedKey>) {
+    let tls = pending.held.proxy.tls();
+    let alpn = vec![crate::acme::ACME_TLS_ALPN.to_vec()];
+    let config = tls.server_config(cert, "", alpn);
+    let (stream, peeked, held) = pending.split();
+    let io = Metered::new(Prefixed::new(peeked, stream), held.meter.traffic_handle());
+    let sni = held.sni.as_deref().unwrap_or("-");
+    match tls::accept(config, io, tls.handshake_timeout()).await {
+        Ok(mut s) => {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
+            tracing::info!(target: "turnout::acme", conn = held.id, client = %held.client, sni,
+                "TLS-ALPN-01 challenge answered");
+        }
+        Err(e) => {
+            tracing::info!(target: "turnout::acme", conn = held.id, client = %held.client, sni,
+            error = %e, "TLS-ALPN-01 challenge handshake failed")
+        }
+    }
+}
+
 /// What refuses a terminated connection before its handshake: no
 /// certificate naming the server (`unrecognized_name`, as when no route
 /// matches). Sends the alert; otherwise gives the certificate the
@@ -167,14 +189,78 @@ async fn check(
     pending: &mut Pending,
     tls: &Terminator,
     sni: Option<&str>,
+    route: &str,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, Refusal> {
-    match tls.certificate(sni, pending.local.port()) {
+    let found = match tls.route(route).filter(|r| r.config.acme) {
+        Some(_) => acme_certificate(pending, sni).await,
+        None => tls.certificate(sni, pending.local.port()),
+    };
+    match found {
         Ok(key) => Ok(key),
         Err(e) => {
             pending.alert(Some(TlsAlert::UnrecognizedName)).await;
             pending.held.proxy.metrics.handshake(e.reason, "-", "-");
             Err(handshake_refusal(e))
         }
+    }
+}
+
+/// A name on a `certificate: "auto"` route gets its ACME certificate and
+/// never another one. With `acme.onDemand`, a name without one is ordered
+/// now when a plugin approves it, and this handshake waits (bounded).
+async fn acme_certificate(
+    pending: &Pending,
+    sni: Option<&str>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, tls::HandshakeError> {
+    let fail = |reason: &'static str, detail: String| tls::HandshakeError { reason, detail };
+    let Some(acme) = pending.held.proxy.acme() else {
+        return Err(fail(
+            "no-certificate",
+            "an \"auto\" route, and acme is not configured".into(),
+        ));
+    };
+    let Some(name) = sni else {
+        return Err(fail(
+            "no-certificate",
+            "a client without SNI on an \"auto\" route".into(),
+        ));
+    };
+    if let Some(key) = acme.certificate(name) {
+        return Ok(key);
+    }
+    if !acme.on_demand_enabled() {
+        let status = acme.statuses().into_iter().find(|s| s.name == name).map_or(
+            "not ordered (not a listed name; acme.onDemand is off)".to_owned(),
+            |s| {
+                format!(
+                    "{}{}",
+                    s.status.as_str(),
+                    s.last_error.map(|e| format!(": {e}")).unwrap_or_default()
+                )
+            },
+        );
+        return Err(fail(
+            "certificate-pending",
+            format!("no certificate for {name:?} yet: {status}"),
+        ));
+    }
+    match pending
+        .held
+        .chain
+        .approve_certificate(name, pending.held.client)
+    {
+        crate::plugins::Approval::Approve { plugin } => {
+            tracing::info!(target: "turnout::acme", conn = pending.held.id, name, plugin, "on-demand certificate approved");
+            acme.on_demand(name)
+                .await
+                .map_err(|e| fail("certificate-pending", e.to_string()))
+        }
+        refused => Err(fail(
+            "no-certificate",
+            format!(
+                "no certificate for {name:?}, and on-demand issuance was not approved ({refused:?})"
+            ),
+        )),
     }
 }
 

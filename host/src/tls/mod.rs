@@ -69,7 +69,8 @@ impl RouteTls {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
 pub struct HandshakeError {
-    /// `no-certificate`, `no-shared-version-or-cipher`, `bad-record`,
+    /// `no-certificate`, `certificate-pending` (an ACME certificate not
+    /// issued yet), `no-shared-version-or-cipher`, `bad-record`,
     /// `client-alert`, `timeout`, `client-gone`, `other`.
     pub reason: &'static str,
     /// rustls' or the OS's words.
@@ -78,8 +79,9 @@ pub struct HandshakeError {
 
 impl HandshakeError {
     /// Every reason, in a fixed order (metrics).
-    pub const REASONS: [&'static str; 7] = [
+    pub const REASONS: [&'static str; 8] = [
         "no-certificate",
+        "certificate-pending",
         "no-shared-version-or-cipher",
         "bad-record",
         "client-alert",

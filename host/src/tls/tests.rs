@@ -45,6 +45,7 @@ fn route(name: &str, port: u16, domains: &[&str], cert: Option<CertSource>) -> T
         domains: domains.iter().map(|s| s.to_string()).collect(),
         ports: vec![(port, port)],
         certificate: cert,
+        acme: false,
         versions: Versions::ALL,
         protocol: Protocol::Tcp,
         upstream: Upstream::default(),

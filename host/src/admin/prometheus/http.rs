@@ -127,6 +127,7 @@ mod tests {
             tracker: None,
             top_ips,
             tls: None,
+            acme: None,
         })
     }
 

@@ -322,24 +322,8 @@ async fn inject<W: AsyncWrite + Unpin>(
 /// (RFC 6455 §5.3 wants it unpredictable).
 fn mask_key() -> [u8; 4] {
     let mut key = [0; 4];
-    random(&mut key);
+    crate::net::random(&mut key);
     key
-}
-
-/// Fills `buf` from the TLS stack's random source (the workspace's one
-/// crypto provider); from the clock if that ever fails, as these bytes
-/// (handshake keys, masks) guard against confused intermediaries, not
-/// attackers.
-pub(super) fn random(buf: &mut [u8]) {
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    if provider.secure_random.fill(buf).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (nanos >> ((i % 16) * 8)) as u8;
-        }
-    }
 }
 
 /// Pings every `interval`; returns when a ping went unanswered for

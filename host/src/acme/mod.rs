@@ -1,0 +1,622 @@
+//! ACME certificates for routes with `certificate: "auto"`: one
+//! certificate per listed name (so each renews, fails and is stored on its
+//! own), ordered at start unless the store holds a valid one, renewed
+//! before expiry, and — with `acme.onDemand` — ordered at the first
+//! handshake for a name a plugin approves.
+//!
+//! * `store.rs` — account and certificates on disk, behind a trait;
+//! * `challenges.rs` — the HTTP-01 and TLS-ALPN-01 answers while orders
+//!   are validated, which the connection path serves before any plugin;
+//! * `order.rs` — one order with `instant-acme`;
+//! * this file — [`Acme`]: what is issued (swapped in whole: a renewal
+//!   never drops a connection, the old certificate serves until the new
+//!   one is in place), each name's status, the schedule (renewal checks
+//!   with jitter, retries with backoff), on-demand issuance.
+//!
+//! Above `tls` and `plugins` (it asks nothing of them but types); `proxy`,
+//! `http` and `admin` ask it.
+
+mod challenges;
+mod order;
+pub mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use rustls::sign::CertifiedKey;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use self::challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
+pub use self::order::OrderError;
+pub use self::store::{DiskStore, Store, StoreError};
+use crate::config::acme::AcmeConfig;
+use crate::config::tls::{CertSource, Pem};
+use crate::metrics::Metrics;
+use crate::tls::LoadedCert;
+
+/// Orders at once (validation waits on the server, not on us).
+const CONCURRENT_ORDERS: usize = 4;
+/// First retry after a failed order; doubled each time, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3_600);
+/// On-demand orders started per minute, all names together.
+const ON_DEMAND_PER_MINUTE: usize = 10;
+
+/// A name's certificate state, as `/api/certificates` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A certificate is served.
+    Valid,
+    /// No certificate yet; an order is in flight.
+    Pending,
+    /// A certificate is served and a new one is being ordered.
+    Renewing,
+    /// The last order failed (see `last_error`, `next_attempt`).
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Valid => "valid",
+            Status::Pending => "pending",
+            Status::Renewing => "renewing",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// What is known of a served certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub serial: String,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// One name, as `/api/certificates` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameStatus {
+    pub name: String,
+    pub status: Status,
+    pub certificate: Option<Issued>,
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub next_attempt: Option<i64>,
+    /// Ordered at a handshake (`onDemand`), not from a route's list.
+    pub on_demand: bool,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    cert: Option<Issued>,
+    failed: bool,
+    last_error: Option<String>,
+    next_attempt: Option<SystemTime>,
+    failures: u32,
+    on_demand: bool,
+    /// The order in flight; its waiters see `Some(issued)` when it ends.
+    in_flight: Option<watch::Sender<Option<bool>>>,
+}
+
+/// Why an on-demand certificate is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OnDemandError {
+    #[error("{0:?} is not a name a certificate can be ordered for")]
+    BadName(String),
+    #[error("the order for {name:?} failed ({error}); next attempt after {next_attempt}")]
+    RecentlyFailed {
+        name: String,
+        error: String,
+        next_attempt: i64,
+    },
+    #[error("on-demand orders are limited to {ON_DEMAND_PER_MINUTE} a minute")]
+    RateLimited,
+    #[error("no certificate for {name:?} within {waited_ms} ms")]
+    Timeout { name: String, waited_ms: u128 },
+    #[error("the order for {0:?} failed")]
+    Failed(String),
+}
+
+/// The ACME manager.
+pub struct Acme {
+    config: AcmeConfig,
+    store: Arc<dyn Store>,
+    challenges: Arc<Challenges>,
+    metrics: Arc<Metrics>,
+    issued: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    entries: Mutex<HashMap<String, Entry>>,
+    account: tokio::sync::Mutex<Option<instant_acme::Account>>,
+    permits: Semaphore,
+    on_demand_starts: Mutex<VecDeque<Instant>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("directory", &self.config.directory_url)
+            .field("names", &lock(&self.entries).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Acme {
+    /// Opens the store and serves what it holds for `names` (the `auto`
+    /// routes' listed names) — and, with `onDemand`, every name stored.
+    /// Nothing is ordered until [`Acme::start`].
+    pub fn new(
+        config: AcmeConfig,
+        names: &[String],
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Acme>, StoreError> {
+        let store: Arc<dyn Store> = Arc::new(DiskStore::open(&config.store)?);
+        Ok(Self::with_store(config, store, names, metrics))
+    }
+
+    /// [`Acme::new`] with a given store.
+    pub fn with_store(
+        config: AcmeConfig,
+        store: Arc<dyn Store>,
+        names: &[String],
+        metrics: Arc<Metrics>,
+    ) -> Arc<Acme> {
+        let acme = Arc::new(Acme {
+            config,
+            store,
+            challenges: Arc::default(),
+            metrics,
+            issued: ArcSwap::default(),
+            entries: Mutex::default(),
+            account: tokio::sync::Mutex::default(),
+            permits: Semaphore::new(CONCURRENT_ORDERS),
+            on_demand_starts: Mutex::default(),
+            tasks: Mutex::default(),
+        });
+        let mut wanted: Vec<(String, bool)> = names.iter().map(|n| (n.clone(), false)).collect();
+        if acme.config.on_demand {
+            match acme.store.names() {
+                Ok(stored) => wanted.extend(
+                    stored
+                        .into_iter()
+                        .filter(|s| !names.contains(s))
+                        .map(|s| (s, true)),
+                ),
+                Err(e) => {
+                    tracing::warn!(target: "turnout::acme", error = %e, "listing stored certificates")
+                }
+            }
+        }
+        for (name, on_demand) in wanted {
+            acme.restore(&name, on_demand);
+        }
+        acme
+    }
+
+    /// Reads `name`'s stored certificate: served when it is sound and
+    /// covers the name; otherwise the reason is kept for the status.
+    fn restore(&self, name: &str, on_demand: bool) {
+        let mut entry = Entry {
+            on_demand,
+            ..Entry::default()
+        };
+        match self.store.certificate(name) {
+            Ok(None) => {}
+            Ok(Some(pem)) => match load(name, &pem) {
+                Ok(cert) => {
+                    entry.cert = Some(issued_of(&cert));
+                    self.install(name, &cert);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "turnout::acme", name, file = %self.store.describe(Some(name)),
+                        error = %e, "stored certificate unusable: ordering a new one");
+                    entry.last_error = Some(format!("stored certificate unusable: {e}"));
+                }
+            },
+            Err(e) => {
+                tracing::warn!(target: "turnout::acme", name, error = %e, "reading the stored certificate");
+                entry.last_error = Some(e.to_string());
+            }
+        }
+        lock(&self.entries).insert(name.to_owned(), entry);
+    }
+
+    /// Orders what is missing or due, and starts the renewal checks.
+    pub fn start(self: &Arc<Self>) {
+        let names: Vec<String> = lock(&self.entries).keys().cloned().collect();
+        for name in names {
+            if self.due(&name) {
+                self.request(&name);
+            }
+        }
+        if self.config.auto_renew {
+            let me = self.clone();
+            self.spawn(async move { me.renewals().await });
+        }
+    }
+
+    /// Adds names a reloaded config lists (they are served from the store
+    /// or ordered); names already managed are left as they are.
+    pub fn manage(self: &Arc<Self>, names: &[String]) {
+        for name in names {
+            if lock(&self.entries).contains_key(name) {
+                continue;
+            }
+            self.restore(name, false);
+            if self.due(name) {
+                self.request(name);
+            }
+        }
+    }
+
+    /// Stops every order, retry and check (the proxy is shutting down).
+    pub fn stop(&self) {
+        lock(&self.tasks).abort_all();
+    }
+
+    /// The challenge answers the connection path serves.
+    pub fn challenges(&self) -> &Arc<Challenges> {
+        &self.challenges
+    }
+
+    /// Whether on-demand issuance is on.
+    pub fn on_demand_enabled(&self) -> bool {
+        self.config.on_demand
+    }
+
+    /// The certificate served for `name`, if one was issued.
+    pub fn certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.issued.load().get(name).cloned()
+    }
+
+    /// Every managed name, sorted.
+    pub fn statuses(&self) -> Vec<NameStatus> {
+        let entries = lock(&self.entries);
+        let mut out: Vec<NameStatus> = entries
+            .iter()
+            .map(|(name, e)| NameStatus {
+                name: name.clone(),
+                status: match (&e.cert, e.in_flight.is_some(), e.failed) {
+                    (_, false, true) => Status::Failed,
+                    (Some(_), true, _) => Status::Renewing,
+                    (None, _, _) => Status::Pending,
+                    (Some(_), false, false) => Status::Valid,
+                },
+                certificate: e.cert.clone(),
+                last_error: e.last_error.clone(),
+                next_attempt: e.next_attempt.map(unix),
+                on_demand: e.on_demand,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// `name` needs an order: no certificate, or renewal is due.
+    fn due(&self, name: &str) -> bool {
+        let entries = lock(&self.entries);
+        let Some(e) = entries.get(name) else {
+            return false;
+        };
+        match &e.cert {
+            None => true,
+            Some(c) => unix(SystemTime::now()) >= renew_at(c, self.config.renew_threshold),
+        }
+    }
+
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+
+    /// Starts an order for `name` unless one is in flight; the receiver
+    /// sees `Some(issued)` when it ends.
+    fn request(self: &Arc<Self>, name: &str) -> watch::Receiver<Option<bool>> {
+        let mut entries = lock(&self.entries);
+        let e = entries.entry(name.to_owned()).or_default();
+        if let Some(tx) = &e.in_flight {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(None);
+        e.in_flight = Some(tx);
+        drop(entries);
+        let (me, name) = (self.clone(), name.to_owned());
+        self.spawn(async move { me.order(name).await });
+        rx
+    }
+
+    /// One order for `name`, its outcome recorded and, on failure, a retry
+    /// scheduled with backoff (listed names; an on-demand name is retried
+    /// by its next handshake after the backoff).
+    async fn order(self: Arc<Self>, name: String) {
+        let result = {
+            let _permit = self.permits.acquire().await;
+            self.try_order(&name).await
+        };
+        self.metrics.acme_order(result.is_ok());
+        let mut entries = lock(&self.entries);
+        let e = entries.entry(name.clone()).or_default();
+        let retry = match result {
+            Ok(issued) => {
+                tracing::info!(target: "turnout::acme", name, serial = %issued.serial,
+                    not_after = issued.not_after, "certificate in place");
+                *e = Entry {
+                    cert: Some(issued),
+                    on_demand: e.on_demand,
+                    in_flight: e.in_flight.take(),
+                    ..Entry::default()
+                };
+                None
+            }
+            Err(err) => {
+                e.failures += 1;
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << (e.failures - 1).min(16))
+                    .min(MAX_BACKOFF);
+                e.failed = true;
+                e.last_error = Some(err.to_string());
+                e.next_attempt = Some(SystemTime::now() + backoff);
+                tracing::warn!(target: "turnout::acme", name, error = %err, failures = e.failures,
+                    retry_in_s = backoff.as_secs(), "order failed");
+                (!e.on_demand).then_some(backoff)
+            }
+        };
+        let ok = retry.is_none() && !e.failed;
+        if let Some(tx) = e.in_flight.take() {
+            let _ = tx.send(Some(ok));
+        }
+        drop(entries);
+        if let Some(backoff) = retry {
+            let me = self.clone();
+            self.spawn(async move {
+                tokio::time::sleep(backoff).await;
+                me.request(&name);
+            });
+        }
+    }
+
+    async fn try_order(&self, name: &str) -> Result<Issued, OrderError> {
+        let account = {
+            let mut slot = self.account.lock().await;
+            match &*slot {
+                Some(a) => a.clone(),
+                None => {
+                    let a = order::account(&self.config, &*self.store).await?;
+                    *slot = Some(a.clone());
+                    a
+                }
+            }
+        };
+        let pem = order::issue(&account, name, self.config.challenge, &self.challenges).await?;
+        let cert = load(name, &pem).map_err(|e| OrderError {
+            step: "certificate",
+            message: e,
+        })?;
+        // Stored before it is served: a restart must not order it again.
+        let stored = self.store.save_certificate(name, &pem);
+        self.install(name, &cert);
+        stored.map_err(|e| OrderError {
+            step: "store",
+            message: e.to_string(),
+        })?;
+        Ok(issued_of(&cert))
+    }
+
+    /// Serves `cert` for `name` from the next handshake on.
+    fn install(&self, name: &str, cert: &LoadedCert) {
+        let key = cert.key.clone();
+        self.issued.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(name.to_owned(), key.clone());
+            m
+        });
+    }
+
+    /// Checks every `renewCheckInterval` (±10 %) which names are due.
+    async fn renewals(self: Arc<Self>) {
+        loop {
+            let mut jitter = [0u8; 1];
+            crate::net::random(&mut jitter);
+            let factor = 0.9 + 0.2 * f64::from(jitter[0]) / 255.0;
+            tokio::time::sleep(self.config.renew_check_interval.mul_f64(factor)).await;
+            let names: Vec<String> = lock(&self.entries)
+                .iter()
+                .filter(|(_, e)| e.in_flight.is_none() && e.cert.is_some() && !e.failed)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in names {
+                if self.due(&name) {
+                    tracing::info!(target: "turnout::acme", name, "renewal due");
+                    self.request(&name);
+                }
+            }
+        }
+    }
+
+    /// The certificate for `name` at a handshake, ordering it when there is
+    /// none (the caller has had a plugin approve the name), within
+    /// `onDemandTimeout`.
+    pub async fn on_demand(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Arc<CertifiedKey>, OnDemandError> {
+        if let Some(k) = self.certificate(name) {
+            return Ok(k);
+        }
+        if !is_orderable(name) {
+            return Err(OnDemandError::BadName(name.to_owned()));
+        }
+        let mut rx = {
+            let mut entries = lock(&self.entries);
+            let e = entries.entry(name.to_owned()).or_insert_with(|| Entry {
+                on_demand: true,
+                ..Entry::default()
+            });
+            if e.in_flight.is_none()
+                && let Some(next) = e.next_attempt.filter(|t| *t > SystemTime::now())
+            {
+                return Err(OnDemandError::RecentlyFailed {
+                    name: name.to_owned(),
+                    error: e.last_error.clone().unwrap_or_default(),
+                    next_attempt: unix(next),
+                });
+            }
+            if e.in_flight.is_none() && !self.take_on_demand_slot() {
+                return Err(OnDemandError::RateLimited);
+            }
+            drop(entries);
+            self.request(name)
+        };
+        let wait = self.config.on_demand_timeout;
+        match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(_)) => self
+                .certificate(name)
+                .ok_or_else(|| OnDemandError::Failed(name.to_owned())),
+            Ok(Err(_)) => Err(OnDemandError::Failed(name.to_owned())),
+            Err(_) => Err(OnDemandError::Timeout {
+                name: name.to_owned(),
+                waited_ms: wait.as_millis(),
+            }),
+        }
+    }
+
+    /// One of the minute's on-demand starts, if any is left.
+    fn take_on_demand_slot(&self) -> bool {
+        let mut starts = lock(&self.on_demand_starts);
+        let now = Instant::now();
+        while starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            starts.pop_front();
+        }
+        if starts.len() >= ON_DEMAND_PER_MINUTE {
+            return false;
+        }
+        starts.push_back(now);
+        true
+    }
+}
+
+/// The names `auto` routes list (wildcards aside: HTTP-01 and
+/// TLS-ALPN-01 cannot validate them), each once, in config order.
+pub fn listed_names(tls: &crate::config::TlsConfig) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for r in tls.routes.iter().filter(|r| r.acme) {
+        for d in &r.domains {
+            if !d.contains('*') && !names.contains(d) {
+                names.push(d.clone());
+            }
+        }
+    }
+    names
+}
+
+/// When a certificate is renewed: `threshold` before expiry, but never
+/// earlier than two thirds into its life (a short-lived certificate and a
+/// long threshold would otherwise renew in a loop).
+fn renew_at(c: &Issued, threshold: Duration) -> i64 {
+    let life = (c.not_after - c.not_before).max(0);
+    let threshold = i64::try_from(threshold.as_secs()).unwrap_or(i64::MAX);
+    c.not_after - threshold.min(life / 3)
+}
+
+/// A DNS name an ACME server can validate: no wildcard, no IP address,
+/// letters, digits and hyphens in dot-separated labels.
+fn is_orderable(name: &str) -> bool {
+    name.len() <= 253
+        && name.contains('.')
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// Parses a stored or issued key + chain, and checks it serves `name`.
+fn load(name: &str, pem: &str) -> Result<LoadedCert, String> {
+    let source = CertSource {
+        cert: Pem::Text(pem.to_owned()),
+        key: Pem::Text(pem.to_owned()),
+        ca: None,
+        at: format!("acme certificate for {name}"),
+    };
+    let cert = crate::tls::certs::load(&source, &crate::tls::provider()).map_err(|e| e.message)?;
+    if !cert.covers(name) {
+        return Err(format!(
+            "it does not cover {name} (it covers {})",
+            cert.names.join(", ")
+        ));
+    }
+    Ok(cert)
+}
+
+fn issued_of(c: &LoadedCert) -> Issued {
+    Issued {
+        serial: c.serial.clone(),
+        issuer: c.issuer.clone(),
+        not_before: c.not_before,
+        not_after: c.not_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_at_the_threshold_or_two_thirds_into_a_short_life() {
+        let day = 86_400;
+        let c = Issued {
+            serial: String::new(),
+            issuer: String::new(),
+            not_before: 0,
+            not_after: 90 * day,
+        };
+        assert_eq!(renew_at(&c, Duration::from_secs(30 * day as u64)), 60 * day);
+        let short = Issued {
+            not_after: 120,
+            ..c
+        };
+        assert_eq!(renew_at(&short, Duration::from_secs(30 * day as u64)), 80);
+    }
+
+    #[test]
+    fn only_plain_dns_names_are_ordered() {
+        for ok in ["a.example.com", "x-1.test"] {
+            assert!(is_orderable(ok), "{ok}");
+        }
+        for bad in [
+            "*.example.com",
+            "localhost",
+            "127.0.0.1",
+            "a..b",
+            "-a.b",
+            "A.example.com",
+            "",
+        ] {
+            assert!(!is_orderable(bad), "{bad}");
+        }
+    }
+}
