@@ -43,6 +43,7 @@ fn config() -> TlsConfig {
                     ca: None,
                     at: format!("routes[{i}].action.tls.certificate"),
                 }),
+                acme: false,
                 versions: Versions::ALL,
                 protocol: Protocol::Tcp,
                 upstream: Upstream::default(),

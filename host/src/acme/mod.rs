@@ -45,6 +45,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3_600);
 /// On-demand orders started per minute, all names together.
 const ON_DEMAND_PER_MINUTE: usize = 10;
+/// One order, from the account to the chain: past it the order counts as
+/// failed (a server that stops answering must not hold a name in flight
+/// forever).
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A name's certificate state, as `/api/certificates` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +352,14 @@ impl Acme {
     async fn order(self: Arc<Self>, name: String) {
         let result = {
             let _permit = self.permits.acquire().await;
-            self.try_order(&name).await
+            tokio::time::timeout(ORDER_TIMEOUT, self.try_order(&name))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(OrderError {
+                        step: "timeout",
+                        message: format!("no certificate within {} s", ORDER_TIMEOUT.as_secs()),
+                    })
+                })
         };
         self.metrics.acme_order(result.is_ok());
         let mut entries = lock(&self.entries);
@@ -436,9 +447,17 @@ impl Acme {
             crate::net::random(&mut jitter);
             let factor = 0.9 + 0.2 * f64::from(jitter[0]) / 255.0;
             tokio::time::sleep(self.config.renew_check_interval.mul_f64(factor)).await;
+            // A failed renewal is tried again here once its backoff is
+            // over (an on-demand name has no scheduled retry, and its
+            // handshakes are served by the old certificate meanwhile).
+            let now = SystemTime::now();
             let names: Vec<String> = lock(&self.entries)
                 .iter()
-                .filter(|(_, e)| e.in_flight.is_none() && e.cert.is_some() && !e.failed)
+                .filter(|(_, e)| {
+                    e.in_flight.is_none()
+                        && e.cert.is_some()
+                        && e.next_attempt.is_none_or(|t| t <= now)
+                })
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in names {

@@ -28,7 +28,7 @@ const POLL: RetryPolicy = RetryPolicy::new()
 #[error("{step}: {message}")]
 pub struct OrderError {
     /// `account`, `new-order`, `challenge`, `validation`, `finalize`,
-    /// `certificate`, `store`.
+    /// `certificate`, `store`, `timeout`.
     pub step: &'static str,
     /// The server's or the crate's words.
     pub message: String,
