@@ -202,7 +202,7 @@ fn check_lists_every_config_problem() {
     let config = dir.path().join("bad.json");
     std::fs::write(
         &config,
-        r#"{ "acme": {}, "keepAliveInactivityMultiplier": 0, "acceptProxyProtocol": true, "routes": [] }"#,
+        r#"{ "acme": { "environment": "production" }, "keepAliveInactivityMultiplier": 0, "acceptProxyProtocol": true, "routes": [] }"#,
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_turnout"))
@@ -213,7 +213,7 @@ fn check_lists_every_config_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for expected in [
-        "acme: not supported by Turnout",
+        "acme.environment: not supported by Turnout",
         "keepAliveInactivityMultiplier",
         "proxyIPs is empty",
     ] {
