@@ -11,7 +11,9 @@
 //! * this file — [`Acme`]: what is issued (swapped in whole: a renewal
 //!   never drops a connection, the old certificate serves until the new
 //!   one is in place), each name's status, the schedule (renewal checks
-//!   with jitter, retries with backoff), on-demand issuance.
+//!   with jitter — by the server's renewal information, RFC 9773, when it
+//!   offers it, else by the threshold — and retries with backoff),
+//!   on-demand issuance.
 //!
 //! Above `tls` and `plugins` (it asks nothing of them but types); `proxy`,
 //! `http` and `admin` ask it.
@@ -101,6 +103,8 @@ pub struct NameStatus {
 #[derive(Debug, Default)]
 struct Entry {
     cert: Option<Issued>,
+    /// The served leaf, to ask the server for its renewal window.
+    leaf: Option<rustls::pki_types::CertificateDer<'static>>,
     failed: bool,
     last_error: Option<String>,
     next_attempt: Option<SystemTime>,
@@ -141,6 +145,9 @@ pub struct Acme {
     permits: Semaphore,
     on_demand_starts: Mutex<VecDeque<Instant>>,
     tasks: Mutex<JoinSet<()>>,
+    /// The directory offers ACME renewal information (RFC 9773): `None`
+    /// until asked.
+    ari: Mutex<Option<bool>>,
 }
 
 impl std::fmt::Debug for Acme {
@@ -192,6 +199,7 @@ impl Acme {
             permits: Semaphore::new(CONCURRENT_ORDERS),
             on_demand_starts: Mutex::default(),
             tasks: Mutex::default(),
+            ari: Mutex::default(),
         });
         let mut wanted: Vec<(String, bool)> = names.iter().map(|n| (n.clone(), false)).collect();
         if acme.config.on_demand {
@@ -225,6 +233,7 @@ impl Acme {
             Ok(Some(pem)) => match load(name, &pem) {
                 Ok(cert) => {
                     entry.cert = Some(issued_of(&cert));
+                    entry.leaf = cert.key.cert.first().cloned();
                     self.install(name, &cert);
                 }
                 Err(e) => {
@@ -365,11 +374,12 @@ impl Acme {
         let mut entries = lock(&self.entries);
         let e = entries.entry(name.clone()).or_default();
         let retry = match result {
-            Ok(issued) => {
+            Ok((issued, leaf)) => {
                 tracing::info!(target: "turnout::acme", name, serial = %issued.serial,
                     not_after = issued.not_after, "certificate in place");
                 *e = Entry {
                     cert: Some(issued),
+                    leaf,
                     on_demand: e.on_demand,
                     in_flight: e.in_flight.take(),
                     ..Entry::default()
@@ -403,19 +413,34 @@ impl Acme {
         }
     }
 
-    async fn try_order(&self, name: &str) -> Result<Issued, OrderError> {
-        let account = {
-            let mut slot = self.account.lock().await;
-            match &*slot {
-                Some(a) => a.clone(),
-                None => {
-                    let a = order::account(&self.config, &*self.store).await?;
-                    *slot = Some(a.clone());
-                    a
-                }
-            }
+    /// The account, restored or created once.
+    async fn account(&self) -> Result<instant_acme::Account, OrderError> {
+        let mut slot = self.account.lock().await;
+        if let Some(a) = &*slot {
+            return Ok(a.clone());
+        }
+        let a = order::account(&self.config, &*self.store).await?;
+        *slot = Some(a.clone());
+        Ok(a)
+    }
+
+    async fn try_order(
+        &self,
+        name: &str,
+    ) -> Result<(Issued, Option<rustls::pki_types::CertificateDer<'static>>), OrderError> {
+        let account = self.account().await?;
+        // With renewal information, the server is told which certificate
+        // this one replaces (RFC 9773 §5).
+        let replaces = match *lock(&self.ari) {
+            Some(true) => lock(&self.entries)
+                .get(name)
+                .and_then(|e| e.leaf.as_ref())
+                .and_then(|l| instant_acme::CertificateIdentifier::try_from(l).ok())
+                .map(instant_acme::CertificateIdentifier::into_owned),
+            _ => None,
         };
-        let pem = order::issue(&account, name, self.config.challenge, &self.challenges).await?;
+        let kind = self.config.challenge;
+        let pem = order::issue(&account, name, kind, replaces, &self.challenges).await?;
         let cert = load(name, &pem).map_err(|e| OrderError {
             step: "certificate",
             message: e,
@@ -427,7 +452,53 @@ impl Acme {
             step: "store",
             message: e.to_string(),
         })?;
-        Ok(issued_of(&cert))
+        Ok((issued_of(&cert), cert.key.cert.first().cloned()))
+    }
+
+    /// Whether `name`'s renewal is due: at a random time in the window the
+    /// server suggests, when it offers renewal information (RFC 9773: it
+    /// may move the window, e.g. ahead of a revocation); otherwise by the
+    /// threshold.
+    async fn renewal_due(&self, name: &str) -> bool {
+        let leaf = lock(&self.entries).get(name).and_then(|e| e.leaf.clone());
+        match leaf {
+            Some(leaf) if *lock(&self.ari) != Some(false) => match self.window(&leaf).await {
+                Some((start, end)) => {
+                    let mut r = [0u8; 2];
+                    crate::net::random(&mut r);
+                    let at =
+                        start + (end - start).max(0) * i64::from(u16::from_be_bytes(r)) / 65_535;
+                    unix(SystemTime::now()) >= at
+                }
+                None => self.due(name),
+            },
+            _ => self.due(name),
+        }
+    }
+
+    /// The server's suggested renewal window for `leaf` (Unix seconds).
+    async fn window(
+        &self,
+        leaf: &rustls::pki_types::CertificateDer<'static>,
+    ) -> Option<(i64, i64)> {
+        let id = instant_acme::CertificateIdentifier::try_from(leaf).ok()?;
+        let account = self.account().await.ok()?;
+        match account.renewal_info(&id).await {
+            Ok((info, _)) => {
+                *lock(&self.ari) = Some(true);
+                let w = info.suggested_window;
+                Some((w.start.unix_timestamp(), w.end.unix_timestamp()))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                tracing::info!(target: "turnout::acme", "the directory offers no renewal information: renewing by acme.renewThresholdDays");
+                *lock(&self.ari) = Some(false);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(target: "turnout::acme", error = %e, "asking for the renewal window; using the threshold this time");
+                None
+            }
+        }
     }
 
     /// Serves `cert` for `name` from the next handshake on.
@@ -461,7 +532,7 @@ impl Acme {
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in names {
-                if self.due(&name) {
+                if self.renewal_due(&name).await {
                     tracing::info!(target: "turnout::acme", name, "renewal due");
                     self.request(&name);
                 }

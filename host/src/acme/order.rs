@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,19 +103,22 @@ pub(crate) async fn account(config: &AcmeConfig, store: &dyn Store) -> Result<Ac
     Ok(account)
 }
 
-/// Orders a certificate for `name`, answering its challenge the way
-/// `config.challenge` says. Returns the private key and the chain, as PEM.
+/// Orders a certificate for `name` (replacing `replaces`, with renewal
+/// information), answering its challenge the way `kind` says. Returns the
+/// private key and the chain, as PEM.
 pub(crate) async fn issue(
     account: &Account,
     name: &str,
     kind: Challenge,
+    replaces: Option<CertificateIdentifier<'static>>,
     challenges: &Arc<Challenges>,
 ) -> Result<String, OrderError> {
     let identifiers = [Identifier::Dns(name.to_owned())];
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(at("new-order"))?;
+    let mut new = NewOrder::new(&identifiers);
+    if let Some(id) = replaces {
+        new = new.replaces(id);
+    }
+    let mut order = account.new_order(&new).await.map_err(at("new-order"))?;
     tracing::info!(target: "turnout::acme", name, order = order.url(), "order created");
     // The answers stay posted until the order is settled.
     let mut posted: Vec<Posted> = Vec::new();
