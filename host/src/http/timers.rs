@@ -292,6 +292,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Timed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.state.upgraded.load(Ordering::Relaxed) {
+            // Not HTTP any more: no head to scan, no HTTP timer to keep
+            // (the relay has the connection's own), on every byte relayed.
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
         if this.done {
             return Poll::Ready(Ok(()));
         }
@@ -380,6 +385,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.state.upgraded.load(Ordering::Relaxed) {
+            return Pin::new(&mut self.io).poll_write(cx, buf);
+        }
         if self.done {
             // A timer ended the connection: nothing more goes out.
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
@@ -404,6 +412,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.state.upgraded.load(Ordering::Relaxed) {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
         if self.done {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
