@@ -436,3 +436,52 @@ async fn renewal_swaps_the_certificate_while_a_connection_stays_up() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_is_answered_before_admit_and_nothing_else_rides_along() {
+    let store = tempfile::tempdir().unwrap();
+    let app_backend = backend("blocked", Kind::H1).await;
+    let mut ports = Ports::default();
+    let (http_port, tls_port) = (ports.take(), ports.take());
+    let pebble = pebble::start(PebbleOptions::new(http_port, tls_port)).await;
+    let routes = json!([auto_route(
+        "blocked",
+        tls_port,
+        &["blocked.example.test"],
+        app_backend.addr
+    )]);
+    // The guard refuses every loopback client — pebble's validation too,
+    // were it asked.
+    let extra = json!({ "acme": acme(&pebble, store.path(), json!({ "port": http_port })),
+                        "defaults": { "security": { "ipBlockList": ["127.0.0.1"] } } });
+    let app = RunningApp::start_with(&config(routes, extra), ports).await;
+    until("the certificate", ORDER, || issued(&app) == 1).await;
+    assert!(
+        store
+            .path()
+            .join("certificates/blocked.example.test.pem")
+            .exists()
+    );
+    // An ordinary request on the ACME port is still the guard's: refused.
+    let url = format!("http://127.0.0.1:{http_port}/.well-known/acme-challenge/guess");
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "000",
+        "no answer for a blocked client"
+    );
+    app.stop().await;
+}

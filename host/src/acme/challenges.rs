@@ -1,6 +1,7 @@
 //! Challenge answers while an order is validated: HTTP-01 tokens (served
-//! by the HTTP path at `/.well-known/acme-challenge/<token>`, before any
-//! plugin) and TLS-ALPN-01 certificates (served to a ClientHello that
+//! by the HTTP path at `/.well-known/acme-challenge/<token>`; on
+//! `acme.port` the request line is read before `admit`, so no plugin sees
+//! the validation) and TLS-ALPN-01 certificates (served to a ClientHello that
 //! offers only `acme-tls/1`, seen in the peek before any plugin). Each
 //! answer lives as long as the [`Posted`] guard its order holds.
 
@@ -22,6 +23,8 @@ pub struct Challenges {
     alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// `alpn.len()`, read on every TLS connection without the lock.
     alpn_count: AtomicUsize,
+    /// `http.len()`, read on every connection to `acme.port`.
+    http_count: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -34,6 +37,24 @@ impl Challenges {
     pub fn http01(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix(HTTP01_PREFIX)?;
         lock(&self.http).get(token).cloned()
+    }
+
+    /// Whether any HTTP-01 answer is posted (one atomic load).
+    pub fn http_pending(&self) -> bool {
+        self.http_count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether the first bytes of a plaintext connection are an HTTP-01
+    /// request for a posted token (`GET <path> HTTP/1.x`).
+    pub fn is_http01_request(&self, head: &[u8]) -> bool {
+        let Some(line) = head.split(|&b| b == b'\r').next() else {
+            return false;
+        };
+        let mut parts = line.split(|&b| b == b' ');
+        let (Some(b"GET"), Some(path)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        std::str::from_utf8(path).is_ok_and(|p| self.http01(p).is_some())
     }
 
     /// Whether any TLS-ALPN-01 answer is posted (one atomic load: the
@@ -53,7 +74,10 @@ impl Challenges {
 
     /// Posts the HTTP-01 answer for `token`.
     pub(crate) fn post_http01(self: &Arc<Self>, token: &str, key_authorization: &str) -> Posted {
-        lock(&self.http).insert(token.to_owned(), key_authorization.to_owned());
+        let mut http = lock(&self.http);
+        http.insert(token.to_owned(), key_authorization.to_owned());
+        self.http_count.store(http.len(), Ordering::Relaxed);
+        drop(http);
         Posted {
             challenges: self.clone(),
             what: Answer::Http(token.to_owned()),
@@ -89,7 +113,11 @@ impl Drop for Posted {
     fn drop(&mut self) {
         match &self.what {
             Answer::Http(token) => {
-                lock(&self.challenges.http).remove(token);
+                let mut http = lock(&self.challenges.http);
+                http.remove(token);
+                self.challenges
+                    .http_count
+                    .store(http.len(), Ordering::Relaxed);
             }
             Answer::Alpn(name) => {
                 let mut alpn = lock(&self.challenges.alpn);
@@ -114,8 +142,13 @@ mod tests {
         let posted = c.post_http01("tok", "tok.thumb");
         assert_eq!(c.http01(&path).as_deref(), Some("tok.thumb"));
         assert_eq!(c.http01("/.well-known/other/tok"), None);
+        assert!(c.http_pending());
+        assert!(c.is_http01_request(format!("GET {path} HTTP/1.1\r\nHost: a\r\n").as_bytes()));
+        assert!(!c.is_http01_request(format!("POST {path} HTTP/1.1\r\n").as_bytes()));
+        assert!(!c.is_http01_request(b"GET /other HTTP/1.1\r\n"));
         drop(posted);
         assert_eq!(c.http01(&path), None);
+        assert!(!c.http_pending());
         assert!(!c.alpn_pending());
     }
 }

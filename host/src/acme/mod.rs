@@ -51,6 +51,11 @@ const ON_DEMAND_PER_MINUTE: usize = 10;
 /// failed (a server that stops answering must not hold a name in flight
 /// forever).
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// One request outside an order (the account, a renewal window).
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Names ordered on demand, at most: past it, new names are refused (a
+/// client choosing names must not grow the table without bound).
+const MAX_ON_DEMAND_NAMES: usize = 10_000;
 
 /// A name's certificate state, as `/api/certificates` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +132,8 @@ pub enum OnDemandError {
     },
     #[error("on-demand orders are limited to {ON_DEMAND_PER_MINUTE} a minute")]
     RateLimited,
+    #[error("{MAX_ON_DEMAND_NAMES} names were ordered on demand already")]
+    TooMany,
     #[error("no certificate for {name:?} within {waited_ms} ms")]
     Timeout { name: String, waited_ms: u128 },
     #[error("the order for {0:?} failed")]
@@ -169,14 +176,29 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl Acme {
-    /// Opens the store and serves what it holds for `names` (the `auto`
-    /// routes' listed names) — and, with `onDemand`, every name stored.
-    /// Nothing is ordered until [`Acme::start`].
+    /// Checks `directoryCa`, opens the store and serves what it holds for
+    /// `names` (the `auto` routes' listed names) — and, with `onDemand`,
+    /// every name stored. Nothing is ordered until [`Acme::start`].
     pub fn new(
         config: AcmeConfig,
         names: &[String],
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Acme>, StoreError> {
+        // Checked now, not at the first order: a wrong path fails the start.
+        if let Some(ca) = &config.directory_ca {
+            use rustls::pki_types::pem::PemObject as _;
+            let bad = |message: String| StoreError {
+                path: format!("acme.directoryCa ({})", ca.display()),
+                message,
+            };
+            let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+            if rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .is_none()
+            {
+                return Err(bad("holds no PEM certificate".into()));
+            }
+        }
         let store: Arc<dyn Store> = Arc::new(DiskStore::open(&config.store)?);
         Ok(Self::with_store(config, store, names, metrics))
     }
@@ -413,13 +435,19 @@ impl Acme {
         }
     }
 
-    /// The account, restored or created once.
+    /// The account, restored or created once (bounded: the crate's HTTP
+    /// client has no timeout of its own).
     async fn account(&self) -> Result<instant_acme::Account, OrderError> {
         let mut slot = self.account.lock().await;
         if let Some(a) = &*slot {
             return Ok(a.clone());
         }
-        let a = order::account(&self.config, &*self.store).await?;
+        let a = tokio::time::timeout(NETWORK_TIMEOUT, order::account(&self.config, &*self.store))
+            .await
+            .map_err(|_| OrderError {
+                step: "account",
+                message: format!("no answer within {} s", NETWORK_TIMEOUT.as_secs()),
+            })??;
         *slot = Some(a.clone());
         Ok(a)
     }
@@ -431,9 +459,12 @@ impl Acme {
         let account = self.account().await?;
         // With renewal information, the server is told which certificate
         // this one replaces (RFC 9773 §5).
+        // Not after a failed attempt: an order that was finalized before
+        // it failed may already have replaced it (`alreadyReplaced`).
         let replaces = match *lock(&self.ari) {
             Some(true) => lock(&self.entries)
                 .get(name)
+                .filter(|e| e.failures == 0)
                 .and_then(|e| e.leaf.as_ref())
                 .and_then(|l| instant_acme::CertificateIdentifier::try_from(l).ok())
                 .map(instant_acme::CertificateIdentifier::into_owned),
@@ -445,13 +476,25 @@ impl Acme {
             step: "certificate",
             message: e,
         })?;
-        // Stored before it is served: a restart must not order it again.
-        let stored = self.store.save_certificate(name, &pem);
+        // Written off the event loop (an fsync can stall a worker's
+        // connections). A certificate that cannot be stored is still
+        // served and not ordered again (the CA limits duplicates); the
+        // error is logged, and the next start orders it anew.
+        let (store, owned_name, owned_pem) = (self.store.clone(), name.to_owned(), pem.clone());
+        let stored =
+            tokio::task::spawn_blocking(move || store.save_certificate(&owned_name, &owned_pem))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError {
+                        path: self.store.describe(Some(name)),
+                        message: e.to_string(),
+                    })
+                });
+        if let Err(e) = stored {
+            tracing::error!(target: "turnout::acme", name, error = %e,
+                "the certificate is served but could not be stored: a restart will order it again");
+        }
         self.install(name, &cert);
-        stored.map_err(|e| OrderError {
-            step: "store",
-            message: e.to_string(),
-        })?;
         Ok((issued_of(&cert), cert.key.cert.first().cloned()))
     }
 
@@ -483,7 +526,13 @@ impl Acme {
     ) -> Option<(i64, i64)> {
         let id = instant_acme::CertificateIdentifier::try_from(leaf).ok()?;
         let account = self.account().await.ok()?;
-        match account.renewal_info(&id).await {
+        let asked = tokio::time::timeout(NETWORK_TIMEOUT, account.renewal_info(&id)).await;
+        let Ok(answer) = asked else {
+            tracing::warn!(target: "turnout::acme", "no renewal window within {} s; using the threshold this time",
+                NETWORK_TIMEOUT.as_secs());
+            return None;
+        };
+        match answer {
             Ok((info, _)) => {
                 *lock(&self.ari) = Some(true);
                 let w = info.suggested_window;
@@ -555,21 +604,30 @@ impl Acme {
         }
         let mut rx = {
             let mut entries = lock(&self.entries);
-            let e = entries.entry(name.to_owned()).or_insert_with(|| Entry {
-                on_demand: true,
-                ..Entry::default()
-            });
-            if e.in_flight.is_none()
-                && let Some(next) = e.next_attempt.filter(|t| *t > SystemTime::now())
-            {
-                return Err(OnDemandError::RecentlyFailed {
-                    name: name.to_owned(),
-                    error: e.last_error.clone().unwrap_or_default(),
-                    next_attempt: unix(next),
-                });
-            }
-            if e.in_flight.is_none() && !self.take_on_demand_slot() {
-                return Err(OnDemandError::RateLimited);
+            // A name gets an entry only once its order starts: refusals
+            // leave nothing behind.
+            match entries.get(name) {
+                Some(e) if e.in_flight.is_some() => {}
+                Some(e) if e.next_attempt.is_some_and(|t| t > SystemTime::now()) => {
+                    return Err(OnDemandError::RecentlyFailed {
+                        name: name.to_owned(),
+                        error: e.last_error.clone().unwrap_or_default(),
+                        next_attempt: e.next_attempt.map_or(0, unix),
+                    });
+                }
+                known => {
+                    let on_demand = entries.values().filter(|e| e.on_demand).count();
+                    if known.is_none() && on_demand >= MAX_ON_DEMAND_NAMES {
+                        return Err(OnDemandError::TooMany);
+                    }
+                    if !self.take_on_demand_slot() {
+                        return Err(OnDemandError::RateLimited);
+                    }
+                    entries.entry(name.to_owned()).or_insert_with(|| Entry {
+                        on_demand: true,
+                        ..Entry::default()
+                    });
+                }
             }
             drop(entries);
             self.request(name)
@@ -606,13 +664,21 @@ impl Acme {
 }
 
 /// The names `auto` routes list (wildcards aside: HTTP-01 and
-/// TLS-ALPN-01 cannot validate them), each once, in config order.
+/// TLS-ALPN-01 cannot validate them), each once, in config order. A name
+/// no ACME server could issue (an IP address, `localhost`) is left out
+/// with a warning.
 pub fn listed_names(tls: &crate::config::TlsConfig) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for r in tls.routes.iter().filter(|r| r.acme) {
         for d in &r.domains {
-            if !d.contains('*') && !names.contains(d) {
+            if d.contains('*') || names.contains(d) {
+                continue;
+            }
+            if is_orderable(d) {
                 names.push(d.clone());
+            } else {
+                tracing::warn!(target: "turnout::acme", route = %r.name, name = %d,
+                    "not a name an ACME server can issue a certificate for: left out");
             }
         }
     }

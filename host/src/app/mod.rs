@@ -162,9 +162,8 @@ pub async fn run(
     let acme = match &config.acme {
         Some(a) => {
             let names = crate::acme::listed_names(&config.tls);
-            let acme = crate::acme::Acme::new(a.clone(), &names, metrics.clone()).map_err(|e| {
-                StartError::Certificates(vec![format!("acme.certificateStore: {e}")])
-            })?;
+            let acme = crate::acme::Acme::new(a.clone(), &names, metrics.clone())
+                .map_err(|e| StartError::Certificates(vec![format!("acme: {e}")]))?;
             Some(acme)
         }
         None => None,

@@ -192,7 +192,9 @@ fn route_tls(i: usize, route: &Map<String, Value>, p: &mut Vec<ConfigError>) -> 
     // No certificate: the route loads (a warning says so) and its
     // handshakes fail with `no-certificate` unless another certificate
     // covers the name. "auto": ACME's (`acme/`).
-    let acme = tls.get("certificate").and_then(Value::as_str) == Some("auto");
+    // A disabled route (`enabled: false`) has no names to order.
+    let acme = tls.get("certificate").and_then(Value::as_str) == Some("auto")
+        && route.get("enabled") != Some(&Value::Bool(false));
     let certificate = match tls.get("certificate") {
         None => None,
         Some(Value::String(s)) if s == "auto" => None,

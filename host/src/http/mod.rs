@@ -75,6 +75,9 @@ pub struct Session {
     /// ACME HTTP-01 answers, served before any plugin (when `acme` is
     /// configured).
     pub acme: Option<Arc<crate::acme::Challenges>>,
+    /// An ACME validation let in before `admit`: its challenge is
+    /// answered, with `Connection: close`, and nothing else is.
+    pub acme_only: bool,
 }
 
 /// How an HTTP connection ended.
@@ -168,7 +171,7 @@ where
         }
     };
     // HTTP/2 WebSockets are streams of this connection: they end with it.
-    state.abort_tunnels();
+    state.end_tunnels(Duration::from_secs(1)).await;
     if let Some(relay) = state.take_relay() {
         // Upgraded: the connection lives on in its relay, until it ends or
         // the drain time is over.

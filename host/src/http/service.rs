@@ -126,6 +126,17 @@ async fn answer(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
+        if s.acme_only {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return r;
+    }
+    if s.acme_only {
+        // Let in for a validation, so nothing else: no plugin admitted it.
+        let mut r = error(StatusCode::FORBIDDEN);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
     let Some(authority) = authority(&req) else {

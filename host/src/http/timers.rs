@@ -103,6 +103,20 @@ impl ConnState {
         relays.push(relay);
     }
 
+    /// Lets the HTTP/2 WebSockets still relayed see their connection's
+    /// end (and count it as the client's) for up to `grace`, then ends
+    /// them.
+    pub(crate) async fn end_tunnels(&self, grace: Duration) {
+        let relays =
+            std::mem::take(&mut *self.tunnel_relays.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = Instant::now() + grace;
+        for mut relay in relays {
+            if tokio::time::timeout_at(deadline, &mut relay).await.is_err() {
+                relay.abort();
+            }
+        }
+    }
+
     /// Ends the HTTP/2 WebSockets still relayed.
     pub(crate) fn abort_tunnels(&self) {
         let relays =

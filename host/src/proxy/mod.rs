@@ -200,7 +200,10 @@ impl Proxy {
     }
 
     /// Replaces the settings for new connections (SIGHUP).
-    pub fn reload(&self, settings: Settings) {
+    pub fn reload(&self, mut settings: Settings) {
+        // ACME keeps the challenge port it started with (its listener and
+        // its orders are fixed until a restart).
+        settings.acme_http_port = self.settings.load().acme_http_port;
         self.settings.store(Arc::new(settings));
     }
 

@@ -42,6 +42,9 @@ pub(crate) struct Pending {
     inherited: socket::Inherited,
     /// Client bytes read and not yet forwarded.
     buf: Vec<u8>,
+    /// An ACME HTTP-01 validation let in before `admit`: it gets its
+    /// answer and the connection closes (nothing else may follow it in).
+    pub(crate) acme_only: bool,
     pub(crate) held: Held,
 }
 
@@ -141,6 +144,7 @@ impl Pending {
             tls_port,
             inherited,
             buf: Vec::new(),
+            acme_only: false,
             held: Held {
                 proxy,
                 chain,
@@ -174,6 +178,10 @@ impl Pending {
         // While a TLS-ALPN-01 answer is posted, the ClientHello is read
         // before `admit`: the ACME server's validation comes before any
         // plugin. Otherwise `admit` comes before anything is read.
+        if self.acme_http01().await? {
+            self.acme_only = true;
+            return Ok(Verdict::Http);
+        }
         let acme = (self.tls_port)
             .then(|| self.held.proxy.acme())
             .flatten()
@@ -202,6 +210,28 @@ impl Pending {
             return Ok(Verdict::Http);
         }
         self.route(peer, hello).await.map(Verdict::Routed)
+    }
+
+    /// On `acme.port`, while an HTTP-01 answer is posted: whether this is
+    /// the ACME server's validation request, read before `admit` so that
+    /// no plugin (IP lists, rate limits) stands between it and its answer.
+    async fn acme_http01(&mut self) -> Result<bool, Refusal> {
+        let port = self.local.port();
+        let Some(acme) = self.held.proxy.acme().cloned() else {
+            return Ok(false);
+        };
+        if self.settings.acme_http_port != Some(port) || !acme.challenges().http_pending() {
+            return Ok(false);
+        }
+        // The request line: `GET /.well-known/acme-challenge/<token> …`.
+        while !self.buf.contains(&b'\n') && self.buf.len() < 512 {
+            if self.buf.first().is_some_and(|&b| b != b'G') {
+                return Ok(false);
+            }
+            self.read_more("no complete request line within initialDataTimeout")
+                .await?;
+        }
+        Ok(acme.challenges().is_http01_request(&self.buf))
     }
 
     /// Reads more client bytes into the buffer before the deadline;

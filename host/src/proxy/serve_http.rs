@@ -24,12 +24,14 @@ pub(super) struct HttpConn {
     /// The connection policy's timers, for upgraded (WebSocket)
     /// connections.
     pub(super) timers: super::relay::Timers,
+    /// Let in before `admit` as an ACME validation: only that is answered.
+    pub(super) acme_only: bool,
 }
 
 /// A plaintext client on an HTTP port: the bytes the peek read are replayed
 /// to hyper first.
 pub(super) async fn plain(pending: Pending) {
-    let (local, peer) = (pending.local, pending.peer);
+    let (local, peer, acme_only) = (pending.local, pending.peer, pending.acme_only);
     let (stream, peeked, held) = pending.split();
     // The peeked bytes crossed the client socket: they count as "in", once.
     held.meter.traffic().count_in(peeked.len() as u64);
@@ -44,6 +46,7 @@ pub(super) async fn plain(pending: Pending) {
         alpn: None,
         route: None,
         timers,
+        acme_only,
     };
     run(io, conn, held).await;
 }
@@ -79,6 +82,7 @@ where
             half_open_grace: conn.timers.half_open_grace,
         },
         acme: proxy.acme().map(|a| a.challenges().clone()),
+        acme_only: conn.acme_only,
     };
     let (mut draining, mut stop) = (proxy.draining.subscribe(), proxy.stop.subscribe());
     let ends = http::Ends {

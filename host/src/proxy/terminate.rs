@@ -339,6 +339,7 @@ impl Terminated {
                     alpn: Some(alpn.unwrap_or_else(|| b"http/1.1".to_vec())),
                     route: Some(upstream),
                     timers: self.timers,
+                    acme_only: false,
                 };
                 // The route's slot is held until the connection ends.
                 let _slot = self._slot;

@@ -1,8 +1,9 @@
 //! The relay of an upgraded connection (HTTP/1.1 `Upgrade`, or an HTTP/2
 //! extended CONNECT), and — when the protocol is WebSocket and the route
 //! asks for it — the proxy's heartbeat: a ping to the client every
-//! `pingInterval`, and when no pong comes within `pingTimeout`, a close
-//! frame (1001) to both sides and the end of both connections.
+//! `pingInterval`, and when neither a pong nor any other byte comes from
+//! the client within `pingTimeout`, a close frame (1001) to both sides and
+//! the end of both connections.
 //!
 //! Bytes are forwarded as they come. Each direction follows its frame
 //! headers (`frames`) only to know where frames end: a ping or a close
@@ -158,6 +159,9 @@ struct Shared {
     closing: AtomicBool,
     /// Pongs seen from the client.
     pongs: AtomicU64,
+    /// Reads from the client so far: a client still sending (say, a long
+    /// frame its pong must wait behind) is alive.
+    client_reads: AtomicU64,
     /// Pings the down direction wrote.
     pinged: AtomicU64,
 }
@@ -171,6 +175,7 @@ impl Shared {
             ping: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             pongs: AtomicU64::new(0),
+            client_reads: AtomicU64::new(0),
             pinged: AtomicU64::new(0),
         }
     }
@@ -286,6 +291,9 @@ where
             Some(Ok(n)) => n,
         };
         sh.touch();
+        if dir == Dir::Up {
+            sh.client_reads.fetch_add(1, Ordering::Relaxed);
+        }
         let mut rest = &buf[..n];
         while !rest.is_empty() {
             let k = match follow(&mut frames, rest, dir, sh) {
@@ -408,6 +416,7 @@ async fn beat(hb: Option<Heartbeat>, sh: &Shared, metrics: &Metrics) {
             return std::future::pending().await;
         }
         let seen = sh.pongs.load(Ordering::Relaxed);
+        let reads = sh.client_reads.load(Ordering::Relaxed);
         let written = sh.pinged.load(Ordering::Relaxed);
         sh.ping.store(true, Ordering::Relaxed);
         // The down direction sees the flag when it is next polled.
@@ -425,7 +434,12 @@ async fn beat(hb: Option<Heartbeat>, sh: &Shared, metrics: &Metrics) {
         let sent = Instant::now();
         next = sent + hb.interval;
         tokio::time::sleep_until(sent + hb.timeout).await;
-        if sh.pongs.load(Ordering::Relaxed) == seen && sh.tracking.load(Ordering::Relaxed) {
+        // No pong, and nothing else from the client either: it is gone.
+        // (Bytes count too: a pong may wait behind a long frame, or behind
+        // a backend that does not read.)
+        let silent = sh.pongs.load(Ordering::Relaxed) == seen
+            && sh.client_reads.load(Ordering::Relaxed) == reads;
+        if silent && sh.tracking.load(Ordering::Relaxed) {
             return;
         }
     }
@@ -488,13 +502,21 @@ where
     if !(up_done && down_done) {
         // Close frames where the framing allows, then both ends go.
         sh.close();
+        // Both at once: a side that does not read must not keep the other
+        // from getting its close frame.
         let rest = async {
-            if !up_done {
-                up.await;
-            }
-            if !down_done {
-                down.await;
-            }
+            tokio::join!(
+                async {
+                    if !up_done {
+                        up.await;
+                    }
+                },
+                async {
+                    if !down_done {
+                        down.await;
+                    }
+                }
+            )
         };
         let _ = tokio::time::timeout(CLOSE_WAIT, rest).await;
     }

@@ -191,19 +191,22 @@ pub(super) fn interest(i: &Interest) -> Result<(), String> {
 /// Shortest heartbeat period and pong wait: below it a plugin could make
 /// the host ping in a loop.
 const MIN_HEARTBEAT_MS: u64 = 100;
+/// Longest: a day (and no overflow adding it to a clock).
+const MAX_HEARTBEAT_MS: u64 = 86_400_000;
 
 fn websocket(id: usize, u: &turnout_plugin_sdk::Upstream) -> Result<(), String> {
     let ws = &u.websocket;
-    let short = |what: &str, ms: u64| {
+    let bad = |what: &str, ms: u64| {
         Err(format!(
             "interest.upstreams[{id}] (route {:?}) has websocket {what} {ms} ms \
-             (at least {MIN_HEARTBEAT_MS})",
+             ({MIN_HEARTBEAT_MS}-{MAX_HEARTBEAT_MS})",
             u.route
         ))
     };
+    let range = MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS;
     match ws.ping_interval {
-        Some(ms) if ms < MIN_HEARTBEAT_MS => short("ping-interval", ms),
-        Some(_) if ws.ping_timeout < MIN_HEARTBEAT_MS => short("ping-timeout", ws.ping_timeout),
+        Some(ms) if !range.contains(&ms) => bad("ping-interval", ms),
+        Some(_) if !range.contains(&ws.ping_timeout) => bad("ping-timeout", ws.ping_timeout),
         _ => Ok(()),
     }
 }

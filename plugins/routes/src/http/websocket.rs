@@ -22,6 +22,8 @@ const UNSUPPORTED: &[&str] = &[
 
 /// Shortest `pingInterval` / `pingTimeout` (the host's floor).
 const MIN_MS: u64 = 100;
+/// Longest: a day (the host's ceiling).
+const MAX_MS: u64 = 86_400_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -58,19 +60,19 @@ pub(crate) fn websocket(v: &Value, at: &str) -> Result<WebSocketPolicy> {
     Ok(policy)
 }
 
-/// A whole number of milliseconds, at least [`MIN_MS`] (or 0 when `off`
-/// is allowed).
+/// A whole number of milliseconds in [`MIN_MS`]..=[`MAX_MS`] (or 0 when
+/// `off` is allowed).
 fn millis(v: &Value, at: &str, off: bool) -> Result<u64> {
     match v.as_u64() {
         Some(0) if off => Ok(0),
-        Some(ms) if ms >= MIN_MS => Ok(ms),
+        Some(ms) if (MIN_MS..=MAX_MS).contains(&ms) => Ok(ms),
         _ if off => err(
             at,
-            format_args!("must be 0 (no heartbeat) or at least {MIN_MS} milliseconds, got {v}"),
+            format_args!("must be 0 (no heartbeat) or {MIN_MS}-{MAX_MS} milliseconds, got {v}"),
         ),
         _ => err(
             at,
-            format_args!("must be at least {MIN_MS} milliseconds, got {v}"),
+            format_args!("must be {MIN_MS}-{MAX_MS} milliseconds, got {v}"),
         ),
     }
 }

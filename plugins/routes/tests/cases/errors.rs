@@ -147,11 +147,11 @@ pub(crate) fn bad_configs(init: Init<'_>) {
         ),
         (
             with_action(r#"{"type": "forward", "websocket": {"pingInterval": 50}}"#),
-            "routes[0].action.websocket.pingInterval: must be 0 (no heartbeat) or at least 100 milliseconds, got 50",
+            "routes[0].action.websocket.pingInterval: must be 0 (no heartbeat) or 100-86400000 milliseconds, got 50",
         ),
         (
             with_action(r#"{"type": "forward", "websocket": {"pingTimeout": "10s"}}"#),
-            "routes[0].action.websocket.pingTimeout: must be at least 100 milliseconds, got \"10s\"",
+            "routes[0].action.websocket.pingTimeout: must be 100-86400000 milliseconds, got \"10s\"",
         ),
         (
             with_action(r#"{"type": "forward", "websocket": {"enabled": "no"}}"#),

@@ -211,6 +211,10 @@ fn a_websocket_heartbeat_cannot_make_the_host_ping_in_a_loop() {
     bad.upstreams[0].websocket.ping_timeout = 5;
     assert!(interest(&bad).unwrap_err().contains("ping-timeout 5 ms"));
 
+    let mut bad = ok.clone();
+    bad.upstreams[0].websocket.ping_interval = Some(u64::MAX);
+    assert!(interest(&bad).unwrap_err().contains("ping-interval"));
+
     // No heartbeat: the pong wait is never used.
     let mut off = ok;
     off.upstreams[0].websocket.ping_interval = None;
