@@ -470,7 +470,9 @@ where
         let grace_at = first.map_or(far, |(_, at)| at);
         let life_at = t.deadline.unwrap_or(far);
         let next = idle_at.min(grace_at).min(life_at);
+        // In order, no random start: the directions are what moves.
         tokio::select! {
+            biased;
             d = &mut up, if !up_done => {
                 up_done = true;
                 let by = if d == Done::Destination { End::Backend } else { End::Client };
