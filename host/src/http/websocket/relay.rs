@@ -229,6 +229,34 @@ impl Half {
     }
 }
 
+/// Polls one direction that is still going; when it ends, notes the side
+/// that closed first (and when the other must be gone).
+fn drive<R, W>(
+    half: &mut Half,
+    cx: &mut Context<'_>,
+    (src, dst): (&mut R, &mut W),
+    f: &mut Flags,
+    first: &mut Option<(End, Instant)>,
+    grace: std::time::Duration,
+    conn: u64,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if half.done.is_some() {
+        return;
+    }
+    if let Poll::Ready(d) = half.poll(cx, src, dst, f, conn) {
+        half.done = Some(d);
+        // The destination failing is the far side's end; else the source's.
+        let by = match (half.dir, d == Done::Destination) {
+            (Dir::Up, true) | (Dir::Down, false) => End::Backend,
+            (Dir::Up, false) | (Dir::Down, true) => End::Client,
+        };
+        first.get_or_insert((by, Instant::now() + grace));
+    }
+}
+
 /// Where the heartbeat is.
 #[derive(Debug, Clone, Copy)]
 enum Beat {
@@ -390,35 +418,26 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
         let this = self.get_mut();
         loop {
-            let f = &mut this.flags;
-            if this.up.done.is_none()
-                && let Poll::Ready(d) =
-                    this.up
-                        .poll(cx, &mut this.client, &mut this.upstream, f, this.conn)
-            {
-                this.up.done = Some(d);
-                let by = if d == Done::Destination {
-                    End::Backend
-                } else {
-                    End::Client
-                };
-                this.first
-                    .get_or_insert((by, Instant::now() + this.timers.half_open_grace));
-            }
-            if this.down.done.is_none()
-                && let Poll::Ready(d) =
-                    this.down
-                        .poll(cx, &mut this.upstream, &mut this.client, f, this.conn)
-            {
-                this.down.done = Some(d);
-                let by = if d == Done::Destination {
-                    End::Client
-                } else {
-                    End::Backend
-                };
-                this.first
-                    .get_or_insert((by, Instant::now() + this.timers.half_open_grace));
-            }
+            let grace = this.timers.half_open_grace;
+            let (f, first, conn) = (&mut this.flags, &mut this.first, this.conn);
+            drive(
+                &mut this.up,
+                cx,
+                (&mut this.client, &mut this.upstream),
+                f,
+                first,
+                grace,
+                conn,
+            );
+            drive(
+                &mut this.down,
+                cx,
+                (&mut this.upstream, &mut this.client),
+                f,
+                first,
+                grace,
+                conn,
+            );
             let both = this.up.done.is_some() && this.down.done.is_some();
             if let Some((end, _)) = this.ending
                 && both
