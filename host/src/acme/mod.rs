@@ -8,18 +8,21 @@
 //! * `challenges.rs` — the HTTP-01 and TLS-ALPN-01 answers while orders
 //!   are validated, which the connection path serves before any plugin;
 //! * `order.rs` — one order with `instant-acme`;
+//! * `renewal.rs` — which names are due: by the server's renewal
+//!   information (RFC 9773) when it offers it, else by the threshold;
+//! * `on_demand.rs` — ordering at a handshake, deduplicated and bounded;
 //! * this file — [`Acme`]: what is issued (swapped in whole: a renewal
 //!   never drops a connection, the old certificate serves until the new
-//!   one is in place), each name's status, the schedule (renewal checks
-//!   with jitter — by the server's renewal information, RFC 9773, when it
-//!   offers it, else by the threshold — and retries with backoff),
-//!   on-demand issuance.
+//!   one is in place), each name's status, orders and their retries with
+//!   backoff.
 //!
 //! Above `tls` and `plugins` (it asks nothing of them but types); `proxy`,
 //! `http` and `admin` ask it.
 
 mod challenges;
+mod on_demand;
 mod order;
+mod renewal;
 pub mod store;
 
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use self::challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
+pub use self::on_demand::OnDemandError;
 pub use self::order::OrderError;
 pub use self::store::{DiskStore, Store, StoreError};
 use crate::config::acme::AcmeConfig;
@@ -45,17 +49,12 @@ const CONCURRENT_ORDERS: usize = 4;
 /// First retry after a failed order; doubled each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3_600);
-/// On-demand orders started per minute, all names together.
-const ON_DEMAND_PER_MINUTE: usize = 10;
 /// One order, from the account to the chain: past it the order counts as
 /// failed (a server that stops answering must not hold a name in flight
 /// forever).
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// One request outside an order (the account, a renewal window).
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
-/// Names ordered on demand, at most: past it, new names are refused (a
-/// client choosing names must not grow the table without bound).
-const MAX_ON_DEMAND_NAMES: usize = 10_000;
 
 /// A name's certificate state, as `/api/certificates` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,34 +109,13 @@ struct Entry {
     cert: Option<Issued>,
     /// The served leaf, to ask the server for its renewal window.
     leaf: Option<rustls::pki_types::CertificateDer<'static>>,
-    failed: bool,
     last_error: Option<String>,
     next_attempt: Option<SystemTime>,
+    /// Orders failed in a row (0 after one succeeds).
     failures: u32,
     on_demand: bool,
     /// The order in flight; its waiters see `Some(issued)` when it ends.
     in_flight: Option<watch::Sender<Option<bool>>>,
-}
-
-/// Why an on-demand certificate is not there.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OnDemandError {
-    #[error("{0:?} is not a name a certificate can be ordered for")]
-    BadName(String),
-    #[error("the order for {name:?} failed ({error}); next attempt after {next_attempt}")]
-    RecentlyFailed {
-        name: String,
-        error: String,
-        next_attempt: i64,
-    },
-    #[error("on-demand orders are limited to {ON_DEMAND_PER_MINUTE} a minute")]
-    RateLimited,
-    #[error("{MAX_ON_DEMAND_NAMES} names were ordered on demand already")]
-    TooMany,
-    #[error("no certificate for {name:?} within {waited_ms} ms")]
-    Timeout { name: String, waited_ms: u128 },
-    #[error("the order for {0:?} failed")]
-    Failed(String),
 }
 
 /// The ACME manager.
@@ -327,7 +305,7 @@ impl Acme {
             .iter()
             .map(|(name, e)| NameStatus {
                 name: name.clone(),
-                status: match (&e.cert, e.in_flight.is_some(), e.failed) {
+                status: match (&e.cert, e.in_flight.is_some(), e.failures > 0) {
                     (_, false, true) => Status::Failed,
                     (Some(_), true, _) => Status::Renewing,
                     (None, _, _) => Status::Pending,
@@ -351,7 +329,7 @@ impl Acme {
         };
         match &e.cert {
             None => true,
-            Some(c) => unix(SystemTime::now()) >= renew_at(c, self.config.renew_threshold),
+            Some(c) => unix(SystemTime::now()) >= renewal::renew_at(c, self.config.renew_threshold),
         }
     }
 
@@ -413,7 +391,6 @@ impl Acme {
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << (e.failures - 1).min(16))
                     .min(MAX_BACKOFF);
-                e.failed = true;
                 e.last_error = Some(err.to_string());
                 e.next_attempt = Some(SystemTime::now() + backoff);
                 tracing::warn!(target: "turnout::acme", name, error = %err, failures = e.failures,
@@ -421,7 +398,7 @@ impl Acme {
                 (!e.on_demand).then_some(backoff)
             }
         };
-        let ok = retry.is_none() && !e.failed;
+        let ok = e.failures == 0;
         if let Some(tx) = e.in_flight.take() {
             let _ = tx.send(Some(ok));
         }
@@ -498,58 +475,6 @@ impl Acme {
         Ok((issued_of(&cert), cert.key.cert.first().cloned()))
     }
 
-    /// Whether `name`'s renewal is due: at a random time in the window the
-    /// server suggests, when it offers renewal information (RFC 9773: it
-    /// may move the window, e.g. ahead of a revocation); otherwise by the
-    /// threshold.
-    async fn renewal_due(&self, name: &str) -> bool {
-        let leaf = lock(&self.entries).get(name).and_then(|e| e.leaf.clone());
-        match leaf {
-            Some(leaf) if *lock(&self.ari) != Some(false) => match self.window(&leaf).await {
-                Some((start, end)) => {
-                    let mut r = [0u8; 2];
-                    crate::net::random(&mut r);
-                    let at =
-                        start + (end - start).max(0) * i64::from(u16::from_be_bytes(r)) / 65_535;
-                    unix(SystemTime::now()) >= at
-                }
-                None => self.due(name),
-            },
-            _ => self.due(name),
-        }
-    }
-
-    /// The server's suggested renewal window for `leaf` (Unix seconds).
-    async fn window(
-        &self,
-        leaf: &rustls::pki_types::CertificateDer<'static>,
-    ) -> Option<(i64, i64)> {
-        let id = instant_acme::CertificateIdentifier::try_from(leaf).ok()?;
-        let account = self.account().await.ok()?;
-        let asked = tokio::time::timeout(NETWORK_TIMEOUT, account.renewal_info(&id)).await;
-        let Ok(answer) = asked else {
-            tracing::warn!(target: "turnout::acme", "no renewal window within {} s; using the threshold this time",
-                NETWORK_TIMEOUT.as_secs());
-            return None;
-        };
-        match answer {
-            Ok((info, _)) => {
-                *lock(&self.ari) = Some(true);
-                let w = info.suggested_window;
-                Some((w.start.unix_timestamp(), w.end.unix_timestamp()))
-            }
-            Err(instant_acme::Error::Unsupported(_)) => {
-                tracing::info!(target: "turnout::acme", "the directory offers no renewal information: renewing by acme.renewThresholdDays");
-                *lock(&self.ari) = Some(false);
-                None
-            }
-            Err(e) => {
-                tracing::warn!(target: "turnout::acme", error = %e, "asking for the renewal window; using the threshold this time");
-                None
-            }
-        }
-    }
-
     /// Serves `cert` for `name` from the next handshake on.
     fn install(&self, name: &str, cert: &LoadedCert) {
         let key = cert.key.clone();
@@ -558,108 +483,6 @@ impl Acme {
             m.insert(name.to_owned(), key.clone());
             m
         });
-    }
-
-    /// Checks every `renewCheckInterval` (±10 %) which names are due.
-    async fn renewals(self: Arc<Self>) {
-        loop {
-            let mut jitter = [0u8; 1];
-            crate::net::random(&mut jitter);
-            let factor = 0.9 + 0.2 * f64::from(jitter[0]) / 255.0;
-            tokio::time::sleep(self.config.renew_check_interval.mul_f64(factor)).await;
-            // A failed renewal is tried again here once its backoff is
-            // over (an on-demand name has no scheduled retry, and its
-            // handshakes are served by the old certificate meanwhile).
-            let now = SystemTime::now();
-            let names: Vec<String> = lock(&self.entries)
-                .iter()
-                .filter(|(_, e)| {
-                    e.in_flight.is_none()
-                        && e.cert.is_some()
-                        && e.next_attempt.is_none_or(|t| t <= now)
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in names {
-                if self.renewal_due(&name).await {
-                    tracing::info!(target: "turnout::acme", name, "renewal due");
-                    self.request(&name);
-                }
-            }
-        }
-    }
-
-    /// The certificate for `name` at a handshake, ordering it when there is
-    /// none (the caller has had a plugin approve the name), within
-    /// `onDemandTimeout`.
-    pub async fn on_demand(
-        self: &Arc<Self>,
-        name: &str,
-    ) -> Result<Arc<CertifiedKey>, OnDemandError> {
-        if let Some(k) = self.certificate(name) {
-            return Ok(k);
-        }
-        if !is_orderable(name) {
-            return Err(OnDemandError::BadName(name.to_owned()));
-        }
-        let mut rx = {
-            let mut entries = lock(&self.entries);
-            // A name gets an entry only once its order starts: refusals
-            // leave nothing behind.
-            match entries.get(name) {
-                Some(e) if e.in_flight.is_some() => {}
-                Some(e) if e.next_attempt.is_some_and(|t| t > SystemTime::now()) => {
-                    return Err(OnDemandError::RecentlyFailed {
-                        name: name.to_owned(),
-                        error: e.last_error.clone().unwrap_or_default(),
-                        next_attempt: e.next_attempt.map_or(0, unix),
-                    });
-                }
-                known => {
-                    let on_demand = entries.values().filter(|e| e.on_demand).count();
-                    if known.is_none() && on_demand >= MAX_ON_DEMAND_NAMES {
-                        return Err(OnDemandError::TooMany);
-                    }
-                    if !self.take_on_demand_slot() {
-                        return Err(OnDemandError::RateLimited);
-                    }
-                    entries.entry(name.to_owned()).or_insert_with(|| Entry {
-                        on_demand: true,
-                        ..Entry::default()
-                    });
-                }
-            }
-            drop(entries);
-            self.request(name)
-        };
-        let wait = self.config.on_demand_timeout;
-        match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
-            Ok(Ok(_)) => self
-                .certificate(name)
-                .ok_or_else(|| OnDemandError::Failed(name.to_owned())),
-            Ok(Err(_)) => Err(OnDemandError::Failed(name.to_owned())),
-            Err(_) => Err(OnDemandError::Timeout {
-                name: name.to_owned(),
-                waited_ms: wait.as_millis(),
-            }),
-        }
-    }
-
-    /// One of the minute's on-demand starts, if any is left.
-    fn take_on_demand_slot(&self) -> bool {
-        let mut starts = lock(&self.on_demand_starts);
-        let now = Instant::now();
-        while starts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            starts.pop_front();
-        }
-        if starts.len() >= ON_DEMAND_PER_MINUTE {
-            return false;
-        }
-        starts.push_back(now);
-        true
     }
 }
 
@@ -683,15 +506,6 @@ pub fn listed_names(tls: &crate::config::TlsConfig) -> Vec<String> {
         }
     }
     names
-}
-
-/// When a certificate is renewed: `threshold` before expiry, but never
-/// earlier than two thirds into its life (a short-lived certificate and a
-/// long threshold would otherwise renew in a loop).
-fn renew_at(c: &Issued, threshold: Duration) -> i64 {
-    let life = (c.not_after - c.not_before).max(0);
-    let threshold = i64::try_from(threshold.as_secs()).unwrap_or(i64::MAX);
-    c.not_after - threshold.min(life / 3)
 }
 
 /// A DNS name an ACME server can validate: no wildcard, no IP address,
@@ -740,23 +554,6 @@ fn issued_of(c: &LoadedCert) -> Issued {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renewal_comes_at_the_threshold_or_two_thirds_into_a_short_life() {
-        let day = 86_400;
-        let c = Issued {
-            serial: String::new(),
-            issuer: String::new(),
-            not_before: 0,
-            not_after: 90 * day,
-        };
-        assert_eq!(renew_at(&c, Duration::from_secs(30 * day as u64)), 60 * day);
-        let short = Issued {
-            not_after: 120,
-            ..c
-        };
-        assert_eq!(renew_at(&short, Duration::from_secs(30 * day as u64)), 80);
-    }
 
     #[test]
     fn only_plain_dns_names_are_ordered() {

@@ -216,11 +216,14 @@ impl Pending {
     /// the ACME server's validation request, read before `admit` so that
     /// no plugin (IP lists, rate limits) stands between it and its answer.
     async fn acme_http01(&mut self) -> Result<bool, Refusal> {
-        let port = self.local.port();
+        // Every connection asks: the port first, one compare.
+        if self.settings.acme_http_port != Some(self.local.port()) {
+            return Ok(false);
+        }
         let Some(acme) = self.held.proxy.acme().cloned() else {
             return Ok(false);
         };
-        if self.settings.acme_http_port != Some(port) || !acme.challenges().http_pending() {
+        if !acme.challenges().http_pending() {
             return Ok(false);
         }
         // The request line: `GET /.well-known/acme-challenge/<token> …`.

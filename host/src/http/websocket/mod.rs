@@ -60,7 +60,7 @@ pub(crate) struct Relay {
     /// The protocol is WebSocket: frames are followed, and counted in the
     /// metrics.
     pub(crate) websocket: bool,
-    /// Pings (WebSocket only); `None`: none.
+    /// Pings (set only for WebSocket); `None`: none.
     pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) metrics: Arc<Metrics>,
 }

@@ -36,7 +36,7 @@ enum Done {
 }
 
 /// What the directions and the heartbeat tell each other.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Flags {
     /// Frames are followed (WebSocket, framing intact).
     tracking: bool,
@@ -48,8 +48,8 @@ struct Flags {
     pongs: u64,
     client_reads: u64,
     pinged: u64,
-    /// The last byte either way.
-    last: Option<Instant>,
+    /// The last byte either way (or the start).
+    last: Instant,
 }
 
 impl Flags {
@@ -150,7 +150,7 @@ impl Half {
             } else if self.dir == Dir::Down && at_boundary && f.ping {
                 f.ping = false;
                 f.pinged += 1;
-                f.last = Some(Instant::now());
+                f.last = Instant::now();
                 self.queue(&frames::SERVER_PING);
                 continue;
             }
@@ -177,7 +177,7 @@ impl Half {
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => self.eof = true,
                 Poll::Ready(Ok(())) => {
                     self.cap = rb.filled().len();
-                    f.last = Some(Instant::now());
+                    f.last = Instant::now();
                     if self.dir == Dir::Up {
                         f.client_reads += 1;
                     }
@@ -288,7 +288,6 @@ pub(super) struct Relaying<C, U> {
     beat: Beat,
     heartbeat: Option<Heartbeat>,
     timers: UpgradeTimers,
-    started: Instant,
     /// The side that closed first, and when the other must be gone.
     first: Option<(End, Instant)>,
     /// Decided: close frames are out, waiting (bounded) for both sides.
@@ -301,7 +300,7 @@ pub(super) struct Relaying<C, U> {
 impl<C, U> Relaying<C, U> {
     pub(super) fn new(client: C, upstream: U, r: &super::Relay) -> Self {
         let now = Instant::now();
-        let heartbeat = r.heartbeat.filter(|_| r.websocket);
+        let heartbeat = r.heartbeat;
         Self {
             client,
             upstream,
@@ -309,15 +308,18 @@ impl<C, U> Relaying<C, U> {
             down: Half::new(Dir::Down, r.websocket),
             flags: Flags {
                 tracking: r.websocket,
-                last: Some(now),
-                ..Flags::default()
+                ping: false,
+                closing: false,
+                pongs: 0,
+                client_reads: 0,
+                pinged: 0,
+                last: now,
             },
             beat: heartbeat.map_or(Beat::Off, |h| Beat::Idle {
                 next: now + h.interval,
             }),
             heartbeat,
             timers: r.timers,
-            started: now,
             first: None,
             ending: None,
             sleep: Box::pin(tokio::time::sleep_until(now)),
@@ -398,7 +400,7 @@ impl<C, U> Relaying<C, U> {
             consider(at);
         }
         if let Some(idle) = t.idle {
-            let at = self.flags.last.unwrap_or(self.started) + idle;
+            let at = self.flags.last + idle;
             if at <= now {
                 return Err(End::Idle);
             }
