@@ -175,7 +175,9 @@ async fn http01_issues_a_certificate_curl_verifies_and_a_restart_reuses_it() {
     )
     .await;
     assert_eq!(again, first, "the stored certificate is served");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Orders start before the proxy reports ready: none is in flight.
+    let s = status(&app, "app.example.test").await;
+    assert_eq!(s["status"], "valid", "no order in flight: {s}");
     assert_eq!(app.metrics.acme_orders(), (0, 0), "no second order");
     app.stop().await;
 }

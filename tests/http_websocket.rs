@@ -147,6 +147,15 @@ async fn websockets_on_a_terminated_route_are_relayed() {
     app.stop().await;
 }
 
+/// Waits (bounded) until no connection and no WebSocket is counted.
+async fn all_closed(app: &RunningApp) {
+    settled(app).await;
+    turnout_tests::tls::wait_for("the WebSocket gauge back to zero", || {
+        app.metrics.websockets().active == 0
+    })
+    .await;
+}
+
 /// A WebSocket server that never answers pings and reports the close
 /// code of every close frame it receives (and 0 for a connection that
 /// ended without one).
@@ -288,11 +297,7 @@ async fn the_heartbeat_closes_a_client_that_stops_answering_and_keeps_one_that_a
 
     alive.close(None).await.unwrap();
     drop(alive);
-    settled(&app).await;
-    turnout_tests::tls::wait_for("the WebSocket gauge back to zero", || {
-        app.metrics.websockets().active == 0
-    })
-    .await;
+    all_closed(&app).await;
     app.stop().await;
 }
 
@@ -403,11 +408,7 @@ async fn websockets_over_http2_extended_connect_are_relayed_to_an_http1_backend(
     ws.close(None).await.unwrap();
     second.close(None).await.unwrap();
     drop((ws, second, send));
-    settled(&app).await;
-    turnout_tests::tls::wait_for("the WebSocket gauge back to zero", || {
-        app.metrics.websockets().active == 0
-    })
-    .await;
+    all_closed(&app).await;
     app.stop().await;
 }
 
