@@ -53,6 +53,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         plugins: Option<PathBuf>,
     },
+    /// Change the routes of a running proxy through its admin API.
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
     /// Load the embedded plugins and those in DIR, and list them (or every
     /// problem, exiting non-zero).
     Plugins {
@@ -62,6 +67,37 @@ enum Command {
         /// Keep running and report every change in DIR (hot reload), until Ctrl-C.
         #[arg(long)]
         watch: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// Replace the running route list (`PUT /api/routes`): validated like
+    /// `turnout check`, applied like SIGHUP, or refused with every problem.
+    Apply {
+        /// Routes: a JSON array, or a JSON or TOML document with `routes`
+        /// (a config file will do); `-` reads JSON from standard input.
+        #[arg(short, long, value_name = "FILE")]
+        file: PathBuf,
+        /// The admin API.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "TURNOUT_ADMIN",
+            default_value = "http://127.0.0.1:9900"
+        )]
+        admin: String,
+        /// `admin.token` (prefer the environment or --token-file: a command
+        /// line is visible to other users).
+        #[arg(long, env = "TURNOUT_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A file whose first line is the token.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// Apply only if the running version is still this one (the `ETag`
+        /// of `GET /api/config`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
     },
 }
 
@@ -92,6 +128,16 @@ fn main() -> std::process::ExitCode {
         Command::Plugins { dir, watch } => plugins(dir, watch),
         Command::Run { config, plugins } => run(config, plugins),
         Command::Check { config, plugins } => check(&config, plugins),
+        Command::Routes {
+            command:
+                RoutesCommand::Apply {
+                    file,
+                    admin,
+                    token,
+                    token_file,
+                    if_match,
+                },
+        } => routes_apply(&file, &admin, token, token_file, if_match),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -178,12 +224,85 @@ fn run(config: PathBuf, plugins: Option<PathBuf>) -> Result<()> {
             let list: Vec<String> = started.listeners.iter().map(ToString::to_string).collect();
             eprintln!("turnout listening on {}", list.join(", "));
             if let Some(admin) = started.admin {
-                eprintln!("admin API on http://{admin}/ (/metrics, /api/stats, /api/connections, /api/plugins)");
+                eprintln!("admin API on http://{admin}/ (/metrics, /api/stats, /api/connections, /api/plugins, /api/config)");
             }
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
     })
+}
+
+fn routes_apply(
+    file: &std::path::Path,
+    admin: &str,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    if_match: Option<String>,
+) -> Result<()> {
+    use turnout::admin::client;
+    let routes = client::read_routes(file).map_err(anyhow::Error::msg)?;
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_end()
+                .to_owned(),
+        ),
+        None => token,
+    };
+    let body = serde_json::to_vec(&routes)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = rt.block_on(client::put(
+        admin,
+        "/api/routes",
+        token.as_deref(),
+        if_match.as_deref(),
+        body,
+    ))?;
+    let b = &answer.body;
+    let list = |v: &serde_json::Value| -> String {
+        let items: Vec<&str> = v
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    if answer.status == 200 {
+        println!(
+            "{} routes applied; version {}\n  added: {}\n  removed: {}\n  changed: {}\n  listening on: {}\n  stopped listening on: {}",
+            routes.len(),
+            b["version"],
+            list(&b["routes"]["added"]),
+            list(&b["routes"]["removed"]),
+            list(&b["routes"]["changed"]),
+            list(&b["listeners"]["added"]),
+            list(&b["listeners"]["removed"]),
+        );
+        if b["persisted"] == true {
+            println!("  written to the config file (admin.persist)");
+        }
+        return Ok(());
+    }
+    let mut message = b["error"]
+        .as_str()
+        .map_or_else(|| format!("HTTP {}", answer.status), str::to_owned);
+    for p in b["problems"].as_array().into_iter().flatten() {
+        message.push_str(&format!(
+            "\n  {}: {}",
+            p["path"].as_str().unwrap_or("?"),
+            p["message"].as_str().unwrap_or("?")
+        ));
+    }
+    bail!("{admin} answered {}: {message}", answer.status)
 }
 
 fn plugins(dir: Option<PathBuf>, watch: bool) -> Result<()> {

@@ -158,18 +158,36 @@ fn run_reloads_on_sighup_keeps_serving_on_a_broken_file_and_drains_on_sigterm() 
     // A good file takes effect for new connections.
     write_config(&config, port, two);
     signal(&child, "-HUP");
-    wait_for(&lines, "config reloaded");
+    wait_for(&lines, "configuration changed (SIGHUP)");
     assert_eq!(greeting(port), "two");
     live.write_all(b"hey").unwrap();
     live.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hey", "the live connection was not touched");
 
-    // A reload that moves the route to another port cannot bind it: the
-    // operator is told a restart is needed.
-    write_config(&config, free_port(), two);
+    // A reload that moves the route to another port binds it (on both
+    // addresses) and closes the old one; the live connection accepted
+    // there runs on.
+    let moved = free_port();
+    write_config(&config, moved, two);
     signal(&child, "-HUP");
-    let warning = wait_for(&lines, "take effect after a restart");
-    assert!(warning.contains(&port.to_string()), "{warning}");
+    let changed = wait_for(&lines, "configuration changed (SIGHUP)");
+    assert!(
+        changed.contains(&format!("listeners_added=127.0.0.1:{moved},[::1]:{moved}"))
+            && changed.contains(&format!("listeners_removed=127.0.0.1:{port},[::1]:{port}")),
+        "{changed}"
+    );
+    assert_eq!(greeting(moved), "two");
+    assert_eq!(greeting_at("::1", moved), "two");
+    assert_eq!(
+        TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| e.kind())
+            .err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "the old port is closed"
+    );
+    live.write_all(b"hey").unwrap();
+    live.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hey", "a connection on a closed port runs on");
 
     // SIGTERM: stop accepting, drain (the live connection holds it open
     // for the 1.5 s grace), then close it and exit cleanly.
@@ -334,4 +352,108 @@ fn log_format_json_gives_one_json_access_line_per_request() {
     assert_eq!(f["bytes"], 2);
     signal(&child.0, "-TERM");
     assert!(child.0.wait().unwrap().success());
+}
+
+fn route(name: &str, port: u16, backend: u16) -> String {
+    format!(
+        r#"{{ "name": "{name}", "match": {{ "ports": {port} }}, "action": {{ "type": "forward", "targets": [{{ "host": "127.0.0.1", "port": {backend} }}] }} }}"#
+    )
+}
+
+fn routes_apply(admin: u16, file: &Path, token: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args(["routes", "apply", "-f"])
+        .arg(file)
+        .args(["--admin", &format!("http://127.0.0.1:{admin}")])
+        .args(token)
+        .env_remove("TURNOUT_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn routes_apply_replaces_the_routes_of_a_running_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (backend("one"), backend("two"));
+    let (port, added, admin) = (free_port(), free_port(), free_port());
+    std::fs::write(dir.path().join("token"), "a-token-for-the-test-1234\n").unwrap();
+    let config = dir.path().join("turnout.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{ "bind": ["127.0.0.1"], "gracefulShutdownTimeout": 500,
+                  "admin": {{ "listen": "127.0.0.1:{admin}", "tokenFile": "token" }},
+                  "routes": [{}] }}"#,
+            route("a", port, one)
+        ),
+    )
+    .unwrap();
+    let (mut child, lines) = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_turnout"))
+            .args(["run", "-c"])
+            .arg(&config),
+    );
+    wait_for(&lines, "turnout listening on");
+    assert_eq!(greeting(port), "one");
+
+    let routes = dir.path().join("routes.json");
+    std::fs::write(
+        &routes,
+        format!("[{}, {}]", route("a", port, two), route("b", added, one)),
+    )
+    .unwrap();
+    let token_file = dir.path().join("token");
+    let token = ["--token-file", token_file.to_str().unwrap()];
+    let out = routes_apply(admin, &routes, &token);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("added: b")
+            && stdout.contains("changed: a")
+            && stdout.contains(&format!("listening on: 127.0.0.1:{added}")),
+        "{stdout}"
+    );
+    let logged = wait_for(&lines, "configuration changed (admin API)");
+    assert!(
+        logged.contains("routes_added=b") && logged.contains("routes_changed=a"),
+        "{logged}"
+    );
+    assert_eq!(greeting(port), "two");
+    assert_eq!(greeting(added), "one");
+
+    // Refused: a wrong token, then a route list with two problems — each
+    // listed with its key path, and nothing changed.
+    let out = routes_apply(admin, &routes, &["--token", "wrong"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("answered 401"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &routes,
+        r#"{ "routes": [
+            { "name": "x", "match": { "ports": 0 }, "action": { "type": "forward", "targets": [{ "host": "h", "port": 1 }] } },
+            { "name": "y", "match": { "ports": 1 }, "action": { "type": "teleport" } }
+        ] }"#,
+    )
+    .unwrap();
+    let out = routes_apply(admin, &routes, &token);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("answered 400"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].match.ports") && stderr.contains("routes[1].action.type"),
+        "{stderr}"
+    );
+    assert_eq!(greeting(port), "two");
+    assert_eq!(greeting(added), "one");
+
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
 }

@@ -47,9 +47,11 @@ pub struct RunningApp {
     pub metrics: std::sync::Arc<turnout::metrics::Metrics>,
     /// The limit counters.
     pub tracker: std::sync::Arc<turnout::limits::ConnectionTracker>,
+    /// The config file it runs from.
+    pub config_path: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
-    _reload: mpsc::Sender<()>,
+    reload: mpsc::Sender<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -62,9 +64,16 @@ impl RunningApp {
     /// Starts the proxy with `config` (JSON text) on the listeners in
     /// `ports` (the config's routes name their ports).
     pub async fn start_with(config: &str, ports: Ports) -> RunningApp {
+        Self::start_file("turnout.json", config, ports).await
+    }
+
+    /// Starts the proxy from a config file named `name` (its extension
+    /// picks the format) holding `config`, in a directory of its own.
+    pub async fn start_file(name: &str, config: &str, ports: Ports) -> RunningApp {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("turnout.json");
+        let path = dir.path().join(name);
         std::fs::write(&path, config).unwrap();
+        let config_path = path.clone();
         let (reload_tx, reload_rx) = mpsc::channel(1);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -99,11 +108,17 @@ impl RunningApp {
             admin: started.admin,
             metrics: started.metrics,
             tracker: started.tracker,
+            config_path,
             stop: Some(stop_tx),
             task,
-            _reload: reload_tx,
+            reload: reload_tx,
             _dir: dir,
         }
+    }
+
+    /// What SIGHUP does: read the config file again.
+    pub async fn reload(&self) {
+        self.reload.send(()).await.unwrap();
     }
 
     /// Drains and stops.
@@ -136,4 +151,72 @@ pub async fn admin_request(admin: SocketAddr, method: &str, path: &str) -> (u16,
         .and_then(|s| s.parse().ok())
         .expect("a status code");
     (status, body.to_owned())
+}
+
+/// An admin API answer.
+#[derive(Debug)]
+pub struct AdminAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Response headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl AdminAnswer {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// `method path` on the admin API with `headers` and `body`.
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> AdminAnswer {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let raw = tokio::time::timeout(Duration::from_secs(120), crate::l4::read_to_end(&mut s))
+        .await
+        .expect("the admin API answers");
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    AdminAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }

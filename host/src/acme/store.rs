@@ -14,8 +14,7 @@
 //! one, never half of either.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A store operation that failed, naming the file.
@@ -116,27 +115,7 @@ fn read(path: &Path) -> Result<Option<String>, StoreError> {
 
 /// Writes `text` to `path` atomically, mode 0600.
 fn write(path: &Path, text: &str) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename is durable once the directory is.
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    result.map_err(|e: std::io::Error| {
-        let _ = fs::remove_file(&tmp);
-        StoreError::io(path, &e)
-    })
+    crate::config::document::write_atomic(path, text, 0o600).map_err(|e| StoreError::io(path, &e))
 }
 
 impl Store for DiskStore {

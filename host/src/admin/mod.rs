@@ -5,13 +5,19 @@
 //!   (connections, throughput, requests, totals, percentiles) as JSON;
 //! * `GET /api/connections[?limit=N]` — the live connections;
 //! * `GET /api/plugins` — loaded plugins and their call statistics;
+//! * `GET /api/certificates` — every certificate in use, static and ACME;
 //! * `GET /healthz` — the process answers; `GET /readyz` — listeners bound
-//!   and plugins initialised, and not draining.
+//!   and plugins initialised, and not draining;
+//! * `GET /api/config`, `PUT /api/config`, `PUT /api/routes` — the running
+//!   configuration, and replacing it ([`config`]; writes only with
+//!   `admin.token` set, and the bearer token).
 //!
-//! Read-only: nothing here changes the proxy. Each admin connection is
-//! bounded (header read timeout, a cap on concurrent connections) so a
-//! scraper gone wrong cannot starve the proxy.
+//! Everything else only reads. Each admin connection is bounded (header
+//! read timeout, a cap on concurrent connections, a cap on a body) so a
+//! client gone wrong cannot starve the proxy.
 
+pub mod client;
+pub mod config;
 pub mod prometheus;
 
 use std::convert::Infallible;
@@ -53,6 +59,10 @@ pub struct AdminState {
     ready: AtomicBool,
     /// The proxy, for its certificates (set once it exists).
     proxy: std::sync::OnceLock<Arc<crate::proxy::Proxy>>,
+    /// Whoever applies configuration changes (set once it runs).
+    config: std::sync::OnceLock<tokio::sync::mpsc::Sender<config::ConfigRequest>>,
+    /// `admin.token`: the write endpoints' key (a reconfigure may change it).
+    token: arc_swap::ArcSwapOption<crate::config::admin::Token>,
 }
 
 impl AdminState {
@@ -70,7 +80,24 @@ impl AdminState {
             top_ips,
             ready: AtomicBool::new(false),
             proxy: std::sync::OnceLock::new(),
+            config: std::sync::OnceLock::new(),
+            token: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// Where `/api/config` and `/api/routes` send their requests (later
+    /// calls are ignored).
+    pub fn set_config_owner(&self, owner: tokio::sync::mpsc::Sender<config::ConfigRequest>) {
+        let _ = self.config.set(owner);
+    }
+
+    /// Sets the token the write endpoints require; `None` turns them off.
+    pub fn set_token(&self, token: Option<crate::config::admin::Token>) {
+        self.token.store(token.map(Arc::new));
+    }
+
+    fn token(&self) -> Option<Arc<crate::config::admin::Token>> {
+        self.token.load_full()
     }
 
     /// The proxy whose certificates `/api/certificates` and `/metrics`
@@ -119,9 +146,15 @@ pub async fn serve(
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, &req)) }
+                async move {
+                    let response = match req.uri().path() {
+                        "/api/config" | "/api/routes" => config::handle(&state, req).await,
+                        _ => respond(&state, &req),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -187,7 +220,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "the admin API is read-only: GET or HEAD",
+            "GET or HEAD (only /api/config and /api/routes take PUT)",
         );
     }
     let query = req.uri().query();
@@ -227,7 +260,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "unknown path; try /metrics, /api/stats, /api/connections, /api/plugins, /healthz, /readyz",
+                "unknown path; try /metrics, /api/stats, /api/connections, /api/plugins, /api/certificates, /api/config, /healthz, /readyz",
             );
         }
     };

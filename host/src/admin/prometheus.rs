@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::limits::ConnectionTracker;
-use crate::metrics::{LogHistogram, Metrics};
+use crate::metrics::{ChangeResult, ChangeSource, LogHistogram, Metrics};
 use crate::plugins::{CALL_TIME_BUCKETS_US, PluginSet};
 
 /// The content type of [`render`]'s output.
@@ -374,6 +374,21 @@ impl Collector for Scrape {
             MetricType::Counter,
             [("applied", applied), ("refused", refused)]
                 .map(|(result, n)| (vec![("result", Cow::Borrowed(result))], n)),
+            |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        )?;
+        family(
+            e,
+            "config_changes",
+            "Changes to the running configuration: from SIGHUP or the admin API; applied, refused (invalid, or a port could not be bound) or conflict (If-Match).",
+            MetricType::Counter,
+            ChangeSource::ALL.into_iter().flat_map(|(source, s)| {
+                ChangeResult::ALL.into_iter().map(move |(result, r)| {
+                    (
+                        vec![("source", Cow::Borrowed(s)), ("result", Cow::Borrowed(r))],
+                        m.config_changes(source, result),
+                    )
+                })
+            }),
             |s, n| s.encode_counter::<NoLabelSet, _, u64>(&n, None),
         )?;
         if self.tls.is_some() || self.acme.is_some() {

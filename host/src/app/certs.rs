@@ -1,8 +1,8 @@
 //! Certificates for terminated routes, as `run` and `check` need them:
-//! loaded at start (a broken one stops the start, listing every problem),
-//! and re-loaded when a certificate or key file changes on disk or the
-//! config is reloaded — a broken new file is logged and the certificates
-//! in use keep serving.
+//! loaded at start and by every reconfigure (a broken one stops the start,
+//! or refuses the reconfigure, listing every problem), and re-loaded when a
+//! certificate or key file changes on disk — a broken new file is logged
+//! and the certificates in use keep serving.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::config::TlsConfig;
 use crate::proxy::Proxy;
-use crate::tls::{Terminator, certs::files_of};
+use crate::tls::Terminator;
+use crate::tls::certs::{CertError, files_of};
 use crate::watch::StableFiles;
 
 /// How often certificate files are looked at; a change is picked up after
@@ -19,7 +20,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Builds the terminator for `config`; `Err` lists every certificate that
 /// could not be loaded. Warnings (expired, a domain not covered) are logged.
-pub fn load(config: &TlsConfig) -> Result<Terminator, Vec<String>> {
+pub fn load(config: &TlsConfig) -> Result<Terminator, Vec<CertError>> {
     let (terminator, report) = Terminator::new(config);
     for w in &report.warnings {
         tracing::warn!("{w}");
@@ -27,7 +28,7 @@ pub fn load(config: &TlsConfig) -> Result<Terminator, Vec<String>> {
     if report.errors.is_empty() {
         Ok(terminator)
     } else {
-        Err(report.errors.iter().map(ToString::to_string).collect())
+        Err(report.errors)
     }
 }
 
@@ -63,12 +64,12 @@ impl Current {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A config reload: its certificates are loaded now; when one fails,
-    /// the previous ones keep serving and the error is logged. Reads files:
-    /// call it off the control runtime.
-    pub fn reload(&self, proxy: &Proxy, config: TlsConfig) {
+    /// A reconfigure: `terminator`, loaded from `config`, serves new
+    /// connections, and the watcher follows `config`'s files from now on.
+    pub fn replace(&self, proxy: &Proxy, config: TlsConfig, terminator: Terminator) {
         let mut current = self.lock();
-        apply(proxy, &config, "config reload");
+        proxy.metrics().certificate_reload(true);
+        proxy.set_tls(terminator);
         *current = config;
     }
 
@@ -92,7 +93,11 @@ fn apply(proxy: &Proxy, config: &TlsConfig, why: &str) {
         }
         Err(errors) => tracing::error!(
             "{why}: certificates not reloaded, the ones in use keep serving: {}",
-            errors.join("; ")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
     }
 }

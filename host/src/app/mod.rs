@@ -3,6 +3,7 @@
 //! only parses arguments and wires signals to [`run`].
 
 pub mod certs;
+mod reconfigure;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -100,16 +101,24 @@ pub fn prepare(
     plugins_dir: Option<PathBuf>,
     tracker: Arc<ConnectionTracker>,
 ) -> Result<(Config, Arc<PluginSet>), StartError> {
-    let config = config::load(path).map_err(StartError::Config)?;
-    let runtime = Runtime::new(runtime_config(&config)).map_err(StartError::Runtime)?;
-    let set = PluginSet::load(
+    let (config, _) = config::load_document(path).map_err(StartError::Config)?;
+    let set = load_plugins(&config, plugins_dir, tracker)?;
+    Ok((config, set))
+}
+
+fn load_plugins(
+    config: &Config,
+    plugins_dir: Option<PathBuf>,
+    tracker: Arc<ConnectionTracker>,
+) -> Result<Arc<PluginSet>, StartError> {
+    let runtime = Runtime::new(runtime_config(config)).map_err(StartError::Runtime)?;
+    PluginSet::load(
         runtime,
-        plugin_settings(&config, plugins_dir),
+        plugin_settings(config, plugins_dir),
         crate::plugins::embedded(),
         tracker,
     )
-    .map_err(StartError::Plugins)?;
-    Ok((config, set))
+    .map_err(StartError::Plugins)
 }
 
 /// Listening sockets the caller bound itself (tests bind `127.0.0.1:0`; a
@@ -137,20 +146,22 @@ pub struct Started {
 }
 
 /// Runs the proxy until `shutdown` resolves; every message on `reload`
-/// re-reads the config file (a broken file is logged and ignored).
+/// re-reads the config file (a broken file is logged and ignored), as the
+/// admin API's configuration endpoints change it (`reconfigure.rs`).
 /// `ready` is called once listening (and `/readyz` turns ready). `bound`
 /// holds sockets the caller already bound ([`Bound`]; default: none).
 pub async fn run(
     path: &Path,
     plugins_dir: Option<PathBuf>,
     bound: Bound,
-    mut reload: tokio::sync::mpsc::Receiver<()>,
+    reload: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Started),
 ) -> Result<(), StartError> {
     let tracker = ConnectionTracker::new();
     let metrics = Metrics::new();
-    let (config, set) = prepare(path, plugins_dir, tracker.clone())?;
+    let (config, document) = config::load_document(path).map_err(StartError::Config)?;
+    let set = load_plugins(&config, plugins_dir, tracker.clone())?;
     for w in config.warnings() {
         tracing::warn!(key = %w.path, "{}", w.message);
     }
@@ -158,7 +169,9 @@ pub async fn run(
         listeners: given,
         admin: given_admin,
     } = bound;
-    let terminator = certs::load(&config.tls).map_err(StartError::Certificates)?;
+    let terminator = certs::load(&config.tls).map_err(|errors| {
+        StartError::Certificates(errors.iter().map(ToString::to_string).collect())
+    })?;
     let acme = match &config.acme {
         Some(a) => {
             let names = crate::acme::listed_names(&config.tls);
@@ -168,7 +181,8 @@ pub async fn run(
         }
         None => None,
     };
-    let ports = listen_ports(&config, &set.chain());
+    let acme_port = Settings::from_config(&config).acme_http_port;
+    let ports = listen_ports(&set.chain(), acme_port);
     let listeners = proxy::bind_ports(&config.bind, &ports, given).await?;
     if listeners.is_empty() {
         return Err(StartError::NoPorts);
@@ -181,13 +195,14 @@ pub async fn run(
     let mut admin_task = None;
     let mut admin_addr = None;
     let mut admin_state = None;
-    if let Some(a) = config.admin {
+    if let Some(a) = &config.admin {
         let listener = match given_admin {
             Some(l) => admin::adopt(l, a.listen)?,
             None => admin::bind(a.listen)?,
         };
         admin_addr = listener.local_addr().ok();
         let state = AdminState::new(metrics.clone(), set.clone(), tracker.clone(), a.top_ips);
+        state.set_token(a.token.clone());
         admin_state = Some(state.clone());
         admin_task = Some(tokio::spawn(admin::serve(listener, state, async move {
             let _ = admin_stopped.await;
@@ -218,83 +233,39 @@ pub async fn run(
         tracker,
     });
     // Draining: tell load balancers through `/readyz` first.
-    let shutdown = async move {
-        shutdown.await;
-        if let Some(state) = &admin_state {
-            state.set_ready(false);
+    let shutdown = {
+        let admin_state = admin_state.clone();
+        async move {
+            shutdown.await;
+            if let Some(state) = &admin_state {
+                state.set_ready(false);
+            }
         }
     };
     let watcher = tokio::spawn(set.clone().watch(config.plugins.poll_interval));
     let current_tls = certs::Current::new(config.tls.clone());
     let cert_watcher = tokio::spawn(certs::watch(proxy.clone(), current_tls.clone()));
-    let reloader = tokio::spawn({
-        let proxy = proxy.clone();
-        let set = set.clone();
-        let path = path.to_owned();
-        // What a reload cannot change without a restart.
-        let bound = (
-            (config.bind.clone(), config.workers),
-            config.plugins.dir.clone(),
-            proxy::declared_ports(&set.chain()),
-        );
-        async move {
-            while reload.recv().await.is_some() {
-                let loaded = match config::load(&path) {
-                    Err(e) => Err(e.to_string()),
-                    // Compiling and initialising every plugin takes a while:
-                    // on this runtime it would stall signals, the admin API
-                    // and the sampler, so it runs on a blocking thread.
-                    Ok(new) => {
-                        let (set, settings) = (set.clone(), plugin_settings(&new, None));
-                        match tokio::task::spawn_blocking(move || set.reconfigure(settings)).await {
-                            Ok(Ok(())) => Ok(new),
-                            Ok(Err(errs)) => Err(errs
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("\n")),
-                            Err(e) => Err(format!("reconfiguring the plugins failed: {e}")),
-                        }
-                    }
-                };
-                match loaded {
-                    Ok(new) => {
-                        // Listeners stay as they are: a reload changes
-                        // decisions and timers, not what is bound — say so
-                        // rather than let an operator wait for a new port.
-                        proxy.reload(Settings::from_config(&new));
-                        // Certificates are files: read off this runtime.
-                        let (tls, current, p) =
-                            (new.tls.clone(), current_tls.clone(), proxy.clone());
-                        let _ = tokio::task::spawn_blocking(move || current.reload(&p, tls)).await;
-                        if let Some(acme) = proxy.acme() {
-                            acme.manage(&crate::acme::listed_names(&new.tls));
-                        }
-                        tracing::info!(file = %path.display(), "config reloaded");
-                        let ports = proxy::declared_ports(&set.chain());
-                        if new.bind != bound.0.0
-                            || new.workers != bound.0.1
-                            || new.plugins.dir != bound.1
-                            || ports != bound.2
-                        {
-                            tracing::warn!(
-                                "config reload changed bind addresses, workers, plugins.dir or the ports routes listen on; \
-                                 those take effect after a restart (listening on ports {:?})",
-                                bound.2.keys().collect::<Vec<_>>()
-                            );
-                        }
-                    }
-                    // One line, so log pipelines keep the problems with the event.
-                    Err(errors) => tracing::error!(
-                        "config reload of {} refused; the running config stays: {}",
-                        path.display(),
-                        errors.replace('\n', "; ")
-                    ),
-                }
-            }
+    let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
+    if let Some(state) = &admin_state {
+        state.set_config_owner(api_tx);
+    }
+    // The workers accept before any reconfigure can look at the listeners.
+    let serving = proxy.start(listeners);
+    let reloader = tokio::spawn(
+        reconfigure::Reconfigure {
+            proxy: proxy.clone(),
+            set: set.clone(),
+            certs: current_tls,
+            admin: admin_state.clone(),
+            path: path.to_owned(),
+            config,
+            document,
+            acme_port,
+            version: 1,
         }
-    });
-    proxy.serve(listeners, shutdown).await;
+        .run(reload, api_rx),
+    );
+    proxy.clone().run(serving, shutdown).await;
     if let Some(acme) = &acme {
         acme.stop();
     }
@@ -311,11 +282,11 @@ pub async fn run(
 /// The ports to listen on: every port a plugin declares, and `acme.port`
 /// for HTTP-01 challenges (answered as HTTP even when no route uses it).
 fn listen_ports(
-    config: &Config,
     chain: &crate::plugins::Chain,
+    acme_port: Option<u16>,
 ) -> std::collections::BTreeMap<u16, bool> {
     let mut ports = proxy::declared_ports(chain);
-    if let Some(port) = Settings::from_config(config).acme_http_port {
+    if let Some(port) = acme_port {
         match ports.get(&port) {
             Some(false) => tracing::warn!(
                 port,

@@ -13,13 +13,15 @@
 //! `match.ports`), which it needs to know what to listen on.
 
 pub mod acme;
+pub mod admin;
+pub mod document;
 pub mod http;
 mod raw;
 pub mod tls;
 mod validate;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,12 +41,7 @@ pub enum FailurePolicy {
     Open,
 }
 
-/// Client IPs the admin API and `/metrics` expose one by one when
-/// `admin.topIPs` does not say.
-pub const DEFAULT_TOP_IPS: usize = 10;
-
-/// The admin API's address when `admin` is given without `listen`.
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9900);
+pub use admin::{AdminConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_TOP_IPS};
 
 /// The syntax of a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,17 +152,6 @@ pub struct TlsConfig {
     /// `tlsHandshakeTimeout` (default 10 s): from the routing decision to
     /// the end of the handshake.
     pub handshake_timeout: Duration,
-}
-
-/// `admin`: the admin HTTP API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdminConfig {
-    /// Where it listens (`admin.listen`, default 127.0.0.1:9900).
-    pub listen: SocketAddr,
-    /// Client IPs shown per-IP in `/metrics` and `/api/stats`
-    /// (`admin.topIPs`, default 10): the rest are in the totals only, so
-    /// the series count does not grow with the number of clients.
-    pub top_ips: usize,
 }
 
 /// Connection timers (SmartProxy names in brackets).
@@ -331,7 +317,7 @@ impl Config {
     /// Settings that are valid but probably not meant.
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let mut out = Vec::new();
-        if let Some(addr) = self.admin.map(|a| a.listen)
+        if let Some(addr) = self.admin.as_ref().map(|a| a.listen)
             && !addr.ip().is_loopback()
         {
             out.push(ConfigWarning {
@@ -341,6 +327,26 @@ impl Config {
                      metrics, client addresses and the live connection list"
                 ),
             });
+        }
+        if let Some(a) = &self.admin {
+            if a.token
+                .as_ref()
+                .is_some_and(|t| t.as_bytes().len() < admin::SHORT_TOKEN)
+            {
+                out.push(ConfigWarning {
+                    path: "admin.token".into(),
+                    message: format!(
+                        "shorter than {} characters: it guards changes to every route; use a long random one (`openssl rand -hex 32`)",
+                        admin::SHORT_TOKEN
+                    ),
+                });
+            }
+            if a.persist && a.token.is_none() {
+                out.push(ConfigWarning {
+                    path: "admin.persist".into(),
+                    message: "has no effect while admin.token is not set (the API cannot change the configuration)".into(),
+                });
+            }
         }
         if !self.proxy_protocol.accept && !self.proxy_protocol.trusted.is_empty() {
             out.push(ConfigWarning {
@@ -375,6 +381,12 @@ impl Config {
 /// Reads and validates the config file at `path`; its extension picks the
 /// format, and a relative `plugins.dir` is taken from the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_document(path).map(|(config, _)| config)
+}
+
+/// [`load`], with the document as written (as JSON, whatever the format):
+/// what the admin API shows and replaces.
+pub fn load_document(path: &Path) -> Result<(Config, Value), ConfigErrors> {
     let shown = path.display().to_string();
     let Some(format) = Format::from_path(path) else {
         return Err(ConfigErrors(vec![ConfigError::new(
@@ -384,15 +396,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors(vec![ConfigError::new(&shown, format!("cannot read: {e}"))]))?;
-    let mut config = parse_inner(&text, format, &shown, path.parent())?;
+    let (mut config, document) = parse_inner(&text, format, &shown, path.parent())?;
     config.source = Some(path.to_path_buf());
+    Ok((config, document))
+}
+
+/// Validates a document that did not come from a file (the admin API's),
+/// as [`load`] would the file at `source`: relative paths are taken from
+/// its directory. `name` names the document in errors without a key path.
+pub fn from_document(
+    document: &Value,
+    source: Option<&Path>,
+    name: &str,
+) -> Result<Config, ConfigErrors> {
+    // Through the text, so the same two passes run (and the same errors
+    // come out) as for a file.
+    let text = serde_json::to_string_pretty(document)
+        .map_err(|e| ConfigErrors(vec![ConfigError::new(name, e.to_string())]))?;
+    let (mut config, _) = parse_inner(&text, Format::Json, name, source.and_then(Path::parent))?;
+    config.source = source.map(Path::to_path_buf);
     Ok(config)
 }
 
 /// Validates config text. A relative `plugins.dir` stays relative (to the
 /// working directory); use [`load`] to resolve it against a file.
 pub fn parse(text: &str, format: Format) -> Result<Config, ConfigErrors> {
-    parse_inner(text, format, "(config)", None)
+    parse_inner(text, format, "(config)", None).map(|(config, _)| config)
 }
 
 /// `doc` names the whole document in errors that have no key path.
@@ -401,10 +430,10 @@ fn parse_inner(
     format: Format,
     doc: &str,
     base_dir: Option<&Path>,
-) -> Result<Config, ConfigErrors> {
-    let (raw, mut errors) = raw::read(text, format, doc).map_err(ConfigErrors)?;
+) -> Result<(Config, Value), ConfigErrors> {
+    let (raw, document, mut errors) = raw::read(text, format, doc).map_err(ConfigErrors)?;
     match validate::validate(raw, base_dir) {
-        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(config) if errors.is_empty() => Ok((config, document)),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(more) => {
             errors.extend(more);
@@ -526,10 +555,24 @@ mod tests {
         assert_eq!(w[0].path, "admin.listen");
         let c = parse(r#"{"admin": {}}"#, Format::Json).unwrap();
         assert_eq!(
-            c.admin.map(|a| (a.listen, a.top_ips)),
+            c.admin.as_ref().map(|a| (a.listen, a.top_ips)),
             Some((DEFAULT_ADMIN_LISTEN, 10))
         );
         assert!(c.warnings().is_empty());
+    }
+
+    #[test]
+    fn warnings_flag_a_short_token_and_persist_without_one() {
+        let c = parse(
+            r#"{"admin": {"token": "short", "persist": false}}"#,
+            Format::Json,
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "admin.token");
+        let c = parse(r#"{"admin": {"persist": true}}"#, Format::Json).unwrap();
+        assert_eq!(c.warnings()[0].path, "admin.persist");
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub(super) struct RawConfig {
     pub(super) proxy_ips: Option<Vec<String>>,
     pub(super) send_proxy_protocol: Option<bool>,
     pub(super) plugins: Option<RawPlugins>,
-    pub(super) admin: Option<RawAdmin>,
+    pub(super) admin: Option<super::admin::RawAdmin>,
     pub(super) http: Option<super::http::RawHttp>,
     /// Checked by hand (`acme.rs`): SmartProxy keys are refused by name.
     pub(super) acme: Option<Value>,
@@ -115,24 +115,15 @@ pub(super) struct RawPlugins {
     pub(super) poll_interval_ms: Option<u64>,
 }
 
-/// `admin`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct RawAdmin {
-    pub(super) listen: Option<String>,
-    #[serde(rename = "topIPs")]
-    pub(super) top_ips: Option<u64>,
-}
-
-/// Reads `text` as `format`. `Ok` holds the raw config and one error per
-/// unsupported option (possibly none); `Err` holds those errors followed by
+/// Reads `text` as `format`. `Ok` holds the raw config, the document as a
+/// plain value and one error per unsupported option (possibly none); `Err` holds those errors followed by
 /// the syntax or deserialization error that stopped reading. `doc` names
 /// the whole document in errors that have no key path.
 pub(super) fn read(
     text: &str,
     format: Format,
     doc: &str,
-) -> Result<(RawConfig, Vec<ConfigError>), Vec<ConfigError>> {
+) -> Result<(RawConfig, Value, Vec<ConfigError>), Vec<ConfigError>> {
     let value: Value =
         match format {
             Format::Json => serde_json::from_str(text)
@@ -166,7 +157,7 @@ pub(super) fn read(
             }),
     };
     match typed {
-        Ok(raw) => Ok((raw, errors)),
+        Ok(raw) => Ok((raw, value, errors)),
         Err((path, message)) => {
             // serde_path_to_error spells the empty path ".".
             let path = if path == "." { doc.to_owned() } else { path };
@@ -298,7 +289,7 @@ mod tests {
             doc.insert((*key).to_owned(), Value::Bool(true));
         }
         let text = Value::Object(doc).to_string();
-        let (_, errors) = read(&text, Format::Json, "(config)").unwrap();
+        let (_, _, errors) = read(&text, Format::Json, "(config)").unwrap();
         let named: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(named, UNSUPPORTED);
         assert_eq!(
@@ -364,7 +355,7 @@ mod tests {
         assert_eq!(a.keep_alive.treatment, KeepAliveTreatment::Immortal);
         assert_eq!(a.plugins.failure.get("guard"), Some(&FailurePolicy::Open));
         assert_eq!(
-            a.admin.map(|a| a.listen),
+            a.admin.as_ref().map(|a| a.listen),
             Some("127.0.0.1:9901".parse().unwrap())
         );
         assert!(

@@ -3,7 +3,7 @@
 //! first returned, so `turnout check` can list them all in one run.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use turnout_plugin_sdk::KeepAliveTreatment;
 use turnout_plugin_sdk::matching::{IpList, IpPattern};
 
 use super::raw::{RawConfig, RawPlugins};
-use super::{AdminConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, FailurePolicy};
+use super::{Config, ConfigError, FailurePolicy};
 use turnout_plugin_sdk::config::kind;
 
 /// Problems found so far.
@@ -176,31 +176,7 @@ pub(super) fn validate(
     }
 
     if let Some(admin) = raw.admin {
-        let listen = match admin
-            .listen
-            .map(|text| (text.trim().parse::<SocketAddr>(), text))
-        {
-            None => Some(DEFAULT_ADMIN_LISTEN),
-            Some((Ok(addr), _)) => Some(addr),
-            Some((Err(_), text)) => {
-                let message =
-                    format!("{text:?} is not an address and port like \"127.0.0.1:9900\"");
-                p.add("admin.listen", message);
-                None
-            }
-        };
-        let top_ips = match admin.top_ips {
-            None => super::DEFAULT_TOP_IPS,
-            Some(n @ 0..=1000) => n as usize,
-            Some(n) => {
-                p.add(
-                    "admin.topIPs",
-                    format!("{n} is too many series for a scrape; use 0 to 1000"),
-                );
-                super::DEFAULT_TOP_IPS
-            }
-        };
-        c.admin = listen.map(|listen| AdminConfig { listen, top_ips });
+        c.admin = super::admin::check(admin, base_dir, &mut p);
     }
 
     if p.0.is_empty() { Ok(c) } else { Err(p.0) }

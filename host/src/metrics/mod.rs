@@ -12,6 +12,7 @@
 //! a connection or for a minute after, and a table at its cap first drops
 //! every idle entry.
 
+mod config;
 mod conn;
 mod histogram;
 mod http;
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
+pub use config::{ChangeResult, ChangeSource};
 pub use conn::{ConnEntry, ConnHandle, ConnView, Meters, RouteMeter, Traffic, TrafficHandle};
 pub use histogram::{HistogramSnapshot, LogHistogram};
 pub use http::{DurationPercentiles, REQUEST_ERRORS, RequestRecord, RequestsView, RouteRequests};
@@ -189,6 +191,8 @@ pub struct Metrics {
     http: http::HttpCounters,
     /// WebSockets the proxy speaks itself (`websocket.rs`).
     websocket: websocket::WebSocketCounters,
+    /// Changes to the running configuration (`config.rs`).
+    config: config::ConfigCounters,
 }
 
 impl Default for Metrics {
@@ -227,6 +231,7 @@ impl Metrics {
             tls: tls::TlsCounters::default(),
             http: http::HttpCounters::default(),
             websocket: websocket::WebSocketCounters::default(),
+            config: config::ConfigCounters::default(),
         }
     }
 

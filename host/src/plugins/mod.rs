@@ -26,7 +26,7 @@ pub use error::{CallFailure, FailureKind, LoadError};
 pub use host_api::{Counters, NoCounters};
 pub use loaded::{FailurePolicy, LoadedPlugin, Origin, WIT_VERSION};
 pub use metrics::{CALL_TIME_BUCKETS_US, PluginMetrics, PluginMetricsSnapshot};
-pub use registry::{EmbeddedPlugin, PluginSet, PluginSettings, ReloadEvent};
+pub use registry::{EmbeddedPlugin, PluginSet, PluginSettings, Refused, ReloadEvent};
 pub use request::{HeadSlots, Requested};
 
 /// The default plugins compiled into this binary (built by `build.rs` from

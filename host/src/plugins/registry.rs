@@ -46,6 +46,34 @@ pub struct PluginSettings {
     pub kv_limits: KvLimits,
 }
 
+/// Why a [`PluginSet::reconfigure_then`] changed nothing.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// Plugins that would not load or initialise (all of them).
+    Plugins(Vec<LoadError>),
+    /// The gate's answer.
+    Gate(E),
+}
+
+/// The chain order: `order` first, then the rest by name.
+fn ordered(
+    settings: &PluginSettings,
+    loaded: &BTreeMap<String, Arc<LoadedPlugin>>,
+) -> Vec<Arc<LoadedPlugin>> {
+    let mut out: Vec<Arc<LoadedPlugin>> = settings
+        .order
+        .iter()
+        .filter_map(|n| loaded.get(n).cloned())
+        .collect();
+    out.extend(
+        loaded
+            .iter()
+            .filter(|(n, _)| !settings.order.contains(n))
+            .map(|(_, p)| p.clone()),
+    );
+    out
+}
+
 /// What a rescan did.
 #[derive(Debug)]
 pub enum ReloadEvent {
@@ -179,7 +207,23 @@ impl PluginSet {
     ///
     /// It compiles and initialises every plugin, which takes a while: call
     /// it from a blocking thread. A rescan waits until it is done.
-    pub fn reconfigure(&self, mut settings: PluginSettings) -> Result<(), Vec<LoadError>> {
+    pub fn reconfigure(&self, settings: PluginSettings) -> Result<(), Vec<LoadError>> {
+        self.reconfigure_then(settings, |_| Ok::<(), std::convert::Infallible>(()))
+            .map_err(|e| match e {
+                Refused::Plugins(errors) => errors,
+                Refused::Gate(never) => match never {},
+            })
+    }
+
+    /// [`PluginSet::reconfigure`], with a last check: once every plugin has
+    /// accepted its new config, `gate` sees the chain that would serve and
+    /// may still refuse (binding the ports it declares, say); only when it
+    /// answers `Ok` is the new chain swapped in.
+    pub fn reconfigure_then<T, E>(
+        &self,
+        mut settings: PluginSettings,
+        gate: impl FnOnce(&Chain) -> Result<T, E>,
+    ) -> Result<T, Refused<E>> {
         let _rebuild = self.lock_rebuild();
         let current = self.settings.load_full();
         settings.dir = current.dir.clone();
@@ -218,14 +262,15 @@ impl PluginSet {
             }
         }
         if !errors.is_empty() {
-            return Err(errors);
+            return Err(Refused::Plugins(errors));
         }
+        let passed = gate(&Chain::new(ordered(&settings, &fresh))).map_err(Refused::Gate)?;
         #[cfg(test)]
         self.hooks.before_publish();
         self.settings.store(Arc::new(settings));
         *lock(&self.loaded) = fresh;
         self.publish();
-        Ok(())
+        Ok(passed)
     }
 
     fn host_for(&self, name: &str, settings: &PluginSettings) -> Arc<dyn HostApi> {
@@ -267,19 +312,8 @@ impl PluginSet {
 
     fn publish(&self) {
         let settings = self.settings.load();
-        let loaded = lock(&self.loaded);
-        let mut ordered: Vec<Arc<LoadedPlugin>> = settings
-            .order
-            .iter()
-            .filter_map(|n| loaded.get(n).cloned())
-            .collect();
-        ordered.extend(
-            loaded
-                .iter()
-                .filter(|(n, _)| !settings.order.contains(n))
-                .map(|(_, p)| p.clone()),
-        );
-        self.chain.store(Arc::new(Chain::new(ordered)));
+        let chain = Chain::new(ordered(&settings, &lock(&self.loaded)));
+        self.chain.store(Arc::new(chain));
     }
 
     /// Takes the rebuild lock (the `rebuild` field says why).

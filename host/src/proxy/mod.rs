@@ -6,6 +6,7 @@
 
 mod conn;
 mod connect;
+mod listen;
 mod pending;
 pub mod relay;
 mod serve_http;
@@ -15,25 +16,27 @@ mod workers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use turnout_plugin_sdk::Policy;
 use turnout_plugin_sdk::matching::IpList;
 
 pub use crate::metrics::Refusal;
 pub use connect::{ConnectError, connect_any};
+pub(crate) use listen::listening_socket;
+pub use listen::{
+    BindError, Listener, ListenerChange, ListenerPlan, bind, bind_ports, bind_with, declared_ports,
+};
 pub use workers::default_count as default_workers;
 
 use crate::limits::ConnectionTracker;
 use crate::metrics::Metrics;
-use crate::plugins::{Chain, PluginSet};
+use crate::plugins::PluginSet;
 use crate::tls::Terminator;
 
 /// What the connection path needs from the configuration.
@@ -121,13 +124,16 @@ impl Default for Settings {
     }
 }
 
-/// A bound listener and whether clients on it speak TLS first.
-#[derive(Debug)]
-pub struct Listener {
-    /// The socket.
-    pub listener: TcpListener,
-    /// Peek a ClientHello before routing.
-    pub tls: bool,
+/// A proxy whose workers are accepting ([`Proxy::start`]).
+pub struct Serving {
+    accepting: watch::Sender<bool>,
+    workers: workers::Workers,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving").finish_non_exhaustive()
+    }
 }
 
 /// The running proxy's shared state.
@@ -146,6 +152,8 @@ pub struct Proxy {
     tls: ArcSwap<Terminator>,
     /// ACME, when `acme` is configured (set once at start).
     acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
+    /// The listeners open now (a reconfigure opens and closes some).
+    listeners: std::sync::Mutex<listen::Registry>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -174,6 +182,7 @@ impl Proxy {
             metrics,
             tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
             acme: std::sync::OnceLock::new(),
+            listeners: std::sync::Mutex::default(),
         })
     }
 
@@ -207,6 +216,50 @@ impl Proxy {
         self.settings.store(Arc::new(settings));
     }
 
+    fn registry(&self) -> std::sync::MutexGuard<'_, listen::Registry> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds what listening on `ports` at every address in `addrs` adds to
+    /// the listeners open now, changing nothing yet: a reconfigure calls
+    /// this before it commits, so a port that cannot be bound refuses it.
+    /// Plans must be applied (or dropped) one at a time, in order.
+    pub fn plan_listeners(
+        &self,
+        addrs: &[IpAddr],
+        ports: &BTreeMap<u16, bool>,
+    ) -> Result<ListenerPlan, BindError> {
+        self.registry().plan(addrs, ports)
+    }
+
+    /// Applies a plan: new addresses accept on every worker at once, removed
+    /// ones stop accepting (connections already accepted there run on).
+    /// Returns once every worker has closed the removed sockets (or after
+    /// 5 s), so a caller told "removed" finds the port closed.
+    pub async fn apply_listeners(&self, plan: ListenerPlan) -> ListenerChange {
+        let (change, closing) = self.registry().apply(plan);
+        for switch in closing {
+            if tokio::time::timeout(Duration::from_secs(5), switch.closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!("a worker has not closed a removed listener within 5 s");
+            }
+        }
+        for a in &change.added {
+            tracing::info!(listener = %a, "listening");
+        }
+        for a in &change.removed {
+            tracing::info!(listener = %a, "no longer listening; its connections run on");
+        }
+        change
+    }
+
+    /// The addresses listening now.
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        self.registry().addresses()
+    }
+
     /// The counters.
     pub fn tracker(&self) -> &Arc<ConnectionTracker> {
         &self.tracker
@@ -229,10 +282,28 @@ impl Proxy {
         listeners: Vec<Listener>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let (accepting_tx, accepting_rx) = watch::channel(true);
+        let started = self.start(listeners);
+        self.run(started, shutdown).await;
+    }
+
+    /// The first half of [`Proxy::serve`]: the workers start accepting on
+    /// `listeners`. From here on, [`Proxy::plan_listeners`] sees them.
+    pub fn start(self: &Arc<Self>, listeners: Vec<Listener>) -> Serving {
+        let (accepting, accepting_rx) = watch::channel(true);
         let count = self.settings.load().workers.max(1);
         self.metrics.set_workers(count);
-        let mut workers = workers::Workers::start(&self, listeners, count, &accepting_rx);
+        let (workers, channels) = workers::Workers::start(self, count, &accepting_rx);
+        self.registry().start(channels, listeners);
+        Serving { accepting, workers }
+    }
+
+    /// The second half of [`Proxy::serve`]: runs until `shutdown`, then
+    /// drains.
+    pub async fn run(self: Arc<Self>, serving: Serving, shutdown: impl Future<Output = ()>) {
+        let Serving {
+            accepting: accepting_tx,
+            mut workers,
+        } = serving;
         let sweeper = tokio::spawn({
             let tracker = self.tracker.clone();
             let metrics = self.metrics.clone();
@@ -276,229 +347,9 @@ impl Proxy {
     }
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or host is out of
-    // something; accepting again at once would spin.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
-async fn accept_loop(
-    proxy: Arc<Proxy>,
-    l: Listener,
-    worker: usize,
-    mut accepting: watch::Receiver<bool>,
-) {
-    let local = match l.listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "listener has no local address");
-            return;
-        }
-    };
-    // The usual client-socket options, once on the listener (see
-    // `socket::Inherited`); after a reload changes them, connections set
-    // their own.
-    let inherited = {
-        let s = proxy.settings.load();
-        socket::prepare_listener(
-            &l.listener,
-            socket::Inherited {
-                no_delay: s.no_delay,
-                keep_alive: s.default_policy.tcp_keep_alive.map(Duration::from_millis),
-            },
-        )
-    };
-    loop {
-        tokio::select! {
-            r = l.listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    // A listener on a specific address accepts on that
-                    // address: no getsockname per connection.
-                    let local = if local.ip().is_unspecified() {
-                        stream.local_addr().unwrap_or(local)
-                    } else {
-                        local
-                    };
-                    tokio::spawn(conn::handle(proxy.clone(), conn::Accepted { stream, peer, local, tls_port: l.tls, inherited, worker }));
-                }
-                Err(e) if is_resource_exhaustion(&e) => {
-                    tracing::error!(listener = %local, error = %e, "accept failed: out of resources; backing off 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => tracing::warn!(listener = %local, error = %e, "accept failed"),
-            },
-            r = accepting.changed() => {
-                if r.is_err() || !*accepting.borrow() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Every port the chain's plugins declare, and whether it is a TLS port
-/// (declared in any plugin's `tls-ports` or `http-ports`).
-pub fn declared_ports(chain: &Chain) -> BTreeMap<u16, bool> {
-    let mut ports: BTreeMap<u16, bool> = BTreeMap::new();
-    for p in chain.plugins() {
-        let info = p.info();
-        for r in &info.listen {
-            for port in r.from..=r.to {
-                // An HTTP port is read first too: a TLS record there goes
-                // the TLS way (a plugin need not declare it twice).
-                let tls = info.tls_ports.iter().any(|t| t.contains(port))
-                    || info.http_ports.iter().any(|t| t.contains(port));
-                *ports.entry(port).or_default() |= tls;
-            }
-        }
-    }
-    ports
-}
-
-/// Binds every port the chain's plugins declare on every address in
-/// `addrs`.
-pub async fn bind(addrs: &[IpAddr], chain: &Chain) -> Result<Vec<Listener>, BindError> {
-    bind_with(addrs, chain, Vec::new()).await
-}
-
-/// [`bind`], using the caller's own listening sockets for the addresses
-/// they are bound to (a test binds `127.0.0.1:0` and writes the port it got
-/// into the config: no window in which another process takes the port).
-/// A handed-over socket that no declared address matches is an error,
-/// not silently closed.
-pub async fn bind_with(
-    addrs: &[IpAddr],
-    chain: &Chain,
-    given: Vec<std::net::TcpListener>,
-) -> Result<Vec<Listener>, BindError> {
-    bind_ports(addrs, &declared_ports(chain), given).await
-}
-
-/// [`bind_with`] for `ports` (port → clients speak TLS or HTTP first).
-pub async fn bind_ports(
-    addrs: &[IpAddr],
-    ports: &BTreeMap<u16, bool>,
-    mut given: Vec<std::net::TcpListener>,
-) -> Result<Vec<Listener>, BindError> {
-    let mut out = Vec::new();
-    for ip in addrs {
-        for (&port, &tls) in ports {
-            let addr = SocketAddr::new(*ip, port);
-            let own = given
-                .iter()
-                .position(|l| l.local_addr().ok() == Some(addr))
-                .map(|i| given.swap_remove(i));
-            let listener = match own {
-                Some(l) => l
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpListener::from_std(l)),
-                None => listen(addr),
-            }
-            .map_err(|e| BindError { addr, source: e })?;
-            out.push(Listener { listener, tls });
-        }
-    }
-    if let Some(extra) = given.first() {
-        let addr = extra
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
-        return Err(BindError {
-            addr,
-            source: io::Error::other(
-                "a listener was handed over for this address, but no route listens on it",
-            ),
-        });
-    }
-    Ok(out)
-}
-
-/// A listening socket on `addr`, in a `SO_REUSEPORT` group so that every
-/// worker can have its own (see `workers.rs`). IPv6 sockets are IPv6-only,
-/// so `bind: ["0.0.0.0", "::"]` gets both families instead of the second
-/// bind failing with "address in use" (Linux makes `::` dual-stack by
-/// default).
-pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    // `SO_REUSEPORT` would also let this bind join a group another process
-    // of the same user listens on — a second proxy would quietly take half
-    // the connections. A plain bind first fails with "address in use" as
-    // it always did; it also resolves port 0.
-    let probe = socket_for(addr, false)?;
-    probe.bind(&addr.into())?;
-    let addr = probe
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
-    drop(probe);
-    TcpListener::from_std(listening_socket(addr, true)?)
-}
-
-/// A bound, listening, non-blocking socket on `addr`.
-pub(crate) fn listening_socket(
-    addr: SocketAddr,
-    reuse_port: bool,
-) -> io::Result<std::net::TcpListener> {
-    let socket = socket_for(addr, reuse_port)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
-fn socket_for(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Restarts must not wait for TIME_WAIT sockets of the previous run.
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-/// A listener could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}{}", hint(source, addr))]
-pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// The OS error.
-    pub source: io::Error,
-}
-
-fn hint(e: &io::Error, addr: &SocketAddr) -> String {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => {
-            format!(
-                " (another process is listening there; `ss -ltnp 'sport = :{}'` shows which)",
-                addr.port()
-            )
-        }
-        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which turnout)`, or use a port >= 1024)".to_owned()
-        }
-        _ => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use turnout_plugin_sdk::KeepAliveTreatment;
-
-    /// `bind: ["0.0.0.0", "::"]` on one port: both bind, and an IPv6
-    /// client reaches the IPv6 listener.
-    #[tokio::test]
-    async fn ipv4_and_ipv6_wildcards_bind_the_same_port() {
-        let v4 = super::listen("0.0.0.0:0".parse().unwrap()).unwrap();
-        let port = v4.local_addr().unwrap().port();
-        let v6 = super::listen(std::net::SocketAddr::new("::".parse().unwrap(), port))
-            .expect("IPv6-only, so no clash with the IPv4 wildcard");
-        let client = tokio::net::TcpStream::connect(("::1", port)).await.unwrap();
-        let (_, peer) = v6.accept().await.unwrap();
-        assert_eq!(peer, client.local_addr().unwrap());
-    }
 
     #[test]
     fn the_fallback_policy_applies_the_keep_alive_treatment() {

@@ -22,14 +22,10 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Listener, Proxy, accept_loop};
-
-/// The listeners one worker accepts on.
-struct Share {
-    listeners: Vec<(std::net::TcpListener, bool)>,
-}
+use super::Proxy;
+use super::listen::{Incoming, accept_loop};
 
 /// The running workers, as the control side sees them.
 pub(super) struct Workers {
@@ -49,49 +45,32 @@ pub fn default_count() -> usize {
 }
 
 impl Workers {
-    /// Starts `count` workers over `listeners` (each worker gets every
-    /// listener). A worker whose thread or runtime cannot be made runs on
-    /// the calling runtime instead, with an error logged: the proxy serves
-    /// slower rather than not at all.
+    /// Starts `count` workers, and returns with them one channel per
+    /// worker on which it receives its own socket for each listener to
+    /// accept on (see `listen::Registry`). A worker whose thread or runtime
+    /// cannot be made runs on the calling runtime instead, with an error
+    /// logged: the proxy serves slower rather than not at all.
     pub(super) fn start(
         proxy: &Arc<Proxy>,
-        listeners: Vec<Listener>,
         count: usize,
         accepting: &watch::Receiver<bool>,
-    ) -> Workers {
+    ) -> (Workers, Vec<mpsc::UnboundedSender<Incoming>>) {
         let count = count.max(1);
         let (finish, finish_rx) = watch::channel(false);
-        let mut shares: Vec<Share> = (0..count)
-            .map(|_| Share {
-                listeners: Vec::new(),
-            })
-            .collect();
-        for l in listeners {
-            let tls = l.tls;
-            let first = match l.listener.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot hand a listener to the workers; it is closed");
-                    continue;
-                }
-            };
-            let copies = copies(&first, count - 1);
-            shares[0].listeners.push((first, tls));
-            for (share, copy) in shares[1..].iter_mut().zip(copies) {
-                share.listeners.push((copy, tls));
-            }
-        }
         let mut stopped_accepting = Vec::with_capacity(count);
         let mut exited = Vec::with_capacity(count);
-        for (i, share) in shares.into_iter().enumerate() {
+        let mut channels = Vec::with_capacity(count);
+        for i in 0..count {
             let (stopped_tx, stopped_rx) = oneshot::channel();
             let (exit_tx, exit_rx) = oneshot::channel();
+            let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
             stopped_accepting.push(stopped_rx);
             exited.push(exit_rx);
+            channels.push(incoming_tx);
             let work = run(
                 proxy.clone(),
                 i,
-                share,
+                incoming_rx,
                 accepting.clone(),
                 finish_rx.clone(),
                 stopped_tx,
@@ -106,11 +85,12 @@ impl Workers {
                 });
             }
         }
-        Workers {
+        let workers = Workers {
             stopped_accepting,
             exited,
             finish,
-        }
+        };
+        (workers, channels)
     }
 
     /// Waits until every worker has stopped accepting.
@@ -170,33 +150,30 @@ fn spawn_thread(
     }
 }
 
-/// One worker: accept on its listeners until told to stop, report that,
-/// then keep running its connections until the drain is over.
+/// One worker: accept on the listeners it is handed (at start and by
+/// reconfigures) until told to stop, report that, then keep running its
+/// connections until the drain is over.
 fn run(
     proxy: Arc<Proxy>,
     index: usize,
-    share: Share,
-    accepting: watch::Receiver<bool>,
+    mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    mut accepting: watch::Receiver<bool>,
     mut finish: watch::Receiver<bool>,
     stopped_accepting: oneshot::Sender<()>,
 ) -> Work {
     Box::pin(async move {
         let mut loops = tokio::task::JoinSet::new();
-        for (std, tls) in share.listeners {
-            // Registers with this worker's runtime: the reason the listener
-            // travels as a std socket.
-            match tokio::net::TcpListener::from_std(std) {
-                Ok(listener) => {
-                    loops.spawn(accept_loop(
-                        proxy.clone(),
-                        Listener { listener, tls },
-                        index,
-                        accepting.clone(),
-                    ));
+        let stop = accepting.clone();
+        loop {
+            tokio::select! {
+                Some(l) = incoming.recv() => {
+                    loops.spawn(accept_loop(proxy.clone(), l, index, stop.clone()));
                 }
-                Err(e) => tracing::error!(error = %e, "a worker cannot accept on a listener"),
+                Some(_) = loops.join_next() => {}
+                _ = accepting.wait_for(|open| !*open) => break,
             }
         }
+        // Each loop takes what is queued on its socket before it ends.
         while loops.join_next().await.is_some() {}
         let _ = stopped_accepting.send(());
         let _ = finish.wait_for(|done| *done).await;
@@ -207,7 +184,7 @@ fn run(
 /// `SO_REUSEPORT` on `first`: siblings in its group, so the kernel picks
 /// one worker per connection. Otherwise (or if a sibling cannot be bound):
 /// duplicates of `first`'s descriptor.
-fn copies(first: &std::net::TcpListener, n: usize) -> Vec<std::net::TcpListener> {
+pub(super) fn copies(first: &std::net::TcpListener, n: usize) -> Vec<std::net::TcpListener> {
     let reuse_port = socket2::SockRef::from(first).reuse_port().unwrap_or(false);
     let addr = first.local_addr();
     (0..n)
@@ -258,7 +235,7 @@ mod tests {
     /// one of two sockets has odds of 2⁻⁶³).
     #[tokio::test]
     async fn siblings_of_a_reuseport_listener_share_the_connections() {
-        let first = crate::proxy::listen("127.0.0.1:0".parse().unwrap())
+        let first = crate::proxy::listen::listen("127.0.0.1:0".parse().unwrap())
             .unwrap()
             .into_std()
             .unwrap();
@@ -304,9 +281,9 @@ mod tests {
             .build()
             .unwrap();
         let _guard = rt.enter();
-        let first = crate::proxy::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let first = crate::proxy::listen::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = first.local_addr().unwrap();
-        let second = crate::proxy::listen(addr).expect_err("port is taken");
+        let second = crate::proxy::listen::listen(addr).expect_err("port is taken");
         assert_eq!(second.kind(), ErrorKind::AddrInUse, "{second}");
     }
 }

@@ -224,7 +224,9 @@ pub(crate) fn parse(config: &str) -> Result<Parsed> {
     })
 }
 
-/// Reads `routes` element by element, checking each as it arrives.
+/// Reads `routes` element by element, checking each as it arrives. Every
+/// route is checked: the error lists each bad route's problem, one
+/// `routes[i]…: message` per line, so one run shows them all.
 fn route_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Route>, D::Error> {
     struct List;
     impl<'de> Visitor<'de> for List {
@@ -234,11 +236,20 @@ fn route_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Route>, D::Error> {
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Route>, A::Error> {
             let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            let mut problems: Vec<String> = Vec::new();
+            let mut i = 0;
             while let Some(v) = seq.next_element::<Value>()? {
-                let route = parse_route(out.len(), &v).map_err(|e| A::Error::custom(e.0))?;
-                out.push(route);
+                match parse_route(i, &v) {
+                    Ok(route) => out.push(route),
+                    Err(e) => problems.push(e.0),
+                }
+                i += 1;
             }
-            Ok(out)
+            if problems.is_empty() {
+                Ok(out)
+            } else {
+                Err(A::Error::custom(problems.join("\n")))
+            }
         }
     }
     d.deserialize_seq(List)

@@ -258,6 +258,13 @@ pub(crate) fn bad_configs(init: Init<'_>) {
             r#"{"routes": [], "sendProxyProtocol": 1}"#.to_owned(),
             "sendProxyProtocol: must be true, false",
         ),
+        // Every bad route is named, one per line, the good ones skipped.
+        (
+            format!(
+                r#"{{"routes": [{{"match": {{"ports": 0}}}}, {OK}, {{"match": {{"ports": 1}}, "action": {{"type": "teleport"}}}}]}}"#
+            ),
+            "routes[0].match.ports: port 0 is out of range 1-65535\nroutes[2].action.type:",
+        ),
     ];
     for (config, text) in &cases {
         match init(config) {
