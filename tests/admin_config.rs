@@ -187,17 +187,58 @@ fn load(port: u16, stop: Arc<AtomicU64>) -> tokio::task::JoinHandle<(u64, u64)> 
     })
 }
 
+/// A TLS passthrough route for `held.test` on `port`.
+fn passthrough(port: u16, backend: SocketAddr) -> Value {
+    json!({
+        "name": "tls",
+        "match": { "ports": port, "domains": ["held.test"] },
+        "action": { "type": "forward", "tls": { "mode": "passthrough" },
+                    "targets": [{ "host": "127.0.0.1", "port": backend.port() }] }
+    })
+}
+
+/// A TLS session with the backend behind a passthrough route, greeted.
+async fn tls_session(port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(turnout_tests::l4::client_config());
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("held.test").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut hi = [0u8; 3];
+    tokio::time::timeout(STEP, tls.read_exact(&mut hi))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&hi, b"hi!");
+    tls
+}
+
+async fn tls_echoes(s: &mut tokio_rustls::client::TlsStream<TcpStream>, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(STEP, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
 #[tokio::test]
 async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     let (one, two) = (tagged("one").await, tagged("two").await);
+    let secure = turnout_tests::l4::tls_backend("held.test", "hi!").await;
     let mut ports = Ports::default();
-    let port = ports.take();
-    let app =
-        RunningApp::start_with(&config(&[route("a", port, one)], admin_with_token()), ports).await;
+    let (port, tport) = (ports.take(), ports.take());
+    let tls = passthrough(tport, secure);
+    let app = RunningApp::start_with(
+        &config(&[route("a", port, one), tls.clone()], admin_with_token()),
+        ports,
+    )
+    .await;
     let admin = app.admin.unwrap();
-    // A connection held across every update.
+    // Connections held across every update: plain and TLS passthrough.
     let (mut held, tag) = greeting(port).await.unwrap();
     assert_eq!(tag, "one");
+    let mut held_tls = tls_session(tport).await;
     let stop = Arc::new(AtomicU64::new(0));
     let loaders: Vec<_> = (0..4).map(|_| load(port, stop.clone())).collect();
 
@@ -206,7 +247,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     let a = put(
         admin,
         "/api/routes",
-        &json!([route("a", port, one), route("b", extra, two)]),
+        &json!([route("a", port, one), tls.clone(), route("b", extra, two)]),
         &[BEARER],
     )
     .await;
@@ -219,21 +260,23 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     );
     assert_eq!(greets(extra).await, "two");
     echoes(&mut held, b"after update 1").await;
+    tls_echoes(&mut held_tls, b"after update 1").await;
     let (mut on_extra, _) = greeting(extra).await.unwrap();
 
     // 2: route a moves to the other backend, in the {"routes": …} form.
-    let body = json!({"routes": [route("a", port, two), route("b", extra, two)]});
+    let body = json!({"routes": [route("a", port, two), tls.clone(), route("b", extra, two)]});
     let a = put(admin, "/api/routes", &body, &[BEARER]).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["routes"]["changed"], json!(["a"]));
     assert_eq!(greets(port).await, "two");
     echoes(&mut held, b"after update 2").await;
+    tls_echoes(&mut held_tls, b"after update 2").await;
 
     // 3: route b goes: its port stops accepting, its connection runs on.
     let a = put(
         admin,
         "/api/routes",
-        &json!([route("a", port, two)]),
+        &json!([route("a", port, two), tls.clone()]),
         &[BEARER],
     )
     .await;
@@ -251,6 +294,9 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     );
     echoes(&mut on_extra, b"still here").await;
     echoes(&mut held, b"after update 3").await;
+    tls_echoes(&mut held_tls, b"after update 3").await;
+    // New TLS sessions still pass through.
+    drop(tls_session(tport).await);
 
     stop.store(1, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
@@ -267,7 +313,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
         metrics.contains(r#"turnout_config_changes_total{source="api",result="applied"} 3"#),
         "{metrics}"
     );
-    drop((held, on_extra));
+    drop((held, on_extra, held_tls));
     app.stop().await;
 }
 

@@ -160,10 +160,11 @@ fn refuse_unauthorized(
             "the write endpoints are off: set admin.token (or admin.tokenFile) in the config to turn them on",
         ));
     };
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+    let given = req.headers().get(AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+    });
     let unauthorized = |message: &str| {
         tracing::warn!(path = req.uri().path(), "admin API: {message}");
         let mut r = error(StatusCode::UNAUTHORIZED, message);

@@ -218,7 +218,7 @@ impl Reconfigure {
         })
         .await?;
         outcome.map_err(|e| match e {
-            Refused::Plugins(errors) => Refusal::Invalid(plugin_problems(errors)),
+            Refused::Plugins(errors) => Refusal::Invalid(plugin_problems(errors, config)),
             Refused::Gate(refusal) => refusal,
         })
     }
@@ -311,12 +311,19 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Plugin load errors as config problems. A plugin's init error lists its
-/// problems one `key.path: message` per line (the SDK's config helpers);
-/// those keep their path, the rest are named by the plugin.
-fn plugin_problems(errors: Vec<LoadError>) -> Vec<ConfigError> {
+/// problems one `key.path: message` per line (the SDK's config helpers),
+/// relative to the config it was given: the document itself for the
+/// embedded plugins (`routes[2].match.ports`), `plugins.config.NAME` when
+/// that is set. Lines without a path are named by the plugin.
+fn plugin_problems(errors: Vec<LoadError>, config: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
     for e in errors {
         let plugin = e.plugin().unwrap_or("plugins").to_owned();
+        let base = if config.plugins.config.contains_key(&plugin) {
+            format!("plugins.config.{plugin}.")
+        } else {
+            String::new()
+        };
         let lines: Vec<String> = match &e {
             LoadError::Init { failure, .. } => failure.message.lines().map(str::to_owned).collect(),
             other => vec![other.to_string()],
@@ -329,9 +336,10 @@ fn plugin_problems(errors: Vec<LoadError>) -> Vec<ConfigError> {
                         .all(|c| c.is_ascii_alphanumeric() || "._[]-".contains(c))
             });
             out.push(match keyed {
-                Some((path, message)) => {
-                    ConfigError::new(path, format!("{message} (plugin {plugin:?})"))
-                }
+                Some((path, message)) => ConfigError::new(
+                    format!("{base}{path}"),
+                    format!("{message} (plugin {plugin:?})"),
+                ),
                 None => ConfigError::new(format!("plugins.config.{plugin}"), line),
             });
         }
