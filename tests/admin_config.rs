@@ -99,6 +99,31 @@ async fn put(admin: SocketAddr, path: &str, body: &Value, headers: &[(&str, &str
     admin_call(admin, "PUT", path, headers, &body.to_string()).await
 }
 
+/// The proxy with route `a` on a port of its own to `backend`, and a
+/// token: (the app, its admin API, the port).
+async fn one_route(backend: SocketAddr) -> (RunningApp, SocketAddr, u16) {
+    let mut ports = Ports::default();
+    let port = ports.take();
+    let app = RunningApp::start_with(
+        &config(&[route("a", port, backend)], admin_with_token()),
+        ports,
+    )
+    .await;
+    let admin = app.admin.unwrap();
+    (app, admin, port)
+}
+
+/// `turnout_config_changes_total` from the admin API's source with `result`.
+async fn api_changes(admin: SocketAddr, result: &str) -> u64 {
+    let (_, metrics) = turnout_tests::app::admin_request(admin, "GET", "/metrics").await;
+    let series = format!(r#"turnout_config_changes_total{{source="api",result="{result}"}} "#);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
+
 async fn get_config(admin: SocketAddr) -> AdminAnswer {
     let a = admin_call(admin, "GET", "/api/config", &[], "").await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -307,12 +332,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     }
     assert_eq!(failed, 0, "{ok} connections succeeded, {failed} failed");
     assert!(ok > 0);
-    // Counted.
-    let (_, metrics) = turnout_tests::app::admin_request(admin, "GET", "/metrics").await;
-    assert!(
-        metrics.contains(r#"turnout_config_changes_total{source="api",result="applied"} 3"#),
-        "{metrics}"
-    );
+    assert_eq!(api_changes(admin, "applied").await, 3);
     drop((held, on_extra, held_tls));
     app.stop().await;
 }
@@ -320,11 +340,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
 #[tokio::test]
 async fn a_bad_body_is_refused_with_every_problem_and_nothing_changes() {
     let one = tagged("one").await;
-    let mut ports = Ports::default();
-    let port = ports.take();
-    let app =
-        RunningApp::start_with(&config(&[route("a", port, one)], admin_with_token()), ports).await;
-    let admin = app.admin.unwrap();
+    let (app, admin, port) = one_route(one).await;
     let before = get_config(admin).await;
 
     // The routes plugin's problems, each with its key path.
@@ -395,23 +411,15 @@ async fn a_bad_body_is_refused_with_every_problem_and_nothing_changes() {
     assert_eq!(after.body, before.body);
     assert_eq!(after.header("etag"), before.header("etag"));
     assert_eq!(greets(port).await, "one");
-    let (_, metrics) = turnout_tests::app::admin_request(admin, "GET", "/metrics").await;
-    assert!(
-        metrics.contains(r#"turnout_config_changes_total{source="api",result="refused"} 4"#)
-            && metrics.contains(r#"turnout_config_changes_total{source="api",result="applied"} 0"#),
-        "{metrics}"
-    );
+    assert_eq!(api_changes(admin, "refused").await, 4);
+    assert_eq!(api_changes(admin, "applied").await, 0);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_writer_behind_another_gets_409() {
     let one = tagged("one").await;
-    let mut ports = Ports::default();
-    let port = ports.take();
-    let app =
-        RunningApp::start_with(&config(&[route("a", port, one)], admin_with_token()), ports).await;
-    let admin = app.admin.unwrap();
+    let (app, admin, port) = one_route(one).await;
     let v1 = get_config(admin).await.header("etag").unwrap().to_owned();
     let list = json!([
         route("a", port, one),
@@ -447,11 +455,7 @@ async fn a_writer_behind_another_gets_409() {
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let (_, metrics) = turnout_tests::app::admin_request(admin, "GET", "/metrics").await;
-    assert!(
-        metrics.contains(r#"turnout_config_changes_total{source="api",result="conflict"} 1"#),
-        "{metrics}"
-    );
+    assert_eq!(api_changes(admin, "conflict").await, 1);
     app.stop().await;
 }
 
