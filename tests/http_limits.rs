@@ -159,6 +159,11 @@ async fn slow_and_malformed_clients_get_408_400_414_431_and_others_are_served() 
     let answer = raw(port, b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     assert_eq!(up.requests.load(Ordering::Relaxed), before);
+    // The same behind empty lines, which hyper skips before a request
+    // line (found by the `http_head` fuzz target).
+    let answer = raw(port, b"\r\n\nPOST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert_eq!(up.requests.load(Ordering::Relaxed), before);
     // Oversized head, overlong target.
     let big = format!(
         "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",

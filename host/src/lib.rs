@@ -14,6 +14,8 @@
 //!   terminated connections (through [`tls`]).
 //! * `testing` — run a plugin's SDK harness tests against its `.wasm`
 //!   (cargo feature `testing`, for tests; not in the binary).
+//! * `fuzzing` — entry points for the fuzz targets in `fuzz/` (cargo
+//!   feature `fuzzing`; not in the binary).
 //! * [`tls`] — TLS termination: certificates by SNI, handshakes, the
 //!   client side of re-encryption.
 //! * [`watch`] — files picked up once unchanged over two scans.
@@ -22,6 +24,8 @@ pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod limits;
 pub mod metrics;

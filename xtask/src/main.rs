@@ -10,9 +10,12 @@
 //! * `new-plugin`, `build-plugin` — scaffold and build one plugin crate
 //!   (`scaffold.rs`).
 //! * `bench` — the load benchmark against HAProxy and nginx (`bench/`).
+//! * `fuzz` — the libFuzzer targets in `fuzz/` on the stable toolchain
+//!   (`fuzz.rs`).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod scaffold;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ fn task() -> Result<()> {
         Some("build-plugins") => build_plugins().map(|_| ()),
         Some("demo") => demo::demo(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("new-plugin") => scaffold::new_plugin(&args[1..]),
         Some("build-plugin") => scaffold::build_plugin(&args[1..]),
         Some("check-new-plugin") => scaffold::check(),
@@ -50,6 +54,8 @@ fn task() -> Result<()> {
                  build-plugins   build every plugin crate for wasm32-wasip2\n  \
                  bench [--quick] [--scenario NAME] …\n                  \
                  load benchmark against HAProxy and nginx → benches/results/\n  \
+                 fuzz [TARGET…] [--time S | --runs N]\n                  \
+                 run the fuzz targets (default: all, 60 s each) on the stable toolchain\n  \
                  demo [--release] [--check]\n                  \
                  run the proxy on examples/configs/quickstart.json with demo backends\n  \
                  new-plugin NAME [--dir PATH]\n                  \

@@ -424,6 +424,11 @@ pub fn parse(text: &str, format: Format) -> Result<Config, ConfigErrors> {
     parse_inner(text, format, "(config)", None).map(|(config, _)| config)
 }
 
+/// [`parse`], with the document as written.
+pub fn parse_with_document(text: &str, format: Format) -> Result<(Config, Value), ConfigErrors> {
+    parse_inner(text, format, "(config)", None)
+}
+
 /// `doc` names the whole document in errors that have no key path.
 fn parse_inner(
     text: &str,

@@ -15,6 +15,8 @@
 //! A connection reaches this module from `proxy` at its routing verdict;
 //! nothing here knows about the L4 path.
 
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod headers;
 mod respond;
 mod service;

@@ -200,7 +200,7 @@ async fn answer(
 /// What the host refuses before any plugin sees the request. (A head
 /// framed both ways never gets here: hyper drops its `Content-Length`, so
 /// `timers::HeadScan` finds it in the bytes.)
-fn check(req: &Request<Incoming>) -> Option<StatusCode> {
+pub(crate) fn check<B>(req: &Request<B>) -> Option<StatusCode> {
     // Two Hosts: a plugin would route on one, a backend might serve the other.
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
         return Some(StatusCode::BAD_REQUEST);
@@ -216,7 +216,7 @@ fn check(req: &Request<Incoming>) -> Option<StatusCode> {
 }
 
 /// `:authority` / absolute-form authority, else `Host`; lower-cased.
-fn authority(req: &Request<Incoming>) -> Option<String> {
+pub(crate) fn authority<B>(req: &Request<B>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_ascii_lowercase());
     }

@@ -13,11 +13,13 @@ mod cache;
 pub mod chain;
 pub mod engine;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod host_api;
 pub mod loaded;
 mod metrics;
 pub mod registry;
-mod request;
+pub(crate) mod request;
 mod validate;
 
 pub use chain::{Admission, Approval, Chain, Routing};
