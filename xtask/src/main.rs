@@ -2,7 +2,8 @@
 //! Rust toolchain needs no other setup.
 //!
 //! * `test` — installs the `wasm32-wasip2` target if missing, checks
-//!   formatting and clippy, builds every plugin for wasm, runs every test.
+//!   formatting and clippy, builds every plugin for wasm, runs every test,
+//!   and every fuzz target for a few seconds.
 //! * `build-plugins` — builds the default plugins, example plugins and test
 //!   fixtures for `wasm32-wasip2` into `target/wasm`.
 //! * `demo` — the proxy on the quickstart config with local backends
@@ -209,6 +210,11 @@ fn test() -> Result<()> {
     }
     // A plugin scaffolded outside the workspace builds and passes its tests.
     scaffold::check()?;
+    // Every fuzz target over its seeds and a few seconds of new inputs, so
+    // a broken harness (or a regression a seed holds) fails here; the long
+    // runs are `cargo xtask fuzz`.
+    step("fuzz targets, briefly");
+    fuzz::run_targets(&fuzz::TARGETS, fuzz::Budget::Time(5))?;
     eprintln!("\nall checks passed");
     Ok(())
 }
