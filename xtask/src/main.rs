@@ -13,6 +13,8 @@
 //! * `bench` — the load benchmark against HAProxy and nginx (`bench/`).
 //! * `fuzz` — the libFuzzer targets in `fuzz/` on the stable toolchain
 //!   (`fuzz.rs`).
+//! * `soak` — a long mixed load with reconfigures, then leak checks
+//!   (`bench/soak.rs`).
 
 mod bench;
 mod demo;
@@ -44,6 +46,7 @@ fn task() -> Result<()> {
         Some("demo") => demo::demo(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("soak") => bench::soak(&args[1..]),
         Some("new-plugin") => scaffold::new_plugin(&args[1..]),
         Some("build-plugin") => scaffold::build_plugin(&args[1..]),
         Some("check-new-plugin") => scaffold::check(),
@@ -55,6 +58,8 @@ fn task() -> Result<()> {
                  build-plugins   build every plugin crate for wasm32-wasip2\n  \
                  bench [--quick] [--scenario NAME] …\n                  \
                  load benchmark against HAProxy and nginx → benches/results/\n  \
+                 soak [--minutes N] [--no-build]\n                  \
+                 mixed load + a reconfigure every minute, then leak checks → benches/results/\n  \
                  fuzz [TARGET…] [--time S | --runs N]\n                  \
                  run the fuzz targets (default: all, 60 s each) on the stable toolchain\n  \
                  demo [--release] [--check]\n                  \

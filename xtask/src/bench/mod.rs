@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::{cargo, root, run, step};
+pub(crate) use soak::soak;
 
 mod http;
 mod options;
@@ -49,6 +50,7 @@ mod peers;
 mod procs;
 mod report;
 mod scenario;
+mod soak;
 mod ws;
 
 use options::{Load, Options};

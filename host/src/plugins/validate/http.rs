@@ -91,11 +91,17 @@ pub(crate) fn request(d: &RequestDecision, upstreams: usize) -> Result<(), Strin
                     "forward to upstream {id}, but the plugin declared {upstreams}"
                 ));
             }
+            // The request line is rebuilt around it: it must be what the
+            // http crate takes as a path (found by the
+            // `plugin_answers` fuzz target), or the request would fail as if
+            // the backend had refused it.
             if let Some(path) = &f.path
-                && (!path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f))
+                && (!path.starts_with('/')
+                    || path.bytes().any(|b| b <= b' ' || b == 0x7f)
+                    || path.parse::<http::uri::PathAndQuery>().is_err())
             {
                 return Err(format!(
-                    "forward path {path:?} is not an absolute path without spaces or controls"
+                    "forward path {path:?} is not an absolute path without spaces, controls or characters a request target cannot carry (percent-encode them)"
                 ));
             }
             edits("forward request edit", &f.request_edits)?;

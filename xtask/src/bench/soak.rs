@@ -1,0 +1,792 @@
+//! `cargo xtask soak [--minutes N] [--no-build]`: Turnout (release) under
+//! a mixed load for N minutes (default 30) while it is reconfigured every
+//! minute, then checked for what a long run gets wrong — not CI (it takes
+//! the minutes it is given).
+//!
+//! The load, all at once, each kind looping in bounded batches:
+//! new passthrough TLS connections; long-lived passthrough connections
+//! (held two minutes, then replaced); HTTP/1.1 keep-alive requests and
+//! WebSocket echoes on terminated TLS; HTTP/2 requests (`h2load`, from
+//! Debian's `nghttp2-client`); clients that vanish mid-request (half a
+//! request head, half a ClientHello, then a close); requests to a backend
+//! that resets every connection (502 expected) and to one that never
+//! answers (504 expected).
+//!
+//! Every minute: SIGHUP, the plugin file replaced (a new version loads),
+//! the certificate rewritten (the watcher reloads it).
+//!
+//! Pass: no failure where success was expected, every connection, request
+//! and WebSocket counter back to 0 at the end, RSS flat after warm-up (the
+//! slope over the second half), no file-descriptor growth, the plugin
+//! instances bounded. The report goes to
+//! `benches/results/YYYY-MM-DD-HHMM-soak.md`.
+
+use std::io::{Read, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::parse_report;
+use super::peers::turnout_config;
+use super::procs::{Proc, command, free_port, output, rss_kib};
+use crate::{cargo, root, run, step};
+
+/// One kind of load: batches run, and what failed that should not have.
+#[derive(Default)]
+struct Tally {
+    batches: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// The first failure, for the report.
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn fail(&self, n: u64, what: String) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(what);
+    }
+}
+
+/// A sample of the proxy's state.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    secs: f64,
+    rss_mib: f64,
+    fds: usize,
+    active: f64,
+    instances: f64,
+}
+
+pub(crate) fn soak(args: &[String]) -> Result<()> {
+    let mut minutes = 30u64;
+    let mut build = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--minutes" => {
+                minutes = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&m| m > 0)
+                    .context("--minutes needs a whole number above 0")?;
+            }
+            "--no-build" => build = false,
+            other => bail!(
+                "unknown argument {other:?}; usage: cargo xtask soak [--minutes N] [--no-build]"
+            ),
+        }
+    }
+    if build {
+        step("building turnout and turnout-loadgen (release), and the plugins");
+        run(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "turnout",
+            "-p",
+            "turnout-benches",
+            "--bins",
+        ]))?;
+        crate::build_plugins()?;
+    }
+    ensure_h2load();
+    let bin = root().join("target/release");
+    let dir = std::env::temp_dir().join(format!("turnout-soak-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("plugins"))?;
+    let outcome = Soak::start(&bin, &dir)?.run(Duration::from_secs(minutes * 60));
+    eprintln!("    configs and logs in {}", dir.display());
+    let (markdown, passed) = outcome?;
+    let stamp = output(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
+    let path = root().join(format!("benches/results/{}-soak.md", stamp.trim()));
+    std::fs::write(&path, &markdown)?;
+    eprintln!("\n{markdown}\nwritten to {}", path.display());
+    if !passed {
+        bail!("the soak failed: see {}", path.display());
+    }
+    Ok(())
+}
+
+fn ensure_h2load() {
+    if Command::new("h2load").arg("--version").output().is_ok() {
+        return;
+    }
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "nghttp2-client"])
+        .stdout(Stdio::null())
+        .status();
+}
+
+struct Soak {
+    bin: PathBuf,
+    dir: PathBuf,
+    _backend: Proc,
+    turnout: Proc,
+    admin: SocketAddr,
+    /// Passthrough, terminated (SNI), terminated (no SNI: h2load), plain HTTP.
+    ports: [u16; 4],
+    stop: Arc<AtomicBool>,
+}
+
+const ECHO: &str = "echo.bench.test";
+const WEB: &str = "web.bench.test";
+
+impl Soak {
+    fn start(bin: &Path, dir: &Path) -> Result<Soak> {
+        step("starting the backends");
+        let backend = Proc::spawn(
+            "backend",
+            command(
+                &bin.join("turnout-loadgen"),
+                &["backend".into(), "--until-stdin-closes".into()],
+            ),
+            Some(dir.join("backend.log")),
+        )?;
+        let ready = backend
+            .lines
+            .as_ref()
+            .context("backend stdout")?
+            .expect("ready", Duration::from_secs(30))?;
+        let r = parse_report(&ready);
+        let addr = |k: &str| -> Result<SocketAddr> {
+            r.get(k)
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| anyhow!("backend said {ready:?}"))
+        };
+        let (tls_echo, http, ws) = (addr("tls")?, addr("http")?, addr("ws")?);
+        let (reset, stall) = (resetting_backend()?, stalling_backend()?);
+        rotate_cert(bin, dir)?;
+        install_plugin(dir)?;
+        let ports = [free_port()?, free_port()?, free_port()?, free_port()?];
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let config = config(dir, ports, admin, [tls_echo, http, ws, reset, stall]);
+        std::fs::write(dir.join("turnout.json"), config)?;
+        step("starting turnout");
+        let mut cmd = command(
+            &bin.join("turnout"),
+            &[
+                "run".into(),
+                "-c".into(),
+                dir.join("turnout.json").display().to_string(),
+            ],
+        );
+        cmd.env("RUST_LOG", "warn");
+        let turnout = Proc::spawn("turnout", cmd, Some(dir.join("turnout.log")))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while get(admin, "/readyz").is_err() {
+            if Instant::now() > deadline {
+                bail!("turnout did not become ready: {}", turnout.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Soak {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            _backend: backend,
+            turnout,
+            admin,
+            ports,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn run(mut self, length: Duration) -> Result<(String, bool)> {
+        step(&format!("soaking for {} min", length.as_secs() / 60));
+        let started = Instant::now();
+        let loads = self.spawn_loads();
+        let pid = self.turnout.child.id();
+        let mut samples = Vec::new();
+        let mut next_change = started + Duration::from_secs(60);
+        let mut changes = 0u32;
+        while started.elapsed() < length {
+            std::thread::sleep(Duration::from_secs(5));
+            if let Ok(s) = self.sample(pid, started) {
+                samples.push(s);
+            }
+            if Instant::now() >= next_change {
+                self.reconfigure(pid)?;
+                changes += 1;
+                next_change += Duration::from_secs(60);
+                eprintln!(
+                    "    {:>4.0} s: reconfigured ({changes}); last sample {:?}",
+                    started.elapsed().as_secs_f64(),
+                    samples.last()
+                );
+            }
+            if let Ok(Some(status)) = self.turnout.child.try_wait() {
+                bail!(
+                    "turnout exited during the soak ({status}): {}",
+                    self.turnout.log_tail()
+                );
+            }
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        step("stopping the load and waiting for every counter to reach 0");
+        let tallies: Vec<(&str, Arc<Tally>)> = loads
+            .into_iter()
+            .map(|(name, tally, handle)| {
+                let _ = handle.join();
+                (name, tally)
+            })
+            .collect();
+        let drained = self.wait_idle(Duration::from_secs(60));
+        let end = self.sample(pid, started)?;
+        samples.push(end);
+        Ok(self.report(length, &samples, &tallies, drained, changes))
+    }
+
+    fn spawn_loads(&self) -> Vec<(&'static str, Arc<Tally>, std::thread::JoinHandle<()>)> {
+        let [pass, term, h2, plain] = self.ports;
+        let lg = self.bin.join("turnout-loadgen");
+        let target = |port: u16, sni: &str| {
+            vec![
+                "--target".to_owned(),
+                format!("127.0.0.1:{port}"),
+                "--sni".to_owned(),
+                sni.to_owned(),
+            ]
+        };
+        let with = |mode: &str, t: Vec<String>, rest: &[&str]| {
+            let mut a = vec![mode.to_owned()];
+            a.extend(t);
+            a.extend(rest.iter().map(|s| (*s).to_owned()));
+            a
+        };
+        let loadgen_kinds: Vec<(&'static str, Vec<String>, &'static str)> = vec![
+            (
+                "passthrough, new connections",
+                with(
+                    "tls-conns",
+                    target(pass, ECHO),
+                    &["--conns", "3000", "--concurrency", "8", "--max-secs", "120"],
+                ),
+                "ok",
+            ),
+            (
+                "passthrough, held 2 min",
+                with(
+                    "idle",
+                    target(pass, ECHO),
+                    &[
+                        "--conns",
+                        "200",
+                        "--concurrency",
+                        "16",
+                        "--hold-secs",
+                        "120",
+                    ],
+                ),
+                "ok",
+            ),
+            (
+                "HTTPS/1.1 keep-alive",
+                with(
+                    "https-keepalive",
+                    target(term, WEB),
+                    &["--conns", "8", "--requests", "30000", "--max-secs", "120"],
+                ),
+                "ok",
+            ),
+            (
+                "WebSocket echo",
+                with(
+                    "ws-echo",
+                    target(term, WEB),
+                    &["--conns", "8", "--messages", "30000", "--max-secs", "120"],
+                ),
+                "ok",
+            ),
+        ];
+        let mut out = Vec::new();
+        for (name, args, ok_key) in loadgen_kinds {
+            let tally = Arc::new(Tally::default());
+            let (t, stop, lg) = (tally.clone(), self.stop.clone(), lg.clone());
+            out.push((
+                name,
+                tally,
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        loadgen_batch(&lg, &args, ok_key, &t);
+                    }
+                }),
+            ));
+        }
+        let h2_tally = Arc::new(Tally::default());
+        let (t, stop) = (h2_tally.clone(), self.stop.clone());
+        out.push((
+            "HTTP/2 (h2load)",
+            h2_tally,
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    h2load_batch(h2, &t);
+                }
+            }),
+        ));
+        for (name, host, want) in [
+            ("backend that resets (502 expected)", "reset.test", 502),
+            ("backend that stalls (504 expected)", "stall.test", 504),
+        ] {
+            let tally = Arc::new(Tally::default());
+            let (t, stop) = (tally.clone(), self.stop.clone());
+            out.push((
+                name,
+                tally,
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        expect_status(plain, host, want, &t);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }),
+            ));
+        }
+        let vanish = Arc::new(Tally::default());
+        let (t, stop) = (vanish.clone(), self.stop.clone());
+        out.push((
+            "clients that vanish mid-request",
+            vanish,
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    vanish_once(plain, term, &t);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }),
+        ));
+        out
+    }
+
+    fn reconfigure(&self, pid: u32) -> Result<()> {
+        rotate_cert(&self.bin, &self.dir)?;
+        install_plugin(&self.dir)?;
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()?;
+        if !ok.success() {
+            bail!("kill -HUP {pid} failed");
+        }
+        Ok(())
+    }
+
+    fn sample(&self, pid: u32, started: Instant) -> Result<Sample> {
+        let stats = get(self.admin, "/api/stats")?;
+        let plugins = get(self.admin, "/api/plugins")?;
+        let active = json_number(&stats, "\"active\"").unwrap_or(f64::NAN);
+        let instances = plugins
+            .match_indices("\"instancesLive\":")
+            .filter_map(|(i, k)| {
+                plugins[i + k.len()..]
+                    .trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+        Ok(Sample {
+            secs: started.elapsed().as_secs_f64(),
+            rss_mib: rss_kib(&[pid]) / 1024.0,
+            fds,
+            active,
+            instances,
+        })
+    }
+
+    /// Waits until the proxy reports no connection, request or WebSocket.
+    fn wait_idle(&self, within: Duration) -> Option<String> {
+        let end = Instant::now() + within;
+        loop {
+            let stats = get(self.admin, "/api/stats").unwrap_or_default();
+            let metrics = get(self.admin, "/metrics").unwrap_or_default();
+            let left: Vec<String> = [
+                "turnout_connections_active",
+                "turnout_websockets",
+                "turnout_http_requests_in_flight",
+                "turnout_upstream_connections_open",
+            ]
+            .iter()
+            .filter_map(|name| {
+                let v = metrics
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{name} ")))?;
+                let n: f64 = v.split_whitespace().nth(1)?.parse().ok()?;
+                (n != 0.0).then(|| v.to_owned())
+            })
+            .collect();
+            let active = json_number(&stats, "\"active\"").unwrap_or(f64::NAN);
+            if left.is_empty() && active == 0.0 {
+                return Some(format!("connections.active 0; {}", "every gauge 0"));
+            }
+            if Instant::now() > end {
+                eprintln!("    still open after {within:?}: active={active} {left:?}");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn report(
+        &self,
+        length: Duration,
+        samples: &[Sample],
+        tallies: &[(&str, Arc<Tally>)],
+        drained: Option<String>,
+        changes: u32,
+    ) -> (String, bool) {
+        let half = samples
+            .iter()
+            .filter(|s| s.secs >= length.as_secs_f64() / 2.0)
+            .copied()
+            .collect::<Vec<_>>();
+        let slope = slope(&half, |s| s.rss_mib) * 60.0;
+        let first_half_fds = half.first().map_or(0, |s| s.fds);
+        let last = samples.last().copied();
+        let fd_growth = last.map_or(0, |s| s.fds as i64 - first_half_fds as i64);
+        let max_instances = samples.iter().map(|s| s.instances).fold(0.0, f64::max);
+        let failed: u64 = tallies
+            .iter()
+            .map(|(_, t)| t.failed.load(Ordering::Relaxed))
+            .sum();
+        // Flat: under 1 MiB a minute over the second half (noise on this
+        // machine is a few MiB either way).
+        let rss_flat = slope.abs() < 1.0;
+        // Descriptors at the end (no load) no more than at mid-run (under load).
+        let fds_ok = fd_growth <= 0;
+        let instances_ok = max_instances <= 64.0;
+        let passed = failed == 0 && drained.is_some() && rss_flat && fds_ok && instances_ok;
+        let mut md = format!(
+            "# Soak, {} minutes — {}\n\n`cargo xtask soak --minutes {}` (release build, `RUST_LOG=warn`), on {} ({} CPUs).\n\n",
+            length.as_secs() / 60,
+            if passed { "passed" } else { "FAILED" },
+            length.as_secs() / 60,
+            output(Command::new("uname").arg("-srm"))
+                .unwrap_or_default()
+                .trim(),
+            std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
+        );
+        md.push_str("Method: all loads at once, each looping in bounded batches (see `xtask/src/bench/soak.rs`); every minute a SIGHUP, the plugin file `maintenance.wasm` copied in again (a new version loads), the certificate rewritten. Samples every 5 s from `/proc` and the admin API.\n\n");
+        md.push_str("| check | result |\n| --- | --- |\n");
+        md.push_str(&format!(
+            "| failures where success was expected | {failed} |\n"
+        ));
+        md.push_str(&format!(
+            "| every counter back to 0 at the end | {} |\n",
+            drained.as_deref().unwrap_or("NO")
+        ));
+        md.push_str(&format!(
+            "| RSS slope over the second half | {slope:+.3} MiB/min ({}) |\n",
+            if rss_flat { "flat" } else { "NOT flat" }
+        ));
+        md.push_str(&format!(
+            "| file descriptors, end − mid-run | {fd_growth:+} |\n"
+        ));
+        md.push_str(&format!(
+            "| plugin instances live, most seen | {max_instances} |\n"
+        ));
+        md.push_str(&format!(
+            "| reconfigures (SIGHUP + plugin + certificate) | {changes} |\n\n"
+        ));
+        md.push_str("| load | batches | ok | failed | first failure |\n| --- | ---: | ---: | ---: | --- |\n");
+        for (name, t) in tallies {
+            md.push_str(&format!(
+                "| {name} | {} | {} | {} | {} |\n",
+                t.batches.load(Ordering::Relaxed),
+                t.ok.load(Ordering::Relaxed),
+                t.failed.load(Ordering::Relaxed),
+                t.first
+                    .lock()
+                    .map(|f| f.clone().unwrap_or_default())
+                    .unwrap_or_default(),
+            ));
+        }
+        md.push_str("\n| minute | RSS MiB | fds | connections | plugin instances |\n| ---: | ---: | ---: | ---: | ---: |\n");
+        let mut shown = -1i64;
+        for s in samples {
+            let minute = (s.secs / 60.0) as i64;
+            if minute > shown || std::ptr::eq(s, samples.last().unwrap_or(s)) {
+                shown = minute;
+                md.push_str(&format!(
+                    "| {:.1} | {:.1} | {} | {} | {} |\n",
+                    s.secs / 60.0,
+                    s.rss_mib,
+                    s.fds,
+                    s.active,
+                    s.instances
+                ));
+            }
+        }
+        (md, passed)
+    }
+}
+
+/// Least-squares slope of `y` over seconds.
+fn slope(samples: &[Sample], y: impl Fn(&Sample) -> f64) -> f64 {
+    let n = samples.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = samples.iter().map(|s| s.secs).sum::<f64>() / n;
+    let my = samples.iter().map(&y).sum::<f64>() / n;
+    let cov: f64 = samples.iter().map(|s| (s.secs - mx) * (y(s) - my)).sum();
+    let var: f64 = samples.iter().map(|s| (s.secs - mx).powi(2)).sum();
+    if var == 0.0 { 0.0 } else { cov / var }
+}
+
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let at = text.find(key)? + key.len();
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn loadgen_batch(lg: &Path, args: &[String], ok_key: &str, t: &Tally) {
+    t.batches.fetch_add(1, Ordering::Relaxed);
+    let out = command(lg, args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let line = out.as_ref().ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.starts_with("result "))
+            .map(str::to_owned)
+    });
+    let Some(line) = line else {
+        t.fail(1, format!("{} printed no result", args[0]));
+        return;
+    };
+    let r = parse_report(&line);
+    let n = |k: &str| r.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    t.ok.fetch_add(n(ok_key), Ordering::Relaxed);
+    let errors = n("errors");
+    if errors > 0 {
+        t.fail(
+            errors,
+            r.get("first_error")
+                .cloned()
+                .unwrap_or_else(|| line.clone()),
+        );
+    }
+}
+
+fn h2load_batch(port: u16, t: &Tally) {
+    t.batches.fetch_add(1, Ordering::Relaxed);
+    let out = Command::new("timeout")
+        .args([
+            "150",
+            "h2load",
+            "-n",
+            "20000",
+            "-c",
+            "4",
+            "-m",
+            "10",
+            &format!("https://127.0.0.1:{port}/"),
+        ])
+        .output();
+    let Ok(out) = out else {
+        t.fail(1, "h2load did not run (install nghttp2-client)".into());
+        std::thread::sleep(Duration::from_secs(5));
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed, 0 errored, 0 timeout"
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or("");
+    let field = |name: &str| {
+        line.split(',').find_map(|p| {
+            p.trim()
+                .strip_suffix(name)?
+                .split_whitespace()
+                .last()?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    let (ok, failed) = (
+        field("succeeded").unwrap_or(0),
+        field("failed").unwrap_or(1)
+            + field("errored").unwrap_or(0)
+            + field("timeout").unwrap_or(0),
+    );
+    t.ok.fetch_add(ok, Ordering::Relaxed);
+    if failed > 0 || ok == 0 {
+        t.fail(failed.max(1), format!("h2load: {line}"));
+    }
+}
+
+/// One request on the plain HTTP port for `host`; its status must be `want`.
+fn expect_status(port: u16, host: &str, want: u16, t: &Tally) {
+    t.batches.fetch_add(1, Ordering::Relaxed);
+    let status = (|| -> Result<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[9..12]).parse()?)
+    })();
+    match status {
+        Ok(s) if s == want => {
+            t.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        other => t.fail(1, format!("{host}: wanted {want}, got {other:?}")),
+    }
+}
+
+/// Half a request head on the plain port, half a ClientHello on the TLS
+/// port, each closed at once.
+fn vanish_once(plain: u16, tls: u16, t: &Tally) {
+    t.batches.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", plain)) {
+        let _ = s.write_all(b"GET /slow HTTP/1.1\r\nHost: web.te");
+        t.ok.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tls)) {
+        let _ = s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]);
+        t.ok.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A backend that closes every connection with a reset.
+fn resetting_backend() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            // SO_LINGER 0: the close is a RST.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    Ok(addr)
+}
+
+/// A backend that reads and never answers (each connection is held until
+/// the proxy closes it).
+fn stalling_backend() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A fresh certificate for `*.bench.test` over the files the config names.
+fn rotate_cert(bin: &Path, dir: &Path) -> Result<()> {
+    let out = dir.join("cert");
+    let status = command(
+        &bin.join("turnout-loadgen"),
+        &[
+            "cert".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--name".into(),
+            "*.bench.test".into(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .status()?;
+    if !status.success() {
+        bail!("turnout-loadgen cert failed");
+    }
+    Ok(())
+}
+
+/// `maintenance.wasm` copied into the plugins directory under a dot-name,
+/// then renamed: a new version every time.
+fn install_plugin(dir: &Path) -> Result<()> {
+    let wasm = root().join("target/wasm/wasm32-wasip2/plugin/example_maintenance.wasm");
+    let tmp = dir.join("plugins/.maintenance.wasm");
+    std::fs::copy(&wasm, &tmp)
+        .with_context(|| format!("{} (cargo xtask build-plugins)", wasm.display()))?;
+    std::fs::rename(&tmp, dir.join("plugins/maintenance.wasm"))?;
+    Ok(())
+}
+
+fn config(
+    dir: &Path,
+    [pass, term, h2, plain]: [u16; 4],
+    admin: SocketAddr,
+    [tls_echo, http, ws, reset, stall]: [SocketAddr; 5],
+) -> String {
+    let (cert, key) = (
+        dir.join("cert/cert.pem").display().to_string(),
+        dir.join("cert/key.pem").display().to_string(),
+    );
+    let target = |a: SocketAddr| format!(r#"[{{ "host": "{}", "port": {} }}]"#, a.ip(), a.port());
+    let tls = format!(
+        r#"{{ "mode": "terminate", "certificate": {{ "cert": {cert:?}, "key": {key:?} }} }}"#
+    );
+    let routes = [
+        format!(
+            r#"{{ "name": "pass", "match": {{ "ports": {pass}, "domains": ["{ECHO}"] }}, "action": {{ "type": "forward", "targets": {}, "tls": {{ "mode": "passthrough" }} }} }}"#,
+            target(tls_echo)
+        ),
+        format!(
+            r#"{{ "name": "ws", "match": {{ "ports": {term}, "domains": ["{WEB}"], "headers": {{ "upgrade": "/websocket/i" }} }}, "action": {{ "type": "forward", "targets": {}, "tls": {tls} }} }}"#,
+            target(ws)
+        ),
+        format!(
+            r#"{{ "name": "web", "match": {{ "ports": {term}, "domains": ["{WEB}"] }}, "action": {{ "type": "forward", "targets": {}, "tls": {tls} }} }}"#,
+            target(http)
+        ),
+        format!(
+            r#"{{ "name": "h2", "match": {{ "ports": {h2} }}, "action": {{ "type": "forward", "targets": {}, "tls": {tls} }} }}"#,
+            target(http)
+        ),
+        format!(
+            r#"{{ "name": "reset", "match": {{ "ports": {plain}, "domains": ["reset.test"] }}, "action": {{ "type": "forward", "targets": {} }} }}"#,
+            target(reset)
+        ),
+        format!(
+            r#"{{ "name": "stall", "match": {{ "ports": {plain}, "domains": ["stall.test"] }}, "action": {{ "type": "forward", "targets": {} }} }}"#,
+            target(stall)
+        ),
+        format!(
+            r#"{{ "name": "plain", "match": {{ "ports": {plain}, "domains": ["web.test"] }}, "action": {{ "type": "forward", "targets": {} }} }}"#,
+            target(http)
+        ),
+    ];
+    let extra = format!(
+        r#"  "admin": {{ "listen": "{admin}" }},
+  "http": {{ "responseTimeout": 1000, "headerTimeout": 2000 }},
+  "plugins": {{ "dir": "plugins", "order": ["guard", "maintenance", "routes", "keepalive"], "config": {{ "maintenance": {{ "windows": [] }} }} }},
+"#
+    );
+    turnout_config(&routes, &extra)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => bail!("GET {path}: {}", text.lines().next().unwrap_or("")),
+    }
+}
