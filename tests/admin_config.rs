@@ -115,8 +115,13 @@ async fn one_route(backend: SocketAddr) -> (RunningApp, SocketAddr, u16) {
 
 /// `turnout_config_changes_total` from the admin API's source with `result`.
 async fn api_changes(admin: SocketAddr, result: &str) -> u64 {
+    changes(admin, "api", result).await
+}
+
+/// `turnout_config_changes_total{source, result}`.
+async fn changes(admin: SocketAddr, source: &str, result: &str) -> u64 {
     let (_, metrics) = turnout_tests::app::admin_request(admin, "GET", "/metrics").await;
-    let series = format!(r#"turnout_config_changes_total{{source="api",result="{result}"}} "#);
+    let series = format!(r#"turnout_config_changes_total{{source="{source}",result="{result}"}} "#);
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -585,6 +590,18 @@ async fn without_persist_the_file_is_untouched_and_sighup_goes_back_to_it() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_ne!(get_config(admin).await.header("etag"), Some(v.as_str()));
+    assert_eq!(greets(port).await, "one");
+    assert_eq!(changes(admin, "signal", "applied").await, 1);
+    // A file that does not parse is refused, and counted.
+    std::fs::write(&app.config_path, "{ not json").unwrap();
+    app.reload().await;
+    for _ in 0..200 {
+        if changes(admin, "signal", "refused").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(changes(admin, "signal", "refused").await, 1);
     assert_eq!(greets(port).await, "one");
     app.stop().await;
 }

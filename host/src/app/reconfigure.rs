@@ -64,7 +64,10 @@ impl Reconfigure {
     async fn reload_file(&mut self) {
         let path = self.path.display().to_string();
         let outcome = match config::load_document(&self.path) {
-            Err(e) => Err(Refusal::Invalid(e.0)),
+            Err(e) => {
+                self.count(ChangeSource::Signal, ChangeResult::Refused);
+                Err(Refusal::Invalid(e.0))
+            }
             Ok((config, document)) => {
                 self.apply(config, document, ChangeSource::Signal, false)
                     .await

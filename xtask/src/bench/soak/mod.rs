@@ -22,37 +22,26 @@
 //! `benches/results/YYYY-MM-DD-HHMM-soak.md`.
 
 use std::io::{Read, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+mod loads;
+
+use loads::{
+    Tally, expect_status, h2load_batch, loadgen_batch, resetting_backend, stalling_backend,
+    vanish_once,
+};
 
 use super::parse_report;
 use super::peers::turnout_config;
 use super::procs::{Proc, command, free_port, output, rss_kib};
 use crate::{cargo, root, run, step};
-
-/// One kind of load: batches run, and what failed that should not have.
-#[derive(Default)]
-struct Tally {
-    batches: AtomicU64,
-    ok: AtomicU64,
-    failed: AtomicU64,
-    /// The first failure, for the report.
-    first: std::sync::Mutex<Option<String>>,
-}
-
-impl Tally {
-    fn fail(&self, n: u64, what: String) {
-        self.failed.fetch_add(n, Ordering::Relaxed);
-        let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
-        first.get_or_insert(what);
-    }
-}
 
 /// A sample of the proxy's state.
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +125,7 @@ struct Soak {
 
 const ECHO: &str = "echo.bench.test";
 const WEB: &str = "web.bench.test";
+const WS: &str = "ws.bench.test";
 
 impl Soak {
     fn start(bin: &Path, dir: &Path) -> Result<Soak> {
@@ -264,7 +254,7 @@ impl Soak {
                 with(
                     "tls-conns",
                     target(pass, ECHO),
-                    &["--conns", "3000", "--concurrency", "8", "--max-secs", "120"],
+                    &["--conns", "3000", "--concurrency", "8", "--max-secs", "60"],
                 ),
                 "ok",
             ),
@@ -289,7 +279,7 @@ impl Soak {
                 with(
                     "https-keepalive",
                     target(term, WEB),
-                    &["--conns", "8", "--requests", "30000", "--max-secs", "120"],
+                    &["--conns", "8", "--requests", "30000", "--max-secs", "60"],
                 ),
                 "ok",
             ),
@@ -297,8 +287,8 @@ impl Soak {
                 "WebSocket echo",
                 with(
                     "ws-echo",
-                    target(term, WEB),
-                    &["--conns", "8", "--messages", "30000", "--max-secs", "120"],
+                    target(term, WS),
+                    &["--conns", "8", "--messages", "30000", "--max-secs", "60"],
                 ),
                 "ok",
             ),
@@ -438,7 +428,9 @@ impl Soak {
         drained: Option<String>,
         changes: u32,
     ) -> (String, bool) {
-        let half = samples
+        // Under load only: the last sample is taken after it stopped.
+        let during = &samples[..samples.len().saturating_sub(1)];
+        let half = during
             .iter()
             .filter(|s| s.secs >= length.as_secs_f64() / 2.0)
             .copied()
@@ -469,7 +461,7 @@ impl Soak {
                 .trim(),
             std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
         );
-        md.push_str("Method: all loads at once, each looping in bounded batches (see `xtask/src/bench/soak.rs`); every minute a SIGHUP, the plugin file `maintenance.wasm` copied in again (a new version loads), the certificate rewritten. Samples every 5 s from `/proc` and the admin API.\n\n");
+        md.push_str("Method: all loads at once, each looping in bounded batches (see `xtask/src/bench/soak/`); every minute a SIGHUP, the plugin file `maintenance.wasm` copied in again (a new version loads), the certificate rewritten. Samples every 5 s from `/proc` and the admin API.\n\n");
         md.push_str("| check | result |\n| --- | --- |\n");
         md.push_str(&format!(
             "| failures where success was expected | {failed} |\n"
@@ -546,151 +538,6 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
         .ok()
 }
 
-fn loadgen_batch(lg: &Path, args: &[String], ok_key: &str, t: &Tally) {
-    t.batches.fetch_add(1, Ordering::Relaxed);
-    let out = command(lg, args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let line = out.as_ref().ok().and_then(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find(|l| l.starts_with("result "))
-            .map(str::to_owned)
-    });
-    let Some(line) = line else {
-        t.fail(1, format!("{} printed no result", args[0]));
-        return;
-    };
-    let r = parse_report(&line);
-    let n = |k: &str| r.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    t.ok.fetch_add(n(ok_key), Ordering::Relaxed);
-    let errors = n("errors");
-    if errors > 0 {
-        t.fail(
-            errors,
-            r.get("first_error")
-                .cloned()
-                .unwrap_or_else(|| line.clone()),
-        );
-    }
-}
-
-fn h2load_batch(port: u16, t: &Tally) {
-    t.batches.fetch_add(1, Ordering::Relaxed);
-    let out = Command::new("timeout")
-        .args([
-            "150",
-            "h2load",
-            "-n",
-            "20000",
-            "-c",
-            "4",
-            "-m",
-            "10",
-            &format!("https://127.0.0.1:{port}/"),
-        ])
-        .output();
-    let Ok(out) = out else {
-        t.fail(1, "h2load did not run (install nghttp2-client)".into());
-        std::thread::sleep(Duration::from_secs(5));
-        return;
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed, 0 errored, 0 timeout"
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("requests:"))
-        .unwrap_or("");
-    let field = |name: &str| {
-        line.split(',').find_map(|p| {
-            p.trim()
-                .strip_suffix(name)?
-                .split_whitespace()
-                .last()?
-                .parse::<u64>()
-                .ok()
-        })
-    };
-    let (ok, failed) = (
-        field("succeeded").unwrap_or(0),
-        field("failed").unwrap_or(1)
-            + field("errored").unwrap_or(0)
-            + field("timeout").unwrap_or(0),
-    );
-    t.ok.fetch_add(ok, Ordering::Relaxed);
-    if failed > 0 || ok == 0 {
-        t.fail(failed.max(1), format!("h2load: {line}"));
-    }
-}
-
-/// One request on the plain HTTP port for `host`; its status must be `want`.
-fn expect_status(port: u16, host: &str, want: u16, t: &Tally) {
-    t.batches.fetch_add(1, Ordering::Relaxed);
-    let status = (|| -> Result<u16> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok(String::from_utf8_lossy(&head[9..12]).parse()?)
-    })();
-    match status {
-        Ok(s) if s == want => {
-            t.ok.fetch_add(1, Ordering::Relaxed);
-        }
-        other => t.fail(1, format!("{host}: wanted {want}, got {other:?}")),
-    }
-}
-
-/// Half a request head on the plain port, half a ClientHello on the TLS
-/// port, each closed at once.
-fn vanish_once(plain: u16, tls: u16, t: &Tally) {
-    t.batches.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", plain)) {
-        let _ = s.write_all(b"GET /slow HTTP/1.1\r\nHost: web.te");
-        t.ok.fetch_add(1, Ordering::Relaxed);
-    }
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", tls)) {
-        let _ = s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]);
-        t.ok.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A backend that closes every connection with a reset.
-fn resetting_backend() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            // SO_LINGER 0: the close is a RST.
-            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-            drop(s);
-        }
-    });
-    Ok(addr)
-}
-
-/// A backend that reads and never answers (each connection is held until
-/// the proxy closes it).
-fn stalling_backend() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 4096];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    Ok(addr)
-}
-
 /// A fresh certificate for `*.bench.test` over the files the config names.
 fn rotate_cert(bin: &Path, dir: &Path) -> Result<()> {
     let out = dir.join("cert");
@@ -743,7 +590,7 @@ fn config(
             target(tls_echo)
         ),
         format!(
-            r#"{{ "name": "ws", "match": {{ "ports": {term}, "domains": ["{WEB}"], "headers": {{ "upgrade": "/websocket/i" }} }}, "action": {{ "type": "forward", "targets": {}, "tls": {tls} }} }}"#,
+            r#"{{ "name": "ws", "match": {{ "ports": {term}, "domains": ["{WS}"] }}, "action": {{ "type": "forward", "targets": {}, "tls": {tls} }} }}"#,
             target(ws)
         ),
         format!(
