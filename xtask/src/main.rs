@@ -14,7 +14,9 @@
 //! * `fuzz` — the libFuzzer targets in `fuzz/` on the stable toolchain
 //!   (`fuzz.rs`).
 //! * `soak` — a long mixed load with reconfigures, then leak checks
-//!   (`bench/soak.rs`).
+//!   (`bench/soak/`).
+//! * `abuse` — what abusive clients cost well-behaved ones
+//!   (`bench/abuse.rs`).
 
 mod bench;
 mod demo;
@@ -47,6 +49,7 @@ fn task() -> Result<()> {
         Some("bench") => bench::bench(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("soak") => bench::soak(&args[1..]),
+        Some("abuse") => bench::abuse(&args[1..]),
         Some("new-plugin") => scaffold::new_plugin(&args[1..]),
         Some("build-plugin") => scaffold::build_plugin(&args[1..]),
         Some("check-new-plugin") => scaffold::check(),
@@ -58,6 +61,8 @@ fn task() -> Result<()> {
                  build-plugins   build every plugin crate for wasm32-wasip2\n  \
                  bench [--quick] [--scenario NAME] …\n                  \
                  load benchmark against HAProxy and nginx → benches/results/\n  \
+                 abuse [--secs S] [--no-build]\n                  \
+                 well-behaved latency alone and beside each abuse → benches/results/\n  \
                  soak [--minutes N] [--no-build]\n                  \
                  mixed load + a reconfigure every minute, then leak checks → benches/results/\n  \
                  fuzz [TARGET…] [--time S | --runs N]\n                  \

@@ -42,8 +42,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::{cargo, root, run, step};
+pub(crate) use abuse::abuse;
 pub(crate) use soak::soak;
 
+mod abuse;
 mod http;
 mod options;
 mod peers;

@@ -539,7 +539,7 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
 }
 
 /// A fresh certificate for `*.bench.test` over the files the config names.
-fn rotate_cert(bin: &Path, dir: &Path) -> Result<()> {
+pub(super) fn rotate_cert(bin: &Path, dir: &Path) -> Result<()> {
     let out = dir.join("cert");
     let status = command(
         &bin.join("turnout-loadgen"),
@@ -623,7 +623,7 @@ fn config(
     turnout_config(&routes, &extra)
 }
 
-fn get(addr: SocketAddr, path: &str) -> Result<String> {
+pub(super) fn get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
