@@ -25,18 +25,19 @@
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::harness::{amount_and_build, build_release_and_plugins, start_backend, write_report};
 use super::parse_report;
 use super::peers::turnout_config;
-use super::procs::{Proc, command, free_port, output};
+use super::procs::{Proc, command, free_port};
 use super::soak::{get, rotate_cert};
-use crate::{cargo, root, run, step};
+use crate::{root, step};
 
 const WEB: &str = "web.bench.test";
 const ECHO: &str = "echo.bench.test";
@@ -53,60 +54,17 @@ struct Ports {
 }
 
 pub(crate) fn abuse(args: &[String]) -> Result<()> {
-    let mut secs = 20u64;
-    let mut build = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--secs" => {
-                secs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&s| s > 0)
-                    .context("--secs needs a whole number above 0")?;
-            }
-            "--no-build" => build = false,
-            other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask abuse [--secs S] [--no-build]"
-            ),
-        }
-    }
+    let usage = "cargo xtask abuse [--secs S] [--no-build]";
+    let (secs, build) = amount_and_build(args, "--secs", 20, usage)?;
     if build {
-        step("building turnout and turnout-loadgen (release), and the plugins");
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "turnout",
-            "-p",
-            "turnout-benches",
-            "--bins",
-        ]))?;
-        crate::build_plugins()?;
+        build_release_and_plugins()?;
     }
     let bin = root().join("target/release");
     let dir = std::env::temp_dir().join(format!("turnout-abuse-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("plugins"))?;
     let mut rows = Vec::new();
-    let backend = Proc::spawn(
-        "backend",
-        command(
-            &bin.join("turnout-loadgen"),
-            &["backend".into(), "--until-stdin-closes".into()],
-        ),
-        Some(dir.join("backend.log")),
-    )?;
-    let ready = backend
-        .lines
-        .as_ref()
-        .context("backend stdout")?
-        .expect("ready", Duration::from_secs(30))?;
-    let r = parse_report(&ready);
-    let addr = |k: &str| -> Result<SocketAddr> {
-        r.get(k)
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| anyhow!("backend said {ready:?}"))
-    };
+    let (backend, backends) = start_backend(&bin, &dir)?;
+    let addr = |k: &str| backends.addr(k);
     let (http, tls_echo) = (addr("http")?, addr("tls")?);
     rotate_cert(&bin, &dir)?;
     let ports = Ports {
@@ -177,11 +135,7 @@ pub(crate) fn abuse(args: &[String]) -> Result<()> {
         ));
     }
     drop(backend);
-    let md = report(secs, &rows);
-    let stamp = output(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
-    let path = root().join(format!("benches/results/{}-abuse.md", stamp.trim()));
-    std::fs::write(&path, &md)?;
-    eprintln!("\n{md}\nwritten to {}", path.display());
+    write_report("-abuse", &report(secs, &rows))?;
     Ok(())
 }
 

@@ -46,6 +46,7 @@ pub(crate) use abuse::abuse;
 pub(crate) use soak::soak;
 
 mod abuse;
+mod harness;
 mod http;
 mod options;
 mod peers;
@@ -94,16 +95,7 @@ impl Proxy {
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     let opts = Options::parse(args)?;
     if opts.build {
-        step("building turnout and turnout-loadgen (release)");
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "turnout",
-            "-p",
-            "turnout-benches",
-            "--bins",
-        ]))?;
+        harness::build_release()?;
     }
     let bin = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -122,13 +114,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         _ => eprintln!("    configs and proxy logs kept in {}", dir.display()),
     }
     let markdown = outcome?;
-    let stamp = output(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
-    let results = root().join("benches/results");
-    std::fs::create_dir_all(&results)?;
-    let suffix = if opts.quick { "-quick" } else { "" };
-    let path = results.join(format!("{}{suffix}.md", stamp.trim()));
-    std::fs::write(&path, &markdown)?;
-    eprintln!("\n{markdown}\nwritten to {}", path.display());
+    harness::write_report(if opts.quick { "-quick" } else { "" }, &markdown)?;
     Ok(())
 }
 
@@ -192,27 +178,8 @@ impl<'a> Bench<'a> {
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(100.0);
-        step("starting the backends (turnout-loadgen backend)");
-        let backend = Proc::spawn(
-            "backend",
-            command(
-                &bin.join("turnout-loadgen"),
-                &["backend".into(), "--until-stdin-closes".into()],
-            ),
-            Some(dir.join("backend.log")),
-        )?;
-        let ready = backend
-            .lines
-            .as_ref()
-            .context("backend stdout")?
-            .expect("ready", Duration::from_secs(30))
-            .with_context(|| format!("backend did not start: {}", backend.log_tail()))?;
-        let r = parse_report(&ready);
-        let addr = |k: &str| -> Result<SocketAddr> {
-            r.get(k)
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| anyhow!("backend said {ready:?}"))
-        };
+        let (backend, backends) = harness::start_backend(bin, dir)?;
+        let addr = |k: &str| backends.addr(k);
         let (echo, bulk, plain, http, ws) = (
             addr("tls")?,
             addr("bulk")?,

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 mod loads;
 
@@ -38,10 +38,10 @@ use loads::{
     vanish_once,
 };
 
-use super::parse_report;
+use super::harness::{amount_and_build, build_release_and_plugins, start_backend, write_report};
 use super::peers::turnout_config;
 use super::procs::{Proc, command, free_port, output, rss_kib};
-use crate::{cargo, root, run, step};
+use crate::{root, step};
 
 /// A sample of the proxy's state.
 #[derive(Debug, Clone, Copy)]
@@ -54,36 +54,10 @@ struct Sample {
 }
 
 pub(crate) fn soak(args: &[String]) -> Result<()> {
-    let mut minutes = 30u64;
-    let mut build = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--minutes" => {
-                minutes = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&m| m > 0)
-                    .context("--minutes needs a whole number above 0")?;
-            }
-            "--no-build" => build = false,
-            other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask soak [--minutes N] [--no-build]"
-            ),
-        }
-    }
+    let usage = "cargo xtask soak [--minutes N] [--no-build]";
+    let (minutes, build) = amount_and_build(args, "--minutes", 30, usage)?;
     if build {
-        step("building turnout and turnout-loadgen (release), and the plugins");
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "turnout",
-            "-p",
-            "turnout-benches",
-            "--bins",
-        ]))?;
-        crate::build_plugins()?;
+        build_release_and_plugins()?;
     }
     ensure_h2load();
     let bin = root().join("target/release");
@@ -92,10 +66,7 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
     let outcome = Soak::start(&bin, &dir)?.run(Duration::from_secs(minutes * 60));
     eprintln!("    configs and logs in {}", dir.display());
     let (markdown, passed) = outcome?;
-    let stamp = output(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
-    let path = root().join(format!("benches/results/{}-soak.md", stamp.trim()));
-    std::fs::write(&path, &markdown)?;
-    eprintln!("\n{markdown}\nwritten to {}", path.display());
+    let path = write_report("-soak", &markdown)?;
     if !passed {
         bail!("the soak failed: see {}", path.display());
     }
@@ -129,26 +100,8 @@ const WS: &str = "ws.bench.test";
 
 impl Soak {
     fn start(bin: &Path, dir: &Path) -> Result<Soak> {
-        step("starting the backends");
-        let backend = Proc::spawn(
-            "backend",
-            command(
-                &bin.join("turnout-loadgen"),
-                &["backend".into(), "--until-stdin-closes".into()],
-            ),
-            Some(dir.join("backend.log")),
-        )?;
-        let ready = backend
-            .lines
-            .as_ref()
-            .context("backend stdout")?
-            .expect("ready", Duration::from_secs(30))?;
-        let r = parse_report(&ready);
-        let addr = |k: &str| -> Result<SocketAddr> {
-            r.get(k)
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| anyhow!("backend said {ready:?}"))
-        };
+        let (backend, backends) = start_backend(bin, dir)?;
+        let addr = |k: &str| backends.addr(k);
         let (tls_echo, http, ws) = (addr("tls")?, addr("http")?, addr("ws")?);
         let (reset, stall) = (resetting_backend()?, stalling_backend()?);
         rotate_cert(bin, dir)?;
