@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::{cargo, root, run, step};
+use super::{root, step};
 pub(crate) use abuse::abuse;
 pub(crate) use soak::soak;
 
