@@ -176,6 +176,17 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    step("clippy on the host's fuzzing entry points (cargo feature `fuzzing`)");
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "turnout",
+        "--features",
+        "fuzzing",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     step("clippy on the plugins as wasm32-wasip2");
     run(cargo()
         .args([
