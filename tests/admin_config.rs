@@ -130,7 +130,7 @@ async fn changes(admin: SocketAddr, source: &str, result: &str) -> u64 {
 }
 
 async fn get_config(admin: SocketAddr) -> AdminAnswer {
-    let a = admin_call(admin, "GET", "/api/config", &[], "").await;
+    let a = admin_call(admin, "GET", "/api/config", &[BEARER], "").await;
     assert_eq!(a.status, 200, "{}", a.body);
     a
 }
@@ -181,6 +181,9 @@ async fn write_endpoints_are_off_without_a_token_and_need_the_right_one() {
     );
     let a = put(admin, "/api/routes", &list, &[BEARER]).await;
     assert_eq!(a.status, 200, "{}", a.body);
+    // With a token, reading the configuration needs it too.
+    let a = admin_call(admin, "GET", "/api/config", &[], "").await;
+    assert_eq!(a.status, 401, "{}", a.body);
     // The token itself is never shown.
     let shown = get_config(admin).await;
     assert_eq!(shown.json()["admin"]["token"], "[redacted]");
@@ -498,8 +501,8 @@ async fn secrets_are_redacted_and_a_document_sent_back_keeps_them() {
         turnout_tests::http::curl(&["-s", "--resolve", &resolve, "-u", "ann:[redacted]", &url])
             .await;
     assert_eq!(denied.status, 401, "the placeholder is not a password");
-    // A placeholder where nothing was running is refused by path.
-    doc["routes"][0]["name"] = json!("renamed");
+    // A placeholder where nothing was running (a new user) is refused by
+    // path: a secret never moves to another user.
     doc["routes"][0]["security"]["basicAuth"]["users"]
         .as_array_mut()
         .unwrap()

@@ -7,7 +7,8 @@
 //!   object with `routes`).
 //!
 //! Writes are off unless `admin.token` (or `admin.tokenFile`) is set, and
-//! then need `Authorization: Bearer <token>`. A write may carry `If-Match`
+//! then need `Authorization: Bearer <token>`, as reads of the
+//! configuration then do too. A write may carry `If-Match`
 //! with the version it was made from: another change in between is a 409.
 //! The change itself is made by whoever owns the configuration (the app's
 //! reconfigure task, through [`ConfigRequest`]), one at a time, exactly as
@@ -91,6 +92,8 @@ pub enum Refusal {
     },
     /// Something outside the document failed (a port, the file).
     Failed(String),
+    /// The proxy is draining: it takes no more changes.
+    Unavailable(String),
 }
 
 /// Serves `/api/config` and `/api/routes`.
@@ -103,7 +106,15 @@ pub(super) async fn handle(state: &AdminState, req: Request<Incoming>) -> Respon
     };
     let routes = req.uri().path() == "/api/routes";
     match (req.method(), routes) {
-        (&Method::GET | &Method::HEAD, false) => get(owner).await,
+        // Once a token is set it guards reads of the configuration too:
+        // even redacted, it maps the backends.
+        (&Method::GET | &Method::HEAD, false) => match state.token() {
+            Some(_) => match refuse_unauthorized(state, &req) {
+                Some(refused) => refused,
+                None => get(owner).await,
+            },
+            None => get(owner).await,
+        },
         (&Method::PUT, _) => match refuse_unauthorized(state, &req) {
             Some(refused) => refused,
             None => put(owner, req, routes).await,
@@ -201,17 +212,24 @@ async fn put(
     req: Request<Incoming>,
     routes: bool,
 ) -> Response<Full<Bytes>> {
+    // A value that is not text cannot name a version: kept (lossily) so it
+    // is a conflict, not dropped into an unconditional write.
     let if_match = req
         .headers()
         .get(IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body could not be read whole (at most {MAX_BODY} bytes): {e}"),
+                &format!("the body is larger than {MAX_BODY} bytes"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body could not be read: {e}"),
             );
         }
     };
@@ -275,6 +293,7 @@ async fn put(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("{message}; nothing changed"),
         ),
+        Ok(Err(Refusal::Unavailable(message))) => error(StatusCode::SERVICE_UNAVAILABLE, &message),
     }
 }
 

@@ -222,8 +222,13 @@ pub async fn run(
         // The listeners are bound: an ACME server's validation can connect.
         acme.start();
     }
+    let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
+    // The workers accept before any reconfigure can look at the listeners,
+    // and both before `/readyz` says ready.
+    let serving = proxy.start(listeners);
     if let Some(state) = &admin_state {
         state.set_tls(proxy.clone());
+        state.set_config_owner(api_tx);
         state.set_ready(true);
     }
     ready(Started {
@@ -245,12 +250,6 @@ pub async fn run(
     let watcher = tokio::spawn(set.clone().watch(config.plugins.poll_interval));
     let current_tls = certs::Current::new(config.tls.clone());
     let cert_watcher = tokio::spawn(certs::watch(proxy.clone(), current_tls.clone()));
-    let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
-    if let Some(state) = &admin_state {
-        state.set_config_owner(api_tx);
-    }
-    // The workers accept before any reconfigure can look at the listeners.
-    let serving = proxy.start(listeners);
     let reloader = tokio::spawn(
         reconfigure::Reconfigure {
             proxy: proxy.clone(),

@@ -157,7 +157,13 @@ impl Reconfigure {
         source: ChangeSource,
         persist: bool,
     ) -> Result<Applied, Refusal> {
-        let outcome = self.prepare_and_switch(config, doc, persist).await;
+        let outcome = if self.proxy.is_draining() {
+            Err(Refusal::Unavailable(
+                "the proxy is draining (SIGTERM): it takes no configuration changes".into(),
+            ))
+        } else {
+            self.prepare_and_switch(config, doc, persist).await
+        };
         let result = if outcome.is_ok() {
             ChangeResult::Applied
         } else {
@@ -280,8 +286,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// Writes the document back to the config file, in the file's format.
 fn persist_to(path: &std::path::Path, doc: &Value) -> Result<(), Refusal> {
     let format = Format::from_path(path).unwrap_or(Format::Json);
-    let text = document::to_text(doc, format)
-        .map_err(|e| Refusal::Failed(format!("admin.persist: {}: {e}", path.display())))?;
+    // The body's fault (a null has no TOML form): a 400, not a 500.
+    let text = document::to_text(doc, format).map_err(|e| {
+        Refusal::Invalid(vec![ConfigError::new(
+            "body",
+            format!("admin.persist: {} {e}", path.display()),
+        )])
+    })?;
+    // A config file that is a symlink is written where it points, so the
+    // link stays a link.
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let path = target.as_path();
     document::write_atomic(path, &text, document::mode_of(path, 0o600)).map_err(|e| {
         Refusal::Failed(format!(
             "admin.persist: cannot write {}: {e}",
@@ -360,7 +375,7 @@ fn describe(refusal: &Refusal) -> String {
         Refusal::Conflict { version } => {
             format!("If-Match is not the version in force ({version})")
         }
-        Refusal::Failed(message) => message.clone(),
+        Refusal::Failed(message) | Refusal::Unavailable(message) => message.clone(),
     }
 }
 

@@ -16,12 +16,22 @@ use super::{ConfigError, Format};
 pub const REDACTED: &str = "[redacted]";
 
 /// Whether the value under `key` is a secret by its name: basicAuth
-/// passwords, tokens, and whatever a plugin's own config calls a secret.
+/// passwords, tokens, API keys, credentials in header values, and whatever
+/// a plugin's own config calls a secret. Everything under such a key is
+/// hidden, objects and numbers included.
 fn secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "passphrase"]
-        .iter()
-        .any(|s| k.ends_with(s))
+    [
+        "password",
+        "secret",
+        "token",
+        "passphrase",
+        "key",
+        "credentials",
+    ]
+    .iter()
+    .any(|s| k.ends_with(s))
+        || ["authorization", "proxy-authorization", "cookie"].contains(&k.as_str())
 }
 
 /// A string that is a secret whatever its key: an inline private key.
@@ -31,33 +41,57 @@ fn secret_text(text: &str) -> bool {
 
 /// `doc` with every secret replaced by [`REDACTED`].
 pub fn redact(doc: &Value) -> Value {
+    redact_in(doc, false)
+}
+
+/// [`redact`] for a value found under a secret key (`secret`) or not.
+fn redact_in(v: &Value, secret: bool) -> Value {
     fn walk(v: &mut Value, secret: bool) {
         match v {
-            Value::String(s) if secret || secret_text(s) => *s = REDACTED.to_owned(),
             Value::Object(map) => {
                 for (k, child) in map.iter_mut() {
-                    walk(child, secret_key(k));
+                    walk(child, secret || secret_key(k));
                 }
             }
             Value::Array(list) => list.iter_mut().for_each(|c| walk(c, secret)),
+            Value::String(s) if secret || secret_text(s) => *s = REDACTED.to_owned(),
+            Value::Null | Value::String(_) => {}
+            scalar if secret => *scalar = Value::String(REDACTED.to_owned()),
             _ => {}
         }
     }
-    let mut out = doc.clone();
-    walk(&mut out, false);
+    let mut out = v.clone();
+    walk(&mut out, secret);
     out
 }
 
+/// What identifies an array element across two versions of a document:
+/// its `name` (routes), else its `username` (basicAuth users).
+fn identity(v: &Value) -> Option<&str> {
+    v.get("name")
+        .or_else(|| v.get("username"))
+        .and_then(Value::as_str)
+}
+
 /// Puts the running value back wherever `doc` carries [`REDACTED`] (a
-/// document fetched with `GET /api/config`, edited and sent back). Array
-/// elements are matched by their `name` when both sides have one (routes
-/// may be reordered), else by position. A placeholder with no running
-/// secret behind it is a problem naming its key path.
+/// document fetched with `GET /api/config`, edited and sent back). An array
+/// element is matched to the running one of the same `name` (or
+/// `username`), so a reordered or shortened list keeps each secret with its
+/// owner; an element with neither is matched by position only when it is
+/// the same as the running one apart from its secrets. A placeholder with
+/// no running secret behind it is a problem naming its key path: a secret
+/// never moves to another route or user.
 pub fn restore(doc: &mut Value, running: &Value) -> Vec<ConfigError> {
-    fn walk(v: &mut Value, running: Option<&Value>, path: &str, errors: &mut Vec<ConfigError>) {
+    fn walk(
+        v: &mut Value,
+        running: Option<&Value>,
+        secret: bool,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) {
         match v {
             Value::String(s) if s == REDACTED => match running {
-                Some(Value::String(r)) if r != REDACTED => r.clone_into(s),
+                Some(r) if !r.is_null() && r.as_str() != Some(REDACTED) => *v = r.clone(),
                 _ => errors.push(ConfigError::new(
                     path,
                     format!(
@@ -73,26 +107,35 @@ pub fn restore(doc: &mut Value, running: &Value) -> Vec<ConfigError> {
                     } else {
                         format!("{path}.{k}")
                     };
-                    walk(child, running.and_then(|r| r.get(k)), &at, errors);
+                    let secret = secret || secret_key(k);
+                    walk(child, running.and_then(|r| r.get(k)), secret, &at, errors);
                 }
             }
             Value::Array(list) => {
                 let theirs = running.and_then(Value::as_array);
                 for (i, child) in list.iter_mut().enumerate() {
-                    let by_name = child.get("name").and_then(Value::as_str).and_then(|n| {
-                        theirs?
-                            .iter()
-                            .find(|r| r.get("name").and_then(Value::as_str) == Some(n))
-                    });
-                    let counterpart = by_name.or_else(|| theirs?.get(i));
-                    walk(child, counterpart, &format!("{path}[{i}]"), errors);
+                    let counterpart = match identity(child) {
+                        // Two running elements of one name: whose secret it
+                        // is cannot be told, so neither is given.
+                        Some(id) => theirs.and_then(|t| {
+                            let mut same = t.iter().filter(|r| identity(r) == Some(id));
+                            same.next().filter(|_| same.next().is_none())
+                        }),
+                        None => theirs
+                            .and_then(|t| t.get(i))
+                            .filter(|r| {
+                                identity(r).is_none()
+                                    && redact_in(r, secret) == redact_in(child, secret)
+                            }),
+                    };
+                    walk(child, counterpart, secret, &format!("{path}[{i}]"), errors);
                 }
             }
             _ => {}
         }
     }
     let mut errors = Vec::new();
-    walk(doc, Some(running), "", &mut errors);
+    walk(doc, Some(running), false, "", &mut errors);
     errors
 }
 
@@ -255,6 +298,56 @@ mod tests {
             running["routes"][1]["action"]
         );
         assert_eq!(edited["admin"], running["admin"]);
+    }
+
+    #[test]
+    fn a_secret_never_moves_to_another_user_or_route() {
+        let running = json!({"routes": [{"name": "r", "security": {"basicAuth": {"users": [
+            {"username": "alice", "password": "pw-a"},
+            {"username": "bob", "password": "pw-b"}
+        ]}}}]});
+        // Alice removed: bob keeps his own password, not hers.
+        let mut doc = json!({"routes": [{"name": "r", "security": {"basicAuth": {"users": [
+            {"username": "bob", "password": REDACTED}
+        ]}}}]});
+        assert!(restore(&mut doc, &running).is_empty());
+        assert_eq!(
+            doc["routes"][0]["security"]["basicAuth"]["users"][0]["password"],
+            "pw-b"
+        );
+        // A route renamed (or new) in the place of another gets nothing.
+        let mut doc = json!({"routes": [{"name": "other", "security": {"basicAuth": {"users": [
+            {"username": "alice", "password": REDACTED}
+        ]}}}]});
+        let errors = restore(&mut doc, &running);
+        assert_eq!(
+            errors[0].path,
+            "routes[0].security.basicAuth.users[0].password"
+        );
+        // Without a name, only an element otherwise the same keeps its secret.
+        let running = json!({"list": [{"url": "a", "token": "t-a"}, {"url": "b", "token": "t-b"}]});
+        let mut same = redact(&running);
+        assert!(restore(&mut same, &running).is_empty());
+        assert_eq!(same, running);
+        let mut moved = json!({"list": [{"url": "b", "token": REDACTED}]});
+        assert_eq!(restore(&mut moved, &running).len(), 1);
+    }
+
+    #[test]
+    fn everything_under_a_secret_key_is_hidden() {
+        let doc = json!({
+            "plugins": {"config": {"x": {"clientSecret": {"current": "s1", "next": ["s2"]}, "pinPassword": 1234, "apiKey": "k"}}},
+            "routes": [{"headers": {"request": {"Authorization": "Bearer abc", "X-Keep": "v"}}}]
+        });
+        let shown = redact(&doc);
+        let text = shown.to_string();
+        for secret in ["s1", "s2", "1234", "\"k\"", "Bearer abc"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(shown["routes"][0]["headers"]["request"]["X-Keep"], "v");
+        let mut back = shown.clone();
+        assert!(restore(&mut back, &doc).is_empty());
+        assert_eq!(back, doc);
     }
 
     #[test]

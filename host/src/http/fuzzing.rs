@@ -109,9 +109,11 @@ fn accepted_request(d: &RequestDecision) {
         RequestDecision::Pass => {}
         RequestDecision::Forward(f) => {
             if let Some(path) = &f.path {
+                // As `upstream.rs` builds the upstream request's URI.
+                let uri = format!("http://[2001:db8::1]:65535{path}");
                 assert!(
-                    http::uri::PathAndQuery::from_str(path).is_ok(),
-                    "a validated path does not parse: {path:?}"
+                    http::Uri::from_str(&uri).is_ok(),
+                    "a validated path does not make a URI: {path:?}"
                 );
             }
             accepted_edits(&f.request_edits);

@@ -11,7 +11,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -149,7 +148,20 @@ impl Registry {
                 Some(o) if o.tls.load(Ordering::Relaxed) != tls => plan.tls.push((addr, tls)),
                 Some(_) => {}
                 None => {
-                    let socket = listen_std(addr).map_err(|source| BindError { addr, source })?;
+                    // Our own socket on this port (`0.0.0.0:P` giving way to
+                    // `127.0.0.1:P`, say) would fail the plain probe bind;
+                    // the overlap is ours, so join with `SO_REUSEPORT`
+                    // directly (the old address closes once this applies).
+                    let ours = self
+                        .open
+                        .keys()
+                        .any(|a| a.port() == addr.port() && a.is_ipv4() == addr.is_ipv4());
+                    let socket = if ours {
+                        listening_socket(addr, true)
+                    } else {
+                        listen_std(addr)
+                    }
+                    .map_err(|source| BindError { addr, source })?;
                     plan.bind.push((addr, socket, tls));
                 }
             }
@@ -288,17 +300,19 @@ pub(super) async fn accept_loop(
         }
     }
     // Closing a listening socket resets the connections the kernel has
-    // already completed on it; take them first (at most a full backlog),
-    // so a reload or a drain loses none of the clients it had let in.
+    // already completed on it; take them first (at most a full backlog).
+    // A plain non-blocking `accept` until it would block: tokio's cached
+    // readiness may not have seen the last arrivals.
+    let Ok(socket) = listener.into_std() else {
+        return;
+    };
     for _ in 0..BACKLOG {
-        let ready = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
-            Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending => Poll::Ready(None),
-        })
-        .await;
-        match ready.map(&take) {
-            Some(None) => {}
-            Some(Some(_)) | None => break,
+        let r = socket.accept().and_then(|(stream, peer)| {
+            stream.set_nonblocking(true)?;
+            Ok((tokio::net::TcpStream::from_std(stream)?, peer))
+        });
+        if take(r).is_some() {
+            break;
         }
     }
 }

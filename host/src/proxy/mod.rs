@@ -255,6 +255,12 @@ impl Proxy {
         change
     }
 
+    /// The drain has begun (SIGTERM): the workers no longer take new
+    /// listeners, so a reconfigure must not open any.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
     /// The addresses listening now.
     pub fn listening(&self) -> Vec<SocketAddr> {
         self.registry().addresses()

@@ -10,6 +10,8 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_HEADERS: usize = 100;
 const MAX_HEADER_VALUE: usize = 8 * 1024;
 const MAX_LOCATION: usize = 8 * 1024;
+/// A rewritten request target: what the host accepts from clients.
+const MAX_PATH: usize = 8 * 1024;
 /// Declared slots and upstreams: bounded, as every request lowers the slots.
 const MAX_SLOTS: usize = 64;
 const MAX_UPSTREAMS: usize = 100_000;
@@ -95,6 +97,14 @@ pub(crate) fn request(d: &RequestDecision, upstreams: usize) -> Result<(), Strin
             // http crate takes as a path (found by the
             // `plugin_answers` fuzz target), or the request would fail as if
             // the backend had refused it.
+            if let Some(path) = &f.path
+                && path.len() > MAX_PATH
+            {
+                return Err(format!(
+                    "forward path is {} bytes long (at most {MAX_PATH})",
+                    path.len()
+                ));
+            }
             if let Some(path) = &f.path
                 && (!path.starts_with('/')
                     || path.bytes().any(|b| b <= b' ' || b == 0x7f)

@@ -142,6 +142,9 @@ impl Soak {
     fn run(mut self, length: Duration) -> Result<(String, bool)> {
         step(&format!("soaking for {} min", length.as_secs() / 60));
         let started = Instant::now();
+        // Before any load: the descriptors an idle proxy holds.
+        let pid0 = self.turnout.child.id();
+        let idle_fds = self.sample(pid0, started)?.fds;
         let loads = self.spawn_loads();
         let pid = self.turnout.child.id();
         let mut samples = Vec::new();
@@ -181,7 +184,7 @@ impl Soak {
         let drained = self.wait_idle(Duration::from_secs(60));
         let end = self.sample(pid, started)?;
         samples.push(end);
-        Ok(self.report(length, &samples, &tallies, drained, changes))
+        Ok(self.report(length, &samples, &tallies, drained, changes, idle_fds))
     }
 
     fn spawn_loads(&self) -> Vec<(&'static str, Arc<Tally>, std::thread::JoinHandle<()>)> {
@@ -380,6 +383,7 @@ impl Soak {
         tallies: &[(&str, Arc<Tally>)],
         drained: Option<String>,
         changes: u32,
+        idle_fds: usize,
     ) -> (String, bool) {
         // Under load only: the last sample is taken after it stopped.
         let during = &samples[..samples.len().saturating_sub(1)];
@@ -389,9 +393,8 @@ impl Soak {
             .copied()
             .collect::<Vec<_>>();
         let slope = slope(&half, |s| s.rss_mib) * 60.0;
-        let first_half_fds = half.first().map_or(0, |s| s.fds);
         let last = samples.last().copied();
-        let fd_growth = last.map_or(0, |s| s.fds as i64 - first_half_fds as i64);
+        let fd_growth = last.map_or(0, |s| s.fds as i64 - idle_fds as i64);
         let max_instances = samples.iter().map(|s| s.instances).fold(0.0, f64::max);
         let failed: u64 = tallies
             .iter()
@@ -400,7 +403,7 @@ impl Soak {
         // Flat: under 1 MiB a minute over the second half (noise on this
         // machine is a few MiB either way).
         let rss_flat = slope.abs() < 1.0;
-        // Descriptors at the end (no load) no more than at mid-run (under load).
+        // Descriptors after the drain no more than before the load.
         let fds_ok = fd_growth <= 0;
         let instances_ok = max_instances <= 64.0;
         let passed = failed == 0 && drained.is_some() && rss_flat && fds_ok && instances_ok;
@@ -428,7 +431,7 @@ impl Soak {
             if rss_flat { "flat" } else { "NOT flat" }
         ));
         md.push_str(&format!(
-            "| file descriptors, end − mid-run | {fd_growth:+} |\n"
+            "| file descriptors, after the drain − before the load | {fd_growth:+} |\n"
         ));
         md.push_str(&format!(
             "| plugin instances live, most seen | {max_instances} |\n"

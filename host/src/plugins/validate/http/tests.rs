@@ -62,7 +62,15 @@ fn good_request_decisions_pass() {
 fn upstream_ids_must_be_declared_and_paths_clean() {
     let e = refused(RequestDecision::Forward(HttpForward::to(1)));
     assert!(e.contains("declared 1"), "{e}");
-    for path in ["relative", "/a b", "/a\r\n", "", "/}}}}}}}}}}}f//<f//Wc_"] {
+    let long = format!("/{}", "a".repeat(70_000));
+    for path in [
+        "relative",
+        "/a b",
+        "/a\r\n",
+        "",
+        "/}}}}}}}}}}}f//<f//Wc_",
+        &long,
+    ] {
         let e = refused(RequestDecision::Forward(HttpForward::to(0).path(path)));
         assert!(e.contains("forward path"), "{path:?}: {e}");
     }
