@@ -255,6 +255,17 @@ async fn tls_echoes(s: &mut tokio_rustls::client::TlsStream<TcpStream>, msg: &[u
     assert_eq!(back, msg);
 }
 
+/// The connections held across the updates (plain, TLS passthrough) both
+/// still echo.
+async fn still_flowing(
+    plain: &mut TcpStream,
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    msg: &[u8],
+) {
+    echoes(plain, msg).await;
+    tls_echoes(tls, msg).await;
+}
+
 #[tokio::test]
 async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     let (one, two) = (tagged("one").await, tagged("two").await);
@@ -292,8 +303,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
         json!([format!("127.0.0.1:{extra}")])
     );
     assert_eq!(greets(extra).await, "two");
-    echoes(&mut held, b"after update 1").await;
-    tls_echoes(&mut held_tls, b"after update 1").await;
+    still_flowing(&mut held, &mut held_tls, b"after update 1").await;
     let (mut on_extra, _) = greeting(extra).await.unwrap();
 
     // 2: route a moves to the other backend, in the {"routes": …} form.
@@ -302,8 +312,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["routes"]["changed"], json!(["a"]));
     assert_eq!(greets(port).await, "two");
-    echoes(&mut held, b"after update 2").await;
-    tls_echoes(&mut held_tls, b"after update 2").await;
+    still_flowing(&mut held, &mut held_tls, b"after update 2").await;
 
     // 3: route b goes: its port stops accepting, its connection runs on.
     let a = put(
@@ -326,8 +335,7 @@ async fn routes_replaced_under_load_drop_nothing_and_ports_follow_the_routes() {
         Some(std::io::ErrorKind::ConnectionRefused)
     );
     echoes(&mut on_extra, b"still here").await;
-    echoes(&mut held, b"after update 3").await;
-    tls_echoes(&mut held_tls, b"after update 3").await;
+    still_flowing(&mut held, &mut held_tls, b"after update 3").await;
     // New TLS sessions still pass through.
     drop(tls_session(tport).await);
 
