@@ -23,6 +23,7 @@
 pub mod acme;
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

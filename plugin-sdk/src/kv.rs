@@ -22,6 +22,20 @@ pub struct KvLimits {
     pub max_value_len: u32,
 }
 
+impl KvLimits {
+    /// Whether `key` (and `value`, when given) fit these bounds: what every
+    /// store checks before it writes, the host's shared one included.
+    pub fn check(&self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        if key.len() > self.max_key_len as usize {
+            return Err(KvError::KeyTooLong(self.max_key_len));
+        }
+        if value.is_some_and(|v| v.len() > self.max_value_len as usize) {
+            return Err(KvError::ValueTooLong(self.max_value_len));
+        }
+        Ok(())
+    }
+}
+
 impl Default for KvLimits {
     fn default() -> Self {
         Self {
@@ -154,10 +168,7 @@ impl KvStore {
     }
 
     fn check_key(&self, key: &str) -> Result<(), KvError> {
-        if key.len() > self.limits.max_key_len as usize {
-            return Err(KvError::KeyTooLong(self.limits.max_key_len));
-        }
-        Ok(())
+        self.limits.check(key, None)
     }
 
     /// The value of `key`, unless missing or expired.
@@ -173,10 +184,7 @@ impl KvStore {
         ttl_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<(), KvError> {
-        self.check_key(key)?;
-        if value.len() > self.limits.max_value_len as usize {
-            return Err(KvError::ValueTooLong(self.limits.max_value_len));
-        }
+        self.limits.check(key, Some(value))?;
         let expires_at = ttl_ms.map(|t| now_ms.saturating_add(t));
         let mut inner = self.lock();
         inner.remove(key);

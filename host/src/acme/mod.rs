@@ -35,10 +35,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use self::challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
+pub use self::challenges::{
+    ACME_TLS_ALPN, ChallengeFuture, Challenges, HTTP01_PREFIX, SharedChallenges,
+};
 pub use self::on_demand::OnDemandError;
 pub use self::order::OrderError;
-pub use self::store::{DiskStore, Store, StoreError};
+pub use self::store::{Claim, DiskStore, Store, StoreError};
 use crate::config::acme::AcmeConfig;
 use crate::config::tls::{CertSource, Pem};
 use crate::metrics::Metrics;
@@ -55,6 +57,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3_600);
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 /// One request outside an order (the account, a renewal window).
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
+/// While another instance holds a name's order claim: how often the store
+/// is looked at for its certificate (and the claim tried again).
+const CLAIM_POLL: Duration = Duration::from_secs(1);
 
 /// A name's certificate state, as `/api/certificates` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +138,19 @@ pub struct Acme {
     /// The directory offers ACME renewal information (RFC 9773): `None`
     /// until asked.
     ari: Mutex<Option<bool>>,
+    /// The runtime orders run on (the one that created this: the control
+    /// thread), so an on-demand order started by a handshake never runs —
+    /// and waits on its store — on a worker thread.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// Where a certificate an order ended with came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// Ordered by this process.
+    Ordered,
+    /// Ordered by another instance sharing the store, and loaded from it.
+    Loaded,
 }
 
 impl std::fmt::Debug for Acme {
@@ -162,6 +180,17 @@ impl Acme {
         names: &[String],
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Acme>, StoreError> {
+        Self::new_over(config, names, metrics, |disk| Arc::new(disk))
+    }
+
+    /// [`Acme::new`] with the disk store wrapped by `store` (a cluster's
+    /// shared store keeps the disk one underneath).
+    pub fn new_over(
+        config: AcmeConfig,
+        names: &[String],
+        metrics: Arc<Metrics>,
+        store: impl FnOnce(DiskStore) -> Arc<dyn Store>,
+    ) -> Result<Arc<Acme>, StoreError> {
         // Checked now, not at the first order: a wrong path fails the start.
         if let Some(ca) = &config.directory_ca {
             use rustls::pki_types::pem::PemObject as _;
@@ -177,7 +206,7 @@ impl Acme {
                 return Err(bad("holds no PEM certificate".into()));
             }
         }
-        let store: Arc<dyn Store> = Arc::new(DiskStore::open(&config.store)?);
+        let store = store(DiskStore::open(&config.store)?);
         Ok(Self::with_store(config, store, names, metrics))
     }
 
@@ -200,7 +229,11 @@ impl Acme {
             on_demand_starts: Mutex::default(),
             tasks: Mutex::default(),
             ari: Mutex::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         });
+        if let Some(shared) = acme.store.shared_challenges() {
+            acme.challenges.set_shared(shared);
+        }
         let mut wanted: Vec<(String, bool)> = names.iter().map(|n| (n.clone(), false)).collect();
         if acme.config.on_demand {
             match acme.store.names() {
@@ -336,7 +369,10 @@ impl Acme {
     fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
         let mut tasks = lock(&self.tasks);
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(fut);
+        match &self.runtime {
+            Some(rt) => tasks.spawn_on(fut, rt),
+            None => tasks.spawn(fut),
+        };
     }
 
     /// Starts an order for `name` unless one is in flight; the receiver
@@ -370,13 +406,20 @@ impl Acme {
                     })
                 })
         };
-        self.metrics.acme_order(result.is_ok());
+        // A certificate another instance ordered is not an order here.
+        if !matches!(result, Ok((_, _, Got::Loaded))) {
+            self.metrics.acme_order(result.is_ok());
+        }
         let mut entries = lock(&self.entries);
         let e = entries.entry(name.clone()).or_default();
         let retry = match result {
-            Ok((issued, leaf)) => {
+            Ok((issued, leaf, got)) => {
+                let from = match got {
+                    Got::Ordered => "ordered here",
+                    Got::Loaded => "ordered by another instance, loaded from the store",
+                };
                 tracing::info!(target: "turnout::acme", name, serial = %issued.serial,
-                    not_after = issued.not_after, "certificate in place");
+                    not_after = issued.not_after, from, "certificate in place");
                 *e = Entry {
                     cert: Some(issued),
                     leaf,
@@ -429,10 +472,77 @@ impl Acme {
         Ok(a)
     }
 
-    async fn try_order(
+    /// A certificate for `name`: one another instance stored meanwhile,
+    /// else ordered here once this process holds the name's claim (with a
+    /// shared store, exactly one instance orders a name; the others wait
+    /// for its certificate and load it).
+    async fn try_order(&self, name: &str) -> Result<(Issued, Option<Leaf>, Got), OrderError> {
+        let mut waiting = false;
+        loop {
+            if let Some((issued, leaf)) = self.stored_fresh(name).await {
+                return Ok((issued, leaf, Got::Loaded));
+            }
+            let owned = name.to_owned();
+            let claim = self
+                .on_store(move |s| s.claim(&owned, ORDER_TIMEOUT))
+                .await
+                .unwrap_or(Claim::Ours);
+            if claim == Claim::Ours {
+                // Stored between the look and the claim: nothing to order.
+                let result = match self.stored_fresh(name).await {
+                    Some((issued, leaf)) => Ok((issued, leaf, Got::Loaded)),
+                    None => self
+                        .order_here(name)
+                        .await
+                        .map(|(issued, leaf)| (issued, leaf, Got::Ordered)),
+                };
+                let owned = name.to_owned();
+                let _ = self.on_store(move |s| s.release(&owned)).await;
+                return result;
+            }
+            if !waiting {
+                tracing::info!(target: "turnout::acme", name,
+                    "another instance is ordering this name: waiting for its certificate");
+                waiting = true;
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+        }
+    }
+
+    /// `f` on the store, off the event loop (a shared store waits on the
+    /// network, a disk one on fsync); `None` if it panicked.
+    async fn on_store<T: Send + 'static>(
         &self,
-        name: &str,
-    ) -> Result<(Issued, Option<rustls::pki_types::CertificateDer<'static>>), OrderError> {
+        f: impl FnOnce(&dyn Store) -> T + Send + 'static,
+    ) -> Option<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store)).await.ok()
+    }
+
+    /// The stored certificate for `name` when it is not the one served
+    /// and not due for renewal (another instance ordered it), installed.
+    async fn stored_fresh(&self, name: &str) -> Option<(Issued, Option<Leaf>)> {
+        let owned = name.to_owned();
+        let pem = self
+            .on_store(move |s| s.certificate(&owned))
+            .await?
+            .ok()??;
+        let cert = load(name, &pem).ok()?;
+        let issued = issued_of(&cert);
+        let served = lock(&self.entries)
+            .get(name)
+            .and_then(|e| e.cert.as_ref().map(|c| c.serial.clone()));
+        let due =
+            unix(SystemTime::now()) >= renewal::renew_at(&issued, self.config.renew_threshold);
+        if due || served.as_deref() == Some(issued.serial.as_str()) {
+            return None;
+        }
+        self.install(name, &cert);
+        Some((issued, cert.key.cert.first().cloned()))
+    }
+
+    /// One order with the ACME server, its certificate stored and served.
+    async fn order_here(&self, name: &str) -> Result<(Issued, Option<Leaf>), OrderError> {
         let account = self.account().await?;
         // With renewal information, the server is told which certificate
         // this one replaces (RFC 9773 §5).
@@ -485,6 +595,9 @@ impl Acme {
         });
     }
 }
+
+/// A served leaf certificate.
+type Leaf = rustls::pki_types::CertificateDer<'static>;
 
 /// The names `auto` routes list (wildcards aside: HTTP-01 and
 /// TLS-ALPN-01 cannot validate them), each once, in config order. A name

@@ -145,7 +145,13 @@ pub(crate) async fn issue(
         })?;
         let key_auth = challenge.key_authorization();
         posted.push(match kind {
-            Challenge::Http01 => challenges.post_http01(&challenge.token, key_auth.as_str()),
+            Challenge::Http01 => {
+                let token = challenge.token.clone();
+                let posted = challenges.post_http01(&token, key_auth.as_str());
+                // Before `ready`: the validation may reach another instance.
+                challenges.share_http01(&token, key_auth.as_str()).await;
+                posted
+            }
             Challenge::TlsAlpn01 => {
                 let cert = alpn_certificate(name, key_auth.digest().as_ref())?;
                 challenges.post_tls_alpn01(name, cert)

@@ -1,7 +1,8 @@
 //! Where ACME state lives: the account's credentials and, per name, the
 //! certificate chain with its key. Behind [`Store`] so that several
-//! instances can share one (a later, Redis-backed implementation); the
-//! disk one is [`DiskStore`]:
+//! instances can share one (`cluster::RedisAcmeStore`, which also claims
+//! each order for one instance and shares HTTP-01 answers); the disk one
+//! is [`DiskStore`]:
 //!
 //! ```text
 //! <certificateStore>/            0700
@@ -50,6 +51,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn names(&self) -> Result<Vec<String>, StoreError>;
     /// Where it is, for messages.
     fn describe(&self, name: Option<&str>) -> String;
+    /// Claims the order of `name` for `ttl`, so that of several instances
+    /// sharing the store exactly one orders it: [`Claim::Theirs`] while
+    /// another holds the claim. A store that is not shared (or cannot be
+    /// reached) answers [`Claim::Ours`].
+    fn claim(&self, _name: &str, _ttl: std::time::Duration) -> Claim {
+        Claim::Ours
+    }
+    /// Gives up a claim this process holds.
+    fn release(&self, _name: &str) {}
+    /// Where HTTP-01 answers are shared with other instances, if anywhere.
+    fn shared_challenges(&self) -> Option<std::sync::Arc<dyn super::SharedChallenges>> {
+        None
+    }
+}
+
+/// Who orders a name now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This process: it orders, then releases.
+    Ours,
+    /// Another instance: this one waits for the certificate in the store.
+    Theirs,
 }
 
 /// The store in a directory.

@@ -6,6 +6,8 @@
 //! * `GET /api/connections[?limit=N]` — the live connections;
 //! * `GET /api/plugins` — loaded plugins and their call statistics;
 //! * `GET /api/certificates` — every certificate in use, static and ACME;
+//! * `GET /api/cluster` — the shared store (`cluster`) and the instances
+//!   whose heartbeat is live ([`cluster`]);
 //! * `GET /healthz` — the process answers; `GET /readyz` — listeners bound
 //!   and plugins initialised, and not draining;
 //! * `GET /api/config`, `PUT /api/config`, `PUT /api/routes` — the running
@@ -17,6 +19,7 @@
 //! client gone wrong cannot starve the proxy.
 
 pub mod client;
+mod cluster;
 pub mod config;
 pub mod prometheus;
 
@@ -63,6 +66,8 @@ pub struct AdminState {
     config: std::sync::OnceLock<tokio::sync::mpsc::Sender<config::ConfigRequest>>,
     /// `admin.token`: the write endpoints' key (a reconfigure may change it).
     token: arc_swap::ArcSwapOption<crate::config::admin::Token>,
+    /// The shared store, when `cluster` is configured.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl AdminState {
@@ -82,6 +87,7 @@ impl AdminState {
             proxy: std::sync::OnceLock::new(),
             config: std::sync::OnceLock::new(),
             token: arc_swap::ArcSwapOption::empty(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -112,6 +118,15 @@ impl AdminState {
 
     fn acme(&self) -> Option<Vec<crate::acme::NameStatus>> {
         Some(self.proxy.get()?.acme()?.statuses())
+    }
+
+    /// The shared store `/api/cluster` shows (later calls are ignored).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get().map(|c| &**c)
     }
 
     /// Sets what `/readyz` answers.
@@ -151,6 +166,9 @@ pub async fn serve(
                 async move {
                     let response = match req.uri().path() {
                         "/api/config" | "/api/routes" => config::handle(&state, req).await,
+                        "/api/cluster" if req.method() == Method::GET => {
+                            json_response(&cluster::handle(state.cluster()).await)
+                        }
                         _ => respond(&state, &req),
                     };
                     Ok::<_, Infallible>(response)
@@ -246,6 +264,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                     top_ips: top as usize,
                     tls: state.tls(),
                     acme: state.acme(),
+                    cluster: state.cluster().map(crate::cluster::Cluster::view),
                 }),
             )
         }),
@@ -260,7 +279,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "unknown path; try /metrics, /api/stats, /api/connections, /api/plugins, /api/certificates, /api/config, /healthz, /readyz",
+                "unknown path; try /metrics, /api/stats, /api/connections, /api/plugins, /api/certificates, /api/config, /api/cluster, /healthz, /readyz",
             );
         }
     };
@@ -327,6 +346,7 @@ fn stats(state: &AdminState, query: Option<&str>) -> Result<Value, String> {
             "durationMs": percentiles(m.durations_ms()),
             "bytesPerConnection": percentiles(m.connection_bytes()),
         },
+        "cluster": cluster::summary(state.cluster()),
     }))
 }
 

@@ -6,6 +6,7 @@
 //! by the registry), per plugin, and per client IP and HTTP domain only for
 //! the top N. The HTTP families are in `prometheus/http.rs`.
 
+mod cluster;
 mod http;
 
 use std::borrow::Cow;
@@ -41,6 +42,8 @@ pub struct Scrape {
     pub tls: Option<Arc<crate::tls::Terminator>>,
     /// ACME's names, when ACME is configured.
     pub acme: Option<Vec<crate::acme::NameStatus>>,
+    /// The shared store, when `cluster` is configured.
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// The exposition text.
@@ -102,7 +105,15 @@ fn family<'a, V>(
 /// `h` with its bounds and sum multiplied by `scale` (ms → s).
 fn histogram(m: &mut MetricEncoder<'_>, h: &LogHistogram, scale: f64) -> Result<(), Error> {
     // One snapshot: `+Inf` and the count are the total of the buckets read.
-    let snap = h.snapshot();
+    snapshot(m, h.snapshot(), scale)
+}
+
+/// [`histogram`] of a snapshot taken already.
+fn snapshot(
+    m: &mut MetricEncoder<'_>,
+    snap: crate::metrics::HistogramSnapshot,
+    scale: f64,
+) -> Result<(), Error> {
     // The encoder sums the counts it is given, and writes `+Inf` only for
     // `f64::MAX`: hand it each bucket's own count, not the running total.
     let mut below = 0;
@@ -456,6 +467,9 @@ impl Collector for Scrape {
                 |s, v| s.encode_gauge(&v),
             )?;
         }
+        if let Some(c) = &self.cluster {
+            cluster::encode(e, c)?;
+        }
         http::encode(e, m, self.top_ips)
     }
 }
@@ -584,6 +598,7 @@ mod tests {
                 top_ips: 0,
                 tls: None,
                 acme: None,
+                cluster: None,
             });
             let b = buckets(&text, "turnout_connection_duration_seconds");
             assert!(b.len() >= 2, "{text}");

@@ -11,11 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::admin::{self, AdminState};
+use crate::cluster::{Cluster, RedisAcmeStore};
 use crate::config::{self, Config, ConfigErrors};
 use crate::limits::ConnectionTracker;
 use crate::metrics::Metrics;
 use crate::plugins::{LoadError, PluginSet, PluginSettings, Runtime, RuntimeConfig};
 use crate::proxy::{self, BindError, Proxy, Settings};
+
+/// How long a start waits for the cluster store before serving without it.
+const CLUSTER_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,10 @@ pub enum StartError {
     /// them).
     #[error("{}", .0.join("\n"))]
     Certificates(Vec<String>),
+    /// The cluster store could not be set up (a bad URL; Redis being
+    /// down is not an error).
+    #[error("{0}")]
+    Cluster(String),
     /// No plugin declared a port to listen on.
     #[error(
         "no plugin declares a port to listen on: add routes with `match.ports`, or a plugin that listens"
@@ -102,7 +110,7 @@ pub fn prepare(
     tracker: Arc<ConnectionTracker>,
 ) -> Result<(Config, Arc<PluginSet>), StartError> {
     let (config, _) = config::load_document(path).map_err(StartError::Config)?;
-    let set = load_plugins(&config, plugins_dir, tracker)?;
+    let set = load_plugins(&config, plugins_dir, tracker, None)?;
     Ok((config, set))
 }
 
@@ -110,15 +118,31 @@ fn load_plugins(
     config: &Config,
     plugins_dir: Option<PathBuf>,
     tracker: Arc<ConnectionTracker>,
+    cluster: Option<&Arc<Cluster>>,
 ) -> Result<Arc<PluginSet>, StartError> {
     let runtime = Runtime::new(runtime_config(config)).map_err(StartError::Runtime)?;
-    PluginSet::load(
-        runtime,
-        plugin_settings(config, plugins_dir),
-        crate::plugins::embedded(),
-        tracker,
-    )
-    .map_err(StartError::Plugins)
+    let settings = PluginSettings {
+        shared_kv: cluster.map(Cluster::shared_kv),
+        ..plugin_settings(config, plugins_dir)
+    };
+    PluginSet::load(runtime, settings, crate::plugins::embedded(), tracker)
+        .map_err(StartError::Plugins)
+}
+
+/// The shared store, when `cluster` is configured: started, and given a
+/// moment to connect so the first connections already count cluster-wide.
+/// Redis being unreachable does not stop the start (it is retried, and
+/// everything counts locally meanwhile).
+async fn start_cluster(config: &Config) -> Result<Option<Arc<Cluster>>, StartError> {
+    let Some(c) = &config.cluster else {
+        return Ok(None);
+    };
+    let cluster = Cluster::start(c.clone()).map_err(|e| StartError::Cluster(e.to_string()))?;
+    if !cluster.wait_connected(CLUSTER_CONNECT_WAIT).await {
+        tracing::warn!(target: "turnout::cluster", redis = %crate::config::cluster::redacted_url(&c.redis),
+            "cluster store not reachable at start: serving with local state, retrying every second");
+    }
+    Ok(Some(cluster))
 }
 
 /// Listening sockets the caller bound itself (tests bind `127.0.0.1:0`; a
@@ -161,7 +185,8 @@ pub async fn run(
     let tracker = ConnectionTracker::new();
     let metrics = Metrics::new();
     let (config, document) = config::load_document(path).map_err(StartError::Config)?;
-    let set = load_plugins(&config, plugins_dir, tracker.clone())?;
+    let cluster = start_cluster(&config).await?;
+    let set = load_plugins(&config, plugins_dir, tracker.clone(), cluster.as_ref())?;
     for w in config.warnings() {
         tracing::warn!(key = %w.path, "{}", w.message);
     }
@@ -172,15 +197,23 @@ pub async fn run(
     let terminator = certs::load(&config.tls).map_err(|errors| {
         StartError::Certificates(errors.iter().map(ToString::to_string).collect())
     })?;
-    let acme = match &config.acme {
-        Some(a) => {
-            let names = crate::acme::listed_names(&config.tls);
-            let acme = crate::acme::Acme::new(a.clone(), &names, metrics.clone())
-                .map_err(|e| StartError::Certificates(vec![format!("acme: {e}")]))?;
-            Some(acme)
-        }
-        None => None,
-    };
+    let acme =
+        match &config.acme {
+            Some(a) => {
+                let names = crate::acme::listed_names(&config.tls);
+                let shared = cluster.clone();
+                let acme =
+                    crate::acme::Acme::new_over(a.clone(), &names, metrics.clone(), |disk| {
+                        match shared {
+                            Some(c) => Arc::new(RedisAcmeStore::new(c, disk)),
+                            None => Arc::new(disk),
+                        }
+                    })
+                    .map_err(|e| StartError::Certificates(vec![format!("acme: {e}")]))?;
+                Some(acme)
+            }
+            None => None,
+        };
     let acme_port = Settings::from_config(&config).acme_http_port;
     let ports = listen_ports(&set.chain(), acme_port);
     let listeners = proxy::bind_ports(&config.bind, &ports, given).await?;
@@ -203,6 +236,9 @@ pub async fn run(
         admin_addr = listener.local_addr().ok();
         let state = AdminState::new(metrics.clone(), set.clone(), tracker.clone(), a.top_ips);
         state.set_token(a.token.clone());
+        if let Some(c) = &cluster {
+            state.set_cluster(c.clone());
+        }
         admin_state = Some(state.clone());
         admin_task = Some(tokio::spawn(admin::serve(listener, state, async move {
             let _ = admin_stopped.await;
@@ -217,6 +253,9 @@ pub async fn run(
         metrics.clone(),
     );
     proxy.set_tls(terminator);
+    if let Some(c) = &cluster {
+        proxy.set_cluster(c.clone());
+    }
     if let Some(acme) = &acme {
         proxy.set_acme(acme.clone());
         // The listeners are bound: an ACME server's validation can connect.
@@ -274,6 +313,10 @@ pub async fn run(
     let _ = admin_stop.send(());
     if let Some(t) = admin_task {
         let _ = t.await;
+    }
+    if let Some(c) = &cluster {
+        // Off `/api/cluster` at once rather than when its heartbeat expires.
+        c.leave().await;
     }
     Ok(())
 }

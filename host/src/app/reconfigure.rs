@@ -321,6 +321,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("admin.listen/admin.topIPs", admin(old) != admin(new)),
         ("acme", old.acme != new.acme),
+        ("cluster", old.cluster != new.cluster),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

@@ -34,9 +34,21 @@ fn secret_key(key: &str) -> bool {
         || ["authorization", "proxy-authorization", "cookie"].contains(&k.as_str())
 }
 
-/// A string that is a secret whatever its key: an inline private key.
+/// A string that is a secret whatever its key: an inline private key, or
+/// a URL with a password in it (`cluster.redis`).
 fn secret_text(text: &str) -> bool {
     text.contains("PRIVATE KEY-----")
+        || text.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+                && rest
+                    .split(['/', '?', '#'])
+                    .next()
+                    .and_then(|authority| authority.rsplit_once('@'))
+                    .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        })
 }
 
 /// `doc` with every secret replaced by [`REDACTED`].
@@ -249,6 +261,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn urls_with_a_password_are_secrets_wherever_they_are() {
+        let running = json!({"cluster": {"redis": "redis://:pw@10.0.0.1:6379/0", "prefix": "p:"},
+            "plugins": {"config": {"x": {"upstream": "https://example.com/a@b:c"}}}});
+        let shown = redact(&running);
+        assert_eq!(shown["cluster"]["redis"], REDACTED);
+        assert_eq!(shown["cluster"]["prefix"], "p:");
+        // An `@` after the authority is not a password.
+        assert_eq!(
+            shown["plugins"]["config"]["x"]["upstream"],
+            "https://example.com/a@b:c"
+        );
+        let mut back = shown.clone();
+        assert!(restore(&mut back, &running).is_empty());
+        assert_eq!(back, running);
+        let plain = json!({"cluster": {"redis": "redis://10.0.0.1:6379/0"}});
+        assert_eq!(redact(&plain), plain);
+    }
 
     #[test]
     fn secrets_are_hidden_and_come_back_by_route_name() {

@@ -14,6 +14,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod cluster;
 pub mod document;
 pub mod http;
 mod raw;
@@ -137,6 +138,8 @@ pub struct Config {
     pub http: http::HttpConfig,
     /// ACME (`acme`); `None`: no `certificate: "auto"` is served.
     pub acme: Option<acme::AcmeConfig>,
+    /// The shared store (`cluster`); `None`: nothing is shared.
+    pub cluster: Option<cluster::ClusterConfig>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -284,6 +287,7 @@ impl Default for Config {
             admin: None,
             http: http::HttpConfig::default(),
             acme: None,
+            cluster: None,
             source: None,
         }
     }

@@ -72,6 +72,7 @@ pub(super) struct RawConfig {
     pub(super) plugins: Option<RawPlugins>,
     pub(super) admin: Option<super::admin::RawAdmin>,
     pub(super) http: Option<super::http::RawHttp>,
+    pub(super) cluster: Option<super::cluster::RawCluster>,
     /// Checked by hand (`acme.rs`): SmartProxy keys are refused by name.
     pub(super) acme: Option<Value>,
 

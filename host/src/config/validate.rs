@@ -178,6 +178,9 @@ pub(super) fn validate(
     if let Some(admin) = raw.admin {
         c.admin = super::admin::check(admin, base_dir, &mut p);
     }
+    if let Some(cluster) = raw.cluster {
+        c.cluster = super::cluster::check(cluster, &mut p);
+    }
 
     if p.0.is_empty() { Ok(c) } else { Err(p.0) }
 }

@@ -118,7 +118,11 @@ async fn answer(
         return error(status);
     }
     // An ACME server's HTTP-01 validation, before any plugin or route.
-    if let Some(key_authorization) = s.acme.as_ref().and_then(|c| c.http01(req.uri().path())) {
+    let acme_answer = match &s.acme {
+        Some(c) => c.http01_anywhere(req.uri().path()).await,
+        None => None,
+    };
+    if let Some(key_authorization) = acme_answer {
         tracing::info!(target: "turnout::acme", conn = s.id, client = %s.client,
             path = req.uri().path(), "HTTP-01 challenge answered");
         let mut r = Response::new(Body::full(key_authorization));

@@ -33,6 +33,9 @@ struct IpEntry {
     /// belongs to second `s` only if `s` is within 60 s of `last_second`.
     buckets: [u16; WINDOW_SECS],
     last_second: u64,
+    /// The count every instance together gave at the last accept
+    /// (`cluster`), and the second it was noted.
+    shared: Option<(u32, u64)>,
 }
 
 impl Default for IpEntry {
@@ -41,6 +44,7 @@ impl Default for IpEntry {
             active: 0,
             buckets: [0; WINDOW_SECS],
             last_second: 0,
+            shared: None,
         }
     }
 }
@@ -60,6 +64,16 @@ impl IpEntry {
     fn recent(&mut self, now_s: u64) -> u32 {
         self.advance(now_s);
         self.buckets.iter().map(|&b| u32::from(b)).sum()
+    }
+
+    /// [`IpEntry::recent`], or the cluster-wide count when one was noted
+    /// within the last second and is higher.
+    fn recent_anywhere(&mut self, now_s: u64) -> u32 {
+        let local = self.recent(now_s);
+        match self.shared {
+            Some((n, at)) if now_s.saturating_sub(at) <= 1 => local.max(n),
+            _ => local,
+        }
     }
 
     fn idle(&mut self, now_s: u64) -> bool {
@@ -152,6 +166,19 @@ impl ConnectionTracker {
         }
     }
 
+    /// Notes the connections from `ip` in the last minute that every
+    /// instance together counted (`cluster`): for about a second, plugins
+    /// asking for the IP's recent connections get the higher of that and
+    /// this process's own count. The IP must have an active connection
+    /// here (its accept); otherwise nothing is noted.
+    pub fn note_shared_recent(&self, ip: IpAddr, count: u32) {
+        let ip = canonical_ip(ip);
+        let now = self.now_s();
+        if let Some(e) = lock(self.shard(&ip)).get_mut(&ip) {
+            e.shared = Some((count, now));
+        }
+    }
+
     /// Active connections, whole proxy.
     pub fn total(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
@@ -235,7 +262,7 @@ impl Counters for ConnectionTracker {
         let now = self.now_s();
         lock(self.shard(&ip))
             .get_mut(&ip)
-            .map_or(0, |e| e.recent(now))
+            .map_or(0, |e| e.recent_anywhere(now))
     }
 }
 
@@ -404,6 +431,22 @@ impl Drop for RouteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_count_raises_the_recent_count_for_a_second() {
+        let t = ConnectionTracker::new();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let _g = t.accept(ip);
+        assert_eq!(t.recent_for_ip(ip), 1);
+        t.note_shared_recent(ip, 9);
+        assert_eq!(t.recent_for_ip(ip), 9);
+        // Lower than the local count: the local one stands.
+        t.note_shared_recent(ip, 0);
+        assert_eq!(t.recent_for_ip(ip), 1);
+        // An IP with no entry is not created by a note.
+        t.note_shared_recent("192.0.2.8".parse().unwrap(), 5);
+        assert_eq!(t.recent_for_ip("192.0.2.8".parse().unwrap()), 0);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

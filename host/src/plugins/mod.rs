@@ -25,7 +25,7 @@ mod validate;
 pub use chain::{Admission, Approval, Chain, Routing};
 pub use engine::{Runtime, RuntimeConfig, default_cache_dir};
 pub use error::{CallFailure, FailureKind, LoadError};
-pub use host_api::{Counters, NoCounters};
+pub use host_api::{Counters, NoCounters, NotShared, SharedKv};
 pub use loaded::{FailurePolicy, LoadedPlugin, Origin, WIT_VERSION};
 pub use metrics::{CALL_TIME_BUCKETS_US, PluginMetrics, PluginMetricsSnapshot};
 pub use registry::{EmbeddedPlugin, PluginSet, PluginSettings, Refused, ReloadEvent};

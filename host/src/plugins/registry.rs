@@ -17,7 +17,7 @@ use turnout_plugin_sdk::kv::KvLimits;
 use super::chain::Chain;
 use super::engine::Runtime;
 use super::error::LoadError;
-use super::host_api::{Counters, PluginHost};
+use super::host_api::{Counters, PluginHost, SharedKv};
 use super::loaded::{FailurePolicy, LoadArgs, LoadedPlugin, Origin};
 use crate::watch::{StableFiles, with_extension};
 
@@ -44,6 +44,8 @@ pub struct PluginSettings {
     pub failure: HashMap<String, FailurePolicy>,
     /// Bounds of each plugin's key-value store.
     pub kv_limits: KvLimits,
+    /// The store shared by every instance (`cluster`); `None`: in memory.
+    pub shared_kv: Option<Arc<dyn SharedKv>>,
 }
 
 /// Why a [`PluginSet::reconfigure_then`] changed nothing.
@@ -227,6 +229,8 @@ impl PluginSet {
         let _rebuild = self.lock_rebuild();
         let current = self.settings.load_full();
         settings.dir = current.dir.clone();
+        // The shared store is fixed at start, as the directory is.
+        settings.shared_kv = current.shared_kv.clone();
         let plugins: Vec<(String, Origin)> = lock(&self.loaded)
             .iter()
             .map(|(n, p)| (n.clone(), p.origin().clone()))
@@ -281,6 +285,7 @@ impl PluginSet {
                     name,
                     self.counters.clone(),
                     settings.kv_limits,
+                    settings.shared_kv.clone(),
                 ))
             })
             .clone()

@@ -70,6 +70,9 @@ pub struct Settings {
     /// `acme.port` when HTTP-01 challenges are answered there: served as
     /// an HTTP port even when no route declares it.
     pub acme_http_port: Option<u16>,
+    /// `connectionRateLimitPerMinute` is set: with a cluster store, each
+    /// new connection is counted there before `admit`.
+    pub shared_connection_rate: bool,
 }
 
 impl Settings {
@@ -113,6 +116,7 @@ impl Settings {
                 .as_ref()
                 .filter(|a| a.challenge == crate::config::acme::Challenge::Http01)
                 .map(|a| a.port),
+            shared_connection_rate: config.limits.connection_rate_per_minute > 0,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct Proxy {
     tls: ArcSwap<Terminator>,
     /// ACME, when `acme` is configured (set once at start).
     acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
+    /// The shared store, when `cluster` is configured (set once at start).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// The listeners open now (a reconfigure opens and closes some).
     listeners: std::sync::Mutex<listen::Registry>,
 }
@@ -182,6 +188,7 @@ impl Proxy {
             metrics,
             tls: ArcSwap::from_pointee(Terminator::new(&crate::config::Config::default().tls).0),
             acme: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             listeners: std::sync::Mutex::default(),
         })
     }
@@ -206,6 +213,16 @@ impl Proxy {
     /// The ACME manager, when `acme` is configured.
     pub fn acme(&self) -> Option<&Arc<crate::acme::Acme>> {
         self.acme.get()
+    }
+
+    /// Sets the shared store (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The shared store, when `cluster` is configured.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// Replaces the settings for new connections (SIGHUP).

@@ -175,6 +175,7 @@ impl Pending {
     /// declared HTTP port is HTTP: its requests are routed one by one.
     pub(crate) async fn route_phases(&mut self) -> Result<Verdict, Refusal> {
         self.proxy_header().await?;
+        self.count_shared().await;
         // While a TLS-ALPN-01 answer is posted, the ClientHello is read
         // before `admit`: the ACME server's validation comes before any
         // plugin. Otherwise `admit` comes before anything is read.
@@ -234,7 +235,10 @@ impl Pending {
             self.read_more("no complete request line within initialDataTimeout")
                 .await?;
         }
-        Ok(acme.challenges().is_http01_request(&self.buf))
+        Ok(acme
+            .challenges()
+            .is_http01_request_anywhere(&self.buf)
+            .await)
     }
 
     /// Reads more client bytes into the buffer before the deadline;
@@ -283,6 +287,24 @@ impl Pending {
         self.held.counting = true;
         self.held.meter.client(self.held.client);
         Ok(())
+    }
+
+    /// With a cluster store and a connection rate limit: counts this
+    /// connection in the client's cluster-wide window, so the plugins
+    /// asking for its recent connections see every instance's (awaited on
+    /// this task; a store that is down answers at once, and the local
+    /// count stands).
+    async fn count_shared(&mut self) {
+        if !self.settings.shared_connection_rate {
+            return;
+        }
+        let Some(cluster) = self.held.proxy.cluster().cloned() else {
+            return;
+        };
+        let ip = self.held.client.ip();
+        if let Ok(n) = cluster.count_connection(ip).await {
+            self.held.proxy.tracker.note_shared_recent(ip, n);
+        }
     }
 
     /// The plugins' `admit`.

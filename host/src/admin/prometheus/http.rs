@@ -128,6 +128,7 @@ mod tests {
             top_ips,
             tls: None,
             acme: None,
+            cluster: None,
         })
     }
 
