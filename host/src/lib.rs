@@ -4,6 +4,7 @@
 //! * [`acme`] — ACME certificates for `certificate: "auto"`: orders, challenges, store, renewal, on-demand.
 //! * [`admin`] — the admin HTTP API: Prometheus metrics, stats, live connections, plugins, health.
 //! * [`app`] — `turnout run` / `turnout check` as functions: config → plugins → listeners → proxy.
+//! * [`cluster`] — scale-out: plugin KV, the connection rate, ACME state shared through Redis.
 //! * [`config`] — the config file: raw structs with unknown keys rejected, validated into [`config::Config`].
 //! * [`limits`] — connection counters (per IP, per route, total), exact by construction.
 //! * [`metrics`] — counters, throughput windows, per-route and per-IP tables, percentiles, the live connection list.
