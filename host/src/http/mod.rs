@@ -27,6 +27,7 @@ pub mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,7 +135,8 @@ where
     D: Future<Output = ()>,
     S: Future<Output = ()>,
 {
-    let state = timers::ConnState::new(session.alpn.as_deref() == Some(b"h2"));
+    let h2 = session.alpn.as_deref() == Some(b"h2");
+    let state = timers::ConnState::new(h2);
     let config = session.config;
     let stall = config.idle_timeout.max(config.response_timeout);
     let io = timers::Timed::new(
@@ -159,12 +161,7 @@ where
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = &mut draining => {
-            conn.as_mut().graceful_shutdown();
-            // In-flight requests finish, bounded by the drain time.
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = &mut stop => {}
-            }
+            drain(conn.as_mut(), &state, h2, stop.as_mut()).await;
             if let Some(relay) = state.take_relay() {
                 relay.abort();
             }
@@ -187,6 +184,58 @@ where
         }
     }
     ended(&session, &state, result)
+}
+
+/// Ends a connection for the drain: in-flight requests finish and are
+/// answered with `Connection: close` (HTTP/2: GOAWAY), bounded by the
+/// drain time (`stop`).
+///
+/// A connection accepted before the drain whose first request has not
+/// come yet (behind an L4 balancer it may be on its way, and cannot go
+/// elsewhere now) waits for it, bounded by the header timeout and `stop`:
+/// hyper's shutdown would drop it unanswered while the protocol is still
+/// being read.
+async fn drain<C, S>(
+    mut conn: Pin<&mut C>,
+    state: &timers::ConnState,
+    h2: bool,
+    mut stop: Pin<&mut S>,
+) where
+    C: Future + Shutdown,
+    S: Future<Output = ()>,
+{
+    state.drain();
+    if state.served() == 0 && !h2 {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = state.first_request() => {}
+            () = stop.as_mut() => return,
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.as_mut() => {}
+    }
+}
+
+/// hyper-util's connection, as [`drain`] uses it.
+trait Shutdown {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Shutdown for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
 }
 
 /// The server: hyper-util's auto (HTTP/1.1 and HTTP/2, or the one ALPN

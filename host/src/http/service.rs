@@ -70,7 +70,8 @@ pub(super) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let inflight = state.begin(req.version() == Version::HTTP_2);
+    let h2 = req.version() == Version::HTTP_2;
+    let inflight = state.begin(h2);
     let log = AccessLog::of(&req);
     let mut outcome = Outcome::default();
     let mut resp = if state.take_conflicting_framing() {
@@ -84,6 +85,12 @@ pub(super) async fn handle(
     };
     if outcome.error.is_none() && is_proxy_error(&resp) {
         outcome.error = Some(error_label(resp.status()));
+    }
+    if state.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS && !h2 {
+        // Said, not only done: the client knows not to send another
+        // request here (hyper closes after an answer that says so).
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = resp.status().as_u16();
     let session2 = session.clone();

@@ -55,6 +55,10 @@ pub(crate) struct ConnState {
     tunnels: AtomicUsize,
     /// Their relays, ended with the connection.
     tunnel_relays: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The proxy is draining: HTTP/1.1 answers say `Connection: close`.
+    draining: AtomicBool,
+    /// Notified when a request begins during the drain.
+    began: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -74,7 +78,28 @@ impl ConnState {
             relay: std::sync::Mutex::new(None),
             tunnels: AtomicUsize::new(0),
             tunnel_relays: std::sync::Mutex::default(),
+            draining: AtomicBool::new(false),
+            began: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The proxy began to drain: every answer from now on closes its
+    /// HTTP/1.1 connection.
+    pub(crate) fn drain(&self) {
+        // SeqCst with `served` in `begin`: either the drain sees the
+        // request, or the request sees the drain and notifies.
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Returns once a request has begun (call after [`ConnState::drain`]).
+    pub(crate) async fn first_request(&self) {
+        if self.served.load(Ordering::SeqCst) == 0 {
+            self.began.notified().await;
+        }
     }
 
     /// The connection was upgraded; `relay` moves its bytes from now on.
@@ -149,8 +174,12 @@ impl ConnState {
         if h2 {
             self.h2.store(true, Ordering::Relaxed);
         }
-        self.served.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::SeqCst);
         self.inflight.fetch_add(1, Ordering::AcqRel);
+        if self.draining.load(Ordering::SeqCst) {
+            // `notify_one` keeps a permit: `first_request` cannot miss it.
+            self.began.notify_one();
+        }
         InFlight(self.clone())
     }
 

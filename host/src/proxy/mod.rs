@@ -346,7 +346,10 @@ impl Proxy {
         });
         shutdown.await;
         let _ = accepting_tx.send(false);
-        let _ = self.draining.send(true);
+        // `send_replace`: `send` keeps the old value when no connection
+        // listens yet, and one that subscribes later (a plaintext client
+        // whose first bytes arrive during the drain) would never see it.
+        self.draining.send_replace(true);
         workers.stopped_accepting().await;
         let grace = self.settings.load().graceful_shutdown;
         tracing::info!(
@@ -360,7 +363,7 @@ impl Proxy {
                 active = self.tracker.total(),
                 "drain time over; closing the rest"
             );
-            let _ = self.stop.send(true);
+            self.stop.send_replace(true);
             // Relays close at once on `stop`; connections still waiting for
             // a ClientHello end when their worker finishes.
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait_idle()).await;
