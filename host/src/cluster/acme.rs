@@ -86,6 +86,22 @@ impl RedisAcmeStore {
                 "ACME state kept on disk only: the cluster store did not take it");
         }
     }
+
+    /// Copies a certificate another instance ordered to this one's disk
+    /// when the disk holds another (or none): an instance restarted while
+    /// Redis is down (or emptied) still serves it. Best effort: a failed
+    /// write is logged, the certificate is served all the same.
+    fn keep_on_disk(&self, name: &str, pem: &str) {
+        match self.disk.certificate(name) {
+            Ok(Some(local)) if local == pem => {}
+            _ => {
+                if let Err(e) = self.disk.save_certificate(name, pem) {
+                    tracing::warn!(target: "turnout::cluster", name, error = %e,
+                        "the certificate from the cluster store is not kept on disk");
+                }
+            }
+        }
+    }
 }
 
 impl Store for RedisAcmeStore {
@@ -112,7 +128,10 @@ impl Store for RedisAcmeStore {
     fn certificate(&self, name: &str) -> Result<Option<String>, StoreError> {
         let key = self.key(format_args!("cert:{name}"));
         match self.get(key.clone()) {
-            Ok(Some(pem)) => Ok(Some(pem)),
+            Ok(Some(pem)) => {
+                self.keep_on_disk(name, &pem);
+                Ok(Some(pem))
+            }
             Ok(None) => {
                 let local = self.disk.certificate(name)?;
                 if let Some(pem) = &local {
