@@ -4,10 +4,13 @@
 use std::path::{Path, PathBuf};
 
 pub mod app;
+pub mod haproxy;
 pub mod http;
 pub mod l4;
+pub mod node;
 pub mod pebble;
 pub mod pki;
+pub mod redis;
 pub mod tls;
 pub mod ws;
 
