@@ -163,7 +163,7 @@ impl Bench<'_> {
         let pids = p.pids();
         // Scraped outside the CPU window: the scrape is the proxy's work too.
         let hook = |admin: Option<SocketAddr>| admin.map(routes_call_time).transpose();
-        let admin = (proxy == Proxy::Turnout)
+        let admin = matches!(proxy, Proxy::Turnout | Proxy::TurnoutCluster)
             .then(|| self.admin.get())
             .flatten();
         let (conns0, hook0) = (backend_conns(self.http)?, hook(admin)?);

@@ -28,6 +28,10 @@
 //! Turnout splices bulk transfers by default; HAProxy only when told
 //! (`--haproxy-splice` forces it on, for a comparison with its best).
 //!
+//! `--cluster` adds `turnout-cluster`, Turnout with its cluster store on a
+//! Redis the bench starts, run beside `turnout` in every repeat (see
+//! [`cluster`]).
+//!
 //! Everything started is stopped on success, on error (guards' `Drop`) and
 //! when this process dies (children run under `setpriv --pdeathsig TERM`;
 //! the backend also exits when its stdin closes).
@@ -46,6 +50,7 @@ pub(crate) use abuse::abuse;
 pub(crate) use soak::soak;
 
 mod abuse;
+mod cluster;
 mod harness;
 mod http;
 mod options;
@@ -76,16 +81,20 @@ const CERT_NAME: &str = "*.bench.test";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proxy {
     Turnout,
+    /// Turnout with the cluster store (`--cluster` only).
+    TurnoutCluster,
     Haproxy,
     Nginx,
 }
 
 impl Proxy {
+    /// The default set; `--cluster` adds [`Proxy::TurnoutCluster`].
     const ALL: [Proxy; 3] = [Proxy::Turnout, Proxy::Haproxy, Proxy::Nginx];
 
     fn name(self) -> &'static str {
         match self {
             Proxy::Turnout => "turnout",
+            Proxy::TurnoutCluster => "turnout-cluster",
             Proxy::Haproxy => "haproxy",
             Proxy::Nginx => "nginx",
         }
@@ -160,6 +169,8 @@ struct Bench<'a> {
     http: SocketAddr,
     /// The plain WebSocket echo, behind the proxies in `ws-echo`.
     ws: SocketAddr,
+    /// The Redis of `turnout-cluster`, with `--cluster`.
+    redis: Option<cluster::Redis>,
     /// The running Turnout's admin API, in the HTTP scenario.
     admin: std::cell::Cell<Option<SocketAddr>>,
     /// The directory with `cert.pem`, `key.pem`, `bundle.pem`, when a
@@ -187,6 +198,10 @@ impl<'a> Bench<'a> {
             addr("http")?,
             addr("ws")?,
         );
+        let redis = opts
+            .cluster
+            .then(|| cluster::Redis::start(dir))
+            .transpose()?;
         let cert = if opts.scenarios.iter().any(|s| s.terminates()) {
             step(&format!(
                 "writing an ECDSA P-256 certificate for {CERT_NAME} (turnout-loadgen cert)"
@@ -220,6 +235,7 @@ impl<'a> Bench<'a> {
             plain,
             http,
             ws,
+            redis,
             admin: std::cell::Cell::new(None),
             cert,
             runs: Vec::new(),
@@ -322,6 +338,7 @@ impl<'a> Bench<'a> {
         settle();
         let cpu = || cpu_secs(&pids, self.ticks);
         let mut f = Figures::new();
+        let scripts_before = self.redis_scripts(proxy)?;
         let report = match scenario {
             Scenario::NewTls | Scenario::NewTlsTerminate => {
                 let before = cpu();
@@ -394,6 +411,20 @@ impl<'a> Bench<'a> {
                 r
             }
         };
+        if let (Some((calls0, usec0)), Some((calls1, usec1))) =
+            (scripts_before, self.redis_scripts(proxy)?)
+        {
+            // HTTP and WebSocket runs count requests or messages as `ok`.
+            let conns = f
+                .get("client_conns")
+                .copied()
+                .unwrap_or_else(|| num(&report, "ok"));
+            f.insert("redis_scripts_per_conn".into(), (calls1 - calls0) / conns);
+            f.insert(
+                "redis_us_per_script".into(),
+                (usec1 - usec0) / (calls1 - calls0),
+            );
+        }
         drop(p);
         Ok(RunResult {
             scenario,
@@ -480,7 +511,7 @@ impl<'a> Bench<'a> {
         let log = self.dir.join(format!("{stem}.log"));
         let nproc = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut p = match proxy {
-            Proxy::Turnout => {
+            Proxy::Turnout | Proxy::TurnoutCluster => {
                 let cfg = self.dir.join(format!("{stem}.json"));
                 let text = match front {
                     Front::Passthrough => self.turnout_config(port),
@@ -488,7 +519,7 @@ impl<'a> Bench<'a> {
                     Front::TerminateHttp => self.turnout_http_config(port)?,
                     Front::TerminateWs => self.turnout_ws_config(port)?,
                 };
-                std::fs::write(&cfg, text)?;
+                std::fs::write(&cfg, self.turnout_variant(proxy, text)?)?;
                 let mut cmd = command(
                     &self.bin.join("turnout"),
                     &["run".into(), "-c".into(), cfg.display().to_string()],

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::Proxy;
 use super::scenario::Scenario;
 
-pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice] [--ws-conns N] [--ws-messages N] [--ws-window N]
+pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice] [--cluster] [--ws-conns N] [--ws-messages N] [--ws-window N]
   scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency,
              new-tls-terminate, idle-terminate (= terminate), https-keepalive (= http),
              ws-echo (= ws)
@@ -17,6 +17,12 @@ pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NA
   --no-build   use the release binaries already built (turnout, turnout-loadgen)
   --haproxy-splice  HAProxy with `option splice-request` and `option splice-response`
                (its kernel splicing forced on; nginx's stream module has none)
+  --cluster    adds the proxy turnout-cluster beside turnout: the same config plus a
+               `cluster` store on a redis-server the bench starts (/usr/bin/redis-server);
+               both Turnouts then run with connectionRateLimitPerMinute 100000000 (far above
+               the load), so each new connection of turnout-cluster does one Redis round trip
+               before `admit` and the cluster store is the only difference (issue 18);
+               naming turnout-cluster in --proxies implies it
   --ws-conns N     ws-echo: WebSocket connections (default 50; --quick 8)
   --ws-messages N  ws-echo: 1 KiB messages echoed in each measured run (default 100000; --quick 2000)
   --ws-window N    ws-echo: messages awaiting their echo per connection, 1 to 64 (default 1)";
@@ -33,6 +39,8 @@ pub(super) struct Options {
     pub(super) build: bool,
     /// Force HAProxy's splice on.
     pub(super) haproxy_splice: bool,
+    /// Run `turnout-cluster` beside `turnout` (see [`super::cluster`]).
+    pub(super) cluster: bool,
     /// ws-echo's load, where given: connections, messages, window.
     pub(super) ws_conns: Option<usize>,
     pub(super) ws_messages: Option<usize>,
@@ -51,6 +59,7 @@ impl Options {
             keep: false,
             build: true,
             haproxy_splice: false,
+            cluster: false,
             ws_conns: None,
             ws_messages: None,
             ws_window: None,
@@ -68,6 +77,7 @@ impl Options {
                 "--keep" => o.keep = true,
                 "--no-build" => o.build = false,
                 "--haproxy-splice" => o.haproxy_splice = true,
+                "--cluster" => o.cluster = true,
                 "--repeats" => o.repeats = value()?.parse().context("--repeats")?,
                 "--ws-conns" => o.ws_conns = Some(positive(a, &value()?)?),
                 "--ws-messages" => o.ws_messages = Some(positive(a, &value()?)?),
@@ -104,6 +114,7 @@ impl Options {
                         .map(|n| {
                             Proxy::ALL
                                 .into_iter()
+                                .chain([Proxy::TurnoutCluster])
                                 .find(|p| p.name() == n)
                                 .ok_or_else(|| anyhow!("unknown proxy {n:?}\n\n{USAGE}"))
                         })
@@ -118,6 +129,17 @@ impl Options {
         }
         if o.scenarios.is_empty() {
             o.scenarios = Scenario::ALL.to_vec();
+        }
+        o.cluster |= o.proxies.contains(&Proxy::TurnoutCluster);
+        if o.cluster && !o.proxies.contains(&Proxy::TurnoutCluster) {
+            // Beside `turnout`, so the two are next to each other in every
+            // repeat's (rotated) order and in the tables.
+            let at = o
+                .proxies
+                .iter()
+                .position(|p| *p == Proxy::Turnout)
+                .map_or(o.proxies.len(), |i| i + 1);
+            o.proxies.insert(at, Proxy::TurnoutCluster);
         }
         if o.repeats == 0 {
             o.repeats = if o.quick { 1 } else { 3 };

@@ -77,15 +77,56 @@ impl Bench<'_> {
     /// Per repeat, `p` against HAProxy: a ratio, or for latency (where
     /// HAProxy's added time can be ~0) a difference.
     fn versus_haproxy(&self, s: Scenario, p: Proxy, key: &str) -> Vec<f64> {
+        self.versus(s, p, Proxy::Haproxy, key)
+    }
+
+    /// Per repeat, `p` against `base`: as [`Self::versus_haproxy`].
+    fn versus(&self, s: Scenario, p: Proxy, base: Proxy, key: &str) -> Vec<f64> {
         (0..self.opts.repeats)
             .map(|r| {
-                let (x, h) = (
-                    self.value(s, p, r, key),
-                    self.value(s, Proxy::Haproxy, r, key),
-                );
-                if s == Scenario::Latency { x - h } else { x / h }
+                let (x, b) = (self.value(s, p, r, key), self.value(s, base, r, key));
+                if s == Scenario::Latency { x - b } else { x / b }
             })
             .collect()
+    }
+
+    /// `--cluster`: per scenario, turnout-cluster against turnout (same
+    /// repeat), and what Redis says it ran for each connection.
+    fn cluster_section(&self, md: &mut String) -> Result<()> {
+        let (t, c) = (Proxy::Turnout, Proxy::TurnoutCluster);
+        if !(self.opts.proxies.contains(&t) && self.opts.proxies.contains(&c)) {
+            return Ok(());
+        }
+        writeln!(md, "\n## Cluster store: turnout-cluster against turnout\n")?;
+        writeln!(
+            md,
+            "Both with `connectionRateLimitPerMinute` {}; turnout-cluster also with `cluster` on the bench's Redis, so each of its new connections awaits one rate script there before `admit`. \"cluster − plain\" is per repeat (a difference for latency, else a ratio), then the median (min–max). \"Redis scripts per conn\" and \"µs per script\" are the Redis server's own count and time (`INFO commandstats`, EVAL + EVALSHA) over the measured run: about 1 per connection means every connection's round trip happened (fewer: the store fell back to counting locally).\n",
+            super::cluster::RATE_LIMIT
+        )?;
+        writeln!(
+            md,
+            "| scenario | figure | turnout | turnout-cluster | cluster − plain | Redis scripts per conn | Redis µs per script |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+        )?;
+        for &s in &self.opts.scenarios {
+            let h = s.headline();
+            let mut figures = vec![(h.key, h.label)];
+            if s == Scenario::Latency {
+                figures.insert(0, ("added_p50_us", "added p50 µs per new conn"));
+            }
+            for (key, label) in figures {
+                writeln!(
+                    md,
+                    "| {} | {label} | {} | {} | {} | {} | {} |",
+                    s.name(),
+                    cell(self.values(s, t, key)),
+                    cell(self.values(s, c, key)),
+                    cell(self.versus(s, c, t, key)),
+                    cell(self.values(s, c, "redis_scripts_per_conn")),
+                    cell(self.values(s, c, "redis_us_per_script")),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn facts(&self) -> Vec<(&'static str, String)> {
@@ -145,6 +186,9 @@ impl Bench<'_> {
             ("nginx", sh("nginx", &["-v"])),
             ("rustc", sh("rustc", &["-V"])),
         ]
+        .into_iter()
+        .chain(self.redis.as_ref().map(|r| ("redis", r.version.clone())))
+        .collect()
     }
 
     pub(super) fn markdown(&self) -> Result<String> {
@@ -231,6 +275,8 @@ impl Bench<'_> {
             }
             writeln!(md, "{row}")?;
         }
+
+        self.cluster_section(&mut md)?;
 
         writeln!(
             md,
@@ -327,6 +373,9 @@ impl Bench<'_> {
         }
         if self.opts.scenarios.contains(&Scenario::WsEcho) {
             writeln!(md, "{METHOD_WS}")?;
+        }
+        if self.opts.cluster {
+            writeln!(md, "{METHOD_CLUSTER}")?;
         }
         Ok(md)
     }
@@ -470,4 +519,26 @@ FIN). Headline: proxy CPU-s per 100 000 echoed messages (each crosses the \
 proxy twice: 1 KiB decrypted client → backend and 1 KiB encrypted back); \
 goal ≤ 0.8× HAProxy's (issue 15). \"backend \
 connections opened\" should equal the client's WebSockets.
+";
+
+const METHOD_CLUSTER: &str = "\
+* `--cluster` (issue 18): a `redis-server` started by the bench on a free \
+loopback port (`--bind 127.0.0.1 --save \"\" --appendonly no`, in the \
+temp dir, stopped at the end) serves every run of the proxy \
+`turnout-cluster`: Turnout with exactly `turnout`'s config plus \
+`\"cluster\": { \"redis\": \"redis://127.0.0.1:PORT/0\", \"prefix\": \
+\"turnout:\", \"instance\": \"bench-1\" }` (the store's defaults otherwise: \
+25 ms call timeout, 2 s heartbeat). A cluster store alone puts nothing on \
+a connection's path; a connection rate limit does, so with `--cluster` \
+both Turnouts run with `connectionRateLimitPerMinute` 100000000, far \
+above any load here, and no connection is ever refused for it: \
+`turnout` counts each new connection in its local window, \
+`turnout-cluster` awaits one Lua script in Redis (the client IP's \
+sliding 60 s window, `{prefix}rate:{ip}`) after accepting the connection \
+and before the plugins' `admit`. That round trip is the only difference \
+between the two. All connections come from 127.0.0.1, so every script \
+updates the same key (at most ~60 per-second fields). Redis runs on the \
+same two cores as everything else; its CPU is not in the proxy's CPU \
+column, the time the connection waits for it is in the latencies. The \
+two Turnouts run side by side in every repeat, in the rotated order.
 ";
