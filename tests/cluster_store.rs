@@ -125,6 +125,45 @@ async fn connections_per_ip_are_counted_by_every_instance_together() {
     );
 }
 
+/// The window slides by the second, whichever instance counts, with
+/// clocks that disagree, and after a pause longer than the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_connection_window_slides_and_keeps_its_total() {
+    let redis = Redis::start();
+    let a = connected(&redis.url(), "slide-test:", "a").await;
+    let b = connected(&redis.url(), "slide-test:", "b").await;
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let t = 1_800_000_000;
+    assert_eq!(a.count_connection_at(ip, t).await, Ok(1));
+    assert_eq!(b.count_connection_at(ip, t).await, Ok(2));
+    assert_eq!(a.count_connection_at(ip, t + 30).await, Ok(3));
+    assert_eq!(b.count_connection_at(ip, t + 59).await, Ok(4));
+    // Second t leaves the window at t + 60: its two connections go.
+    assert_eq!(a.count_connection_at(ip, t + 60).await, Ok(3));
+    // b's clock is 10 s behind a's: counted all the same, and taken out
+    // again when the window passes the second it landed in.
+    assert_eq!(b.count_connection_at(ip, t + 50).await, Ok(4));
+    // At t + 95 the window starts at t + 36: t + 30 goes.
+    assert_eq!(a.count_connection_at(ip, t + 95).await, Ok(4));
+    // Long after (the key would have expired; here it has not, as no real
+    // time passed): everything before is gone, in one count or a few.
+    assert_eq!(a.count_connection_at(ip, t + 400).await, Ok(1));
+    assert_eq!(b.count_connection_at(ip, t + 401).await, Ok(2));
+    let key = "slide-test:rate:198.51.100.7";
+    let fields: Vec<String> = redis.query(::redis::cmd("HKEYS").arg(key));
+    assert!(
+        fields.len() <= 4,
+        "the hash keeps only the window's seconds: {fields:?}"
+    );
+    let total: Option<String> = redis.query(::redis::cmd("HGET").arg(key).arg("total"));
+    assert_eq!(total.as_deref(), Some("2"));
+    let ttl: i64 = redis.query(::redis::cmd("PTTL").arg(key));
+    assert!(
+        (60_000..=61_000).contains(&ttl),
+        "expires 61 s after its last write: {ttl}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_claims_exclude_each_other_and_state_is_shared() {
     let redis = Redis::start();
