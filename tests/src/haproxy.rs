@@ -199,7 +199,7 @@ backend nodes
     std::fs::write(&config_path, &config).expect("write haproxy.cfg");
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
-    let child = Command::new("haproxy")
+    let child = Command::new(binary())
         .arg("-db")
         .arg("-f")
         .arg(&config_path)
@@ -264,4 +264,15 @@ fn tail(log: &std::path::Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     let from = all.len().saturating_sub(lines);
     format!("--- haproxy ---\n{}", all[from..].join("\n"))
+}
+
+/// Debian installs HAProxy in `/usr/sbin`, which is not on a non-root
+/// user's `PATH`: that one when it is there, else `haproxy` from `PATH`.
+fn binary() -> &'static str {
+    const DEBIAN: &str = "/usr/sbin/haproxy";
+    if std::path::Path::new(DEBIAN).is_file() {
+        DEBIAN
+    } else {
+        "haproxy"
+    }
 }
