@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod app;
+pub mod cluster;
 pub mod haproxy;
 pub mod http;
 pub mod l4;
