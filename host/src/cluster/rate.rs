@@ -6,8 +6,9 @@
 //! `oldest` (the oldest second not yet dropped). Each count drops the
 //! seconds that left the window since the last one — usually none or one —
 //! so a script costs a few hash operations however many seconds the
-//! window holds. (It read the whole hash before: 13–24 µs inside Redis per
-//! connection at a steady load, measured by `cargo xtask bench --cluster`.)
+//! window holds. (It read the whole hash before: with a full window,
+//! 56–59 µs inside Redis per connection against 17–18 µs now, side by
+//! side in one `redis-server`; see docs/scaling.md.)
 //! A key expires a second after its last connection leaves the window. The
 //! same sliding window as the local counters (`limits/`).
 
