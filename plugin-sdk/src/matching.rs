@@ -9,6 +9,9 @@ use std::net::IpAddr;
 
 use crate::types::canonical_ip;
 
+mod ip_list;
+pub use ip_list::IpList;
+
 /// Why a pattern did not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatternError {
@@ -236,31 +239,6 @@ impl IpPattern {
 fn v4_cidr(base: u32, len: u32) -> IpPattern {
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     IpPattern::V4Range(base & mask, (base & mask) | !mask)
-}
-
-/// A list of IP patterns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IpList(Vec<IpPattern>);
-
-impl IpList {
-    /// Parses every pattern; the first bad one is the error.
-    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
-        patterns
-            .iter()
-            .map(|p| IpPattern::parse(p.as_ref()))
-            .collect::<Result<_, _>>()
-            .map(IpList)
-    }
-
-    /// Whether any pattern matches.
-    pub fn matches(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|p| p.matches(ip))
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// An HTTP path pattern: `*` alone matches everything; `:name` matches one
