@@ -13,6 +13,7 @@ use turnout::acme::{Claim, DiskStore, Store};
 use turnout::cluster::{Cluster, RedisAcmeStore, State};
 use turnout::config::cluster::ClusterConfig;
 use turnout_plugin_sdk::KvError;
+use turnout_tests::cluster::eventually;
 use turnout_tests::redis::Redis;
 
 fn config(url: &str, prefix: &str, instance: &str) -> ClusterConfig {
@@ -34,15 +35,6 @@ async fn connected(url: &str, prefix: &str, instance: &str) -> Arc<Cluster> {
         "connects to {url}"
     );
     c
-}
-
-/// Polls `f` every 50 ms for up to 15 s.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +86,7 @@ async fn the_shared_kv_store_keeps_the_memory_stores_semantics() {
         // Past max entries the oldest write goes.
         for k in ["e1", "e2", "e3", "e4"] {
             kv.set("bounded", k, b"v", None, 3).unwrap();
+            // The index orders writes by their millisecond: one apart.
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(kv.get("bounded", "e1"), Ok(None), "evicted");
@@ -223,7 +216,10 @@ async fn an_outage_is_answered_locally_and_recovered_from() {
     );
     assert!(c.instances().await.is_err());
     redis.restart();
-    eventually("the store is up again", || c.state() == State::Up).await;
+    eventually("the store is up again", Duration::from_secs(15), || async {
+        (c.state() == State::Up).then_some(())
+    })
+    .await;
     let probe = kv.clone();
     tokio::task::spawn_blocking(move || {
         assert_eq!(probe.increment("p", "n", 1, None, 100), Ok(Ok(1)));
@@ -232,16 +228,16 @@ async fn an_outage_is_answered_locally_and_recovered_from() {
     .unwrap();
     assert_eq!(c.view().went_up, 2, "connected, then back");
     // Its heartbeat is written again (Redis came back empty).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let listed = c.instances().await.unwrap();
-        if listed.len() == 1 {
-            assert_eq!(listed[0].instance, "a");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listed = eventually(
+        "its heartbeat is listed again",
+        Duration::from_secs(10),
+        || async {
+            let listed = c.instances().await.unwrap();
+            (listed.len() == 1).then_some(listed)
+        },
+    )
+    .await;
+    assert_eq!(listed[0].instance, "a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

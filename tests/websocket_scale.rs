@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
 use turnout_tests::app::{Ports, RunningApp, admin_request};
 use turnout_tests::l4::STEP;
 use turnout_tests::pki::Ca;
+use turnout_tests::prometheus_value;
 use turnout_tests::tls::{config, files, settled, target, wait_for};
 use turnout_tests::ws::{
     Echo, EchoServer, TlsWs, assert_same, big_config, close, describe, echo, echo_server, next,
@@ -216,22 +217,6 @@ async fn stats(admin: SocketAddr) -> Value {
     let (status, body) = admin_request(admin, "GET", "/api/stats").await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
-}
-
-/// `/metrics`' value of `name` with `labels`, if exposed.
-fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: {other:?}"),
-        })
 }
 
 /// Runs every task of `set` to completion within [`STEP`], returning

@@ -146,18 +146,7 @@ pub async fn answer(node: &Node, host: &str, headers: &[(&str, &str)]) -> Answer
 pub async fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
     let (status, text) = node.get("/metrics").await;
     assert_eq!(status, 200, "{}: /metrics: {text}", node.name());
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .unwrap_or_else(|e| panic!("{}: /metrics does not parse: {e}\n{text}", node.name()));
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name}: {other:?}"),
-        })
+    crate::prometheus_value(&text, name, labels)
         .unwrap_or_else(|| panic!("{}: no {name}{labels:?} in\n{text}", node.name()))
 }
 

@@ -35,3 +35,34 @@ pub fn guest_dir(name: &str) -> PathBuf {
         .join("guests")
         .join(name)
 }
+
+/// The value of the sample `name` with `labels` in a Prometheus exposition
+/// (`/metrics`), if it is there; panics when the text does not parse.
+pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"));
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        })
+}
+
+/// A child process's stdout and stderr, both appended to the log at `path`
+/// after a `banner` line (a test that restarts a process keeps one log).
+pub fn append_log(path: &Path, banner: &str) -> (std::fs::File, std::fs::File) {
+    use std::io::Write as _;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("log file {}: {e}", path.display()));
+    let _ = writeln!(out, "{banner}");
+    let err = out.try_clone().expect("log file");
+    (out, err)
+}

@@ -293,14 +293,10 @@ impl Node {
     /// not become ready in time (then it is killed).
     async fn spawn(&mut self, binary: &Path) -> Result<(), String> {
         self.starts += 1;
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        use std::io::Write as _;
-        let _ = writeln!(out, "=== start {} of node {} ===", self.starts, self.name);
-        let err = out.try_clone().expect("log file");
+        let (out, err) = crate::append_log(
+            &self.log,
+            &format!("=== start {} of node {} ===", self.starts, self.name),
+        );
         let child = Command::new(binary)
             .arg("run")
             .arg("-c")

@@ -145,14 +145,10 @@ impl Redis {
     /// log when it exited or did not answer in time.
     fn spawn(&mut self) -> Result<(), String> {
         self.starts += 1;
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        use std::io::Write as _;
-        let _ = writeln!(out, "=== start {} on port {} ===", self.starts, self.port);
-        let err = out.try_clone().expect("log file");
+        let (out, err) = crate::append_log(
+            &self.log,
+            &format!("=== start {} on port {} ===", self.starts, self.port),
+        );
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             // No RDB snapshots, no append-only file: a restart is empty.
