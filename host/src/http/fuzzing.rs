@@ -11,15 +11,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use turnout_plugin_sdk::matching::IpList;
 use turnout_plugin_sdk::{HeaderEdit, RequestDecision, ResponseDecision};
 
+use super::head_scan::HeadScan;
 use super::headers::{self, Forwarded};
 use super::service;
-use super::timers::HeadScan;
 use crate::plugins::fuzzing as answers;
 
 /// Any bytes as the start of a client's HTTP/1.1 stream; the first byte
 /// says where the host's reads split it.
 ///
-/// * The host's framing scan (`timers::HeadScan`) agrees with httparse —
+/// * The host's framing scan (`head_scan::HeadScan`) agrees with httparse —
 ///   the parser hyper reads heads with — on every head httparse accepts:
 ///   it ends there and sees the same `Content-Length` + `Transfer-Encoding`
 ///   conflict, however the bytes are split.

@@ -17,6 +17,7 @@
 
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
+mod head_scan;
 mod headers;
 mod respond;
 mod service;
