@@ -4,12 +4,12 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::client::Unavailable;
-use crate::metrics::LogHistogram;
+use crate::metrics::{LogHistogram, LogThrottle};
 
 /// The store's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,17 +45,10 @@ pub(super) struct Health {
     pub(super) last_error: Mutex<Option<String>>,
     /// Wakes the supervisor when a call finds the store gone.
     pub(super) lost: Notify,
-    /// When `Health` was made: the clock of `warned_at_ms`.
-    born: Instant,
-    /// Milliseconds after `born` of the last warning for a rejected call
-    /// (`u64::MAX`: none yet). A rejection (a full Redis, a script error)
-    /// comes back on every call, so it is logged at most once per
-    /// [`REJECTED_WARN_EVERY`]; the error counter counts them all.
-    warned_at_ms: AtomicU64,
+    /// A rejection (a full Redis, a script error) comes back on every
+    /// call: logged at most once every 10 s; the error counter counts all.
+    rejected_log: LogThrottle,
 }
-
-/// The shortest interval between two warnings for rejected calls.
-const REJECTED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
@@ -72,8 +65,7 @@ impl Health {
             went_down: AtomicU64::new(0),
             last_error: Mutex::new(None),
             lost: Notify::new(),
-            born: Instant::now(),
-            warned_at_ms: AtomicU64::new(u64::MAX),
+            rejected_log: LogThrottle::new(Duration::from_secs(10)),
         }
     }
 
@@ -105,28 +97,14 @@ impl Health {
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         if !e.is_outage() {
-            if self.may_warn_rejected() {
-                tracing::warn!(target: "turnout::cluster", error = %e,
+            if let Some(suppressed) = self.rejected_log.allow() {
+                tracing::warn!(target: "turnout::cluster", error = %e, suppressed,
                     "cluster store call failed (logged at most every 10 s; \
                      turnout_cluster_errors_total counts every one)");
             }
             return;
         }
         self.down(e);
-    }
-
-    /// Whether a rejected call may be logged now (and, if so, notes it).
-    fn may_warn_rejected(&self) -> bool {
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        let every = REJECTED_WARN_EVERY.as_millis() as u64;
-        let last = self.warned_at_ms.load(Ordering::Relaxed);
-        if last != u64::MAX && now.saturating_sub(last) < every {
-            return false;
-        }
-        // One of several racing callers wins the slot.
-        self.warned_at_ms
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
     }
 
     /// The store cannot be reached (a failed call or a failed connect).
@@ -159,30 +137,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rejected_calls_are_all_counted_but_warned_about_once_per_interval() {
+    fn a_rejected_call_is_counted_and_is_no_outage() {
         let health = Health::new();
         let rejected = Unavailable::Rejected("OOM command not allowed".into());
-        assert!(health.may_warn_rejected(), "the first rejection is logged");
         for _ in 0..100 {
             health.failed(&rejected);
         }
-        assert!(
-            !health.may_warn_rejected(),
-            "the next ones within 10 s are not"
-        );
         assert_eq!(health.errors.load(Ordering::Relaxed), 100);
         assert_eq!(
             health.state(),
             State::Connecting,
             "a rejection is no outage"
         );
-        // Ten seconds later, the slot is open again.
-        let later = REJECTED_WARN_EVERY.as_millis() as u64 + 1;
-        health.warned_at_ms.store(0, Ordering::Relaxed);
-        let health = Health {
-            born: health.born - Duration::from_millis(later),
-            ..health
-        };
-        assert!(health.may_warn_rejected());
+        assert_eq!(
+            health.rejected_log.allow(),
+            None,
+            "one line was logged; the rest within 10 s are held back"
+        );
     }
 }

@@ -18,6 +18,7 @@ mod histogram;
 mod http;
 mod refusal;
 mod series;
+mod throttle;
 mod tls;
 mod websocket;
 
@@ -34,6 +35,7 @@ pub use histogram::{HistogramSnapshot, LogHistogram};
 pub use http::{DurationPercentiles, REQUEST_ERRORS, RequestRecord, RequestsView, RouteRequests};
 pub use refusal::{PLUGIN_FAILURE, Refusal};
 pub use series::{Rate, Sample, Series};
+pub use throttle::LogThrottle;
 pub use tls::Handshake;
 use turnout_plugin_sdk::canonical_ip;
 pub use websocket::{WEBSOCKET_CLOSES, WebSocketView};

@@ -2,7 +2,6 @@
 //! and the guarded call path every hook goes through.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,8 +53,8 @@ pub struct LoadedPlugin {
     metrics: PluginMetrics,
     deadline_ticks: u64,
     init_ticks: u64,
-    last_failure_log_ms: AtomicU64,
-    suppressed_failure_logs: AtomicU64,
+    /// Failures are logged at most once a second.
+    failure_log: crate::metrics::LogThrottle,
     /// The interest's header names, parsed once.
     request_slots: Vec<http::header::HeaderName>,
     response_slots: Vec<http::header::HeaderName>,
@@ -219,8 +218,7 @@ impl LoadedPlugin {
             metrics: PluginMetrics::default(),
             deadline_ticks: runtime.ticks(runtime.config.call_deadline),
             init_ticks,
-            last_failure_log_ms: AtomicU64::new(0),
-            suppressed_failure_logs: AtomicU64::new(0),
+            failure_log: crate::metrics::LogThrottle::new(std::time::Duration::from_secs(1)),
             request_slots: super::request::header_names(&info.interest.request_headers),
             response_slots: super::request::header_names(&info.interest.response_headers),
             info,
@@ -354,20 +352,9 @@ impl LoadedPlugin {
     /// the number of lines held back) so a broken plugin cannot flood the log.
     pub(crate) fn failed(&self, hook: &'static str, failure: &CallFailure) {
         self.metrics.record_failure(failure.kind);
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let last = self.last_failure_log_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < 1_000
-            || self
-                .last_failure_log_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.suppressed_failure_logs.fetch_add(1, Ordering::Relaxed);
+        let Some(suppressed) = self.failure_log.allow() else {
             return;
-        }
-        let suppressed = self.suppressed_failure_logs.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
             plugin = %self.name,
             hook,
