@@ -144,6 +144,7 @@ async fn https_keepalive_runs_through_a_terminating_http_route() {
         conns: 4,
         requests: 200,
         path: "/".to_owned(),
+        close: false,
         max_time: Duration::from_secs(20),
     })
     .await;
@@ -154,6 +155,26 @@ async fn https_keepalive_runs_through_a_terminating_http_route() {
             .is_some_and(|n| n.ends_with("alpn:http/1.1")),
         "{r}"
     );
+    // `https-new`: one request per connection, every one a full handshake.
+    let r = http_client::https_keepalive(&http_client::HttpsKeepalive {
+        target: client::Target {
+            addr: ([127, 0, 0, 1], port).into(),
+            sni: "echo.bench.test".to_owned(),
+        },
+        conns: 4,
+        requests: 40,
+        path: "/".to_owned(),
+        close: true,
+        max_time: Duration::from_secs(20),
+    })
+    .await;
+    assert_clean(&r, 40.0);
+    assert_eq!(
+        r.num("conns_opened"),
+        Some(40.0),
+        "a connection per request: {r}"
+    );
+    assert_eq!(r.num("resumed"), Some(0.0), "{r}");
     app.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

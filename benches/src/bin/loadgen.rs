@@ -47,6 +47,15 @@ impl TargetArgs {
 enum Mode {
     /// Writes a self-signed ECDSA P-256 certificate: DIR/cert.pem,
     /// DIR/key.pem, DIR/bundle.pem (both).
+    /// Writes one of Turnout's embedded plugins (`routes`, `guard`,
+    /// `keepalive`) as a `.wasm` file, for a bench that loads a second
+    /// copy from a plugins directory.
+    Plugin {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     Cert {
         #[arg(long)]
         out: PathBuf,
@@ -123,6 +132,9 @@ enum Mode {
         requests: usize,
         #[arg(long, default_value = "/")]
         path: String,
+        /// Every request on a new TLS connection, with `connection: close`.
+        #[arg(long)]
+        close: bool,
         #[arg(long, default_value_t = 600)]
         max_secs: u64,
     },
@@ -197,6 +209,14 @@ async fn run(mode: Mode) -> Result<(), String> {
     let secs = Duration::from_secs;
     match mode {
         Mode::Cert { out, names } => tls::write_cert(&out, &names)?,
+        Mode::Plugin { name, out } => {
+            let plugin = turnout::plugins::embedded()
+                .into_iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| format!("no embedded plugin {name:?}"))?;
+            std::fs::write(&out, plugin.bytes)
+                .map_err(|e| format!("write {}: {e}", out.display()))?;
+        }
         Mode::Backend {
             tls_listen,
             bulk_listen,
@@ -282,12 +302,14 @@ async fn run(mode: Mode) -> Result<(), String> {
             conns,
             requests,
             path,
+            close,
             max_secs,
         } => say(http_client::https_keepalive(&http_client::HttpsKeepalive {
             target: target.target(),
             conns,
             requests,
             path,
+            close,
             max_time: secs(max_secs),
         })
         .await),

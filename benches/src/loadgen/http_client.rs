@@ -40,6 +40,9 @@ pub struct HttpsKeepalive {
     pub requests: usize,
     /// The request target.
     pub path: String,
+    /// Send `connection: close`: every request on a new TLS connection
+    /// (full handshake, no resumption), the server closing after it.
+    pub close: bool,
     /// Stop sending after this long.
     pub max_time: Duration,
 }
@@ -49,6 +52,7 @@ struct Shared {
     name: ServerName<'static>,
     addr: SocketAddr,
     request: Vec<u8>,
+    close: bool,
     handshakes: Handshakes,
     next: AtomicUsize,
     total: usize,
@@ -77,14 +81,17 @@ pub async fn https_keepalive(o: &HttpsKeepalive) -> Report {
         }
     };
     let request = format!(
-        "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: turnout-loadgen\r\naccept: */*\r\n\r\n",
-        o.path, o.target.sni
+        "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: turnout-loadgen\r\naccept: */*\r\n{}\r\n",
+        o.path,
+        o.target.sni,
+        if o.close { "connection: close\r\n" } else { "" }
     );
     let sh = Arc::new(Shared {
         connector: TlsConnector::from(super::tls::client_config_counting(store.clone())),
         name,
         addr: o.target.addr,
         request: request.into_bytes(),
+        close: o.close,
         handshakes: Handshakes::default(),
         next: AtomicUsize::new(0),
         total: o.requests,
@@ -150,7 +157,9 @@ async fn worker(sh: Arc<Shared>) -> Tally {
         match tokio::time::timeout(STEP, exchange(tls, &sh.request, &mut buf)).await {
             Ok(Ok(keep)) => {
                 t.samples.push(began.elapsed());
-                if !keep {
+                // With `close`, the server was told to close: its answer
+                // saying so or not, the next request needs a new connection.
+                if !keep || sh.close {
                     conn = None;
                 }
             }

@@ -38,20 +38,22 @@ impl Bench<'_> {
         Ok(super::peers::turnout_config(&[route], &extra))
     }
 
-    /// `mode http`, TLS as in the terminate scenarios with ALPN http/1.1,
-    /// backend chosen by Host, `http-reuse always` (its idle pool is
-    /// unbounded), keep-alive both sides.
-    pub(super) fn haproxy_http_config(&self, port: u16, nproc: usize) -> Result<String> {
-        self.haproxy_http(port, nproc, self.http, "", "  http-reuse always\n")
+    /// `mode http`, TLS as in the terminate scenarios with ALPN http/1.1
+    /// (`h2`: h2 first), backend chosen by Host, `http-reuse always` (its
+    /// idle pool is unbounded), keep-alive both sides.
+    pub(super) fn haproxy_http_config(&self, port: u16, nproc: usize, h2: bool) -> Result<String> {
+        let alpn = if h2 { "h2,http/1.1" } else { "http/1.1" };
+        self.haproxy_http(port, nproc, alpn, self.http, "", "  http-reuse always\n")
     }
 
     /// The HTTP scenarios' HAProxy: TLS as in the terminate scenarios
-    /// with ALPN http/1.1, the `X-Forwarded-*` headers, the backend chosen
+    /// with ALPN `alpn`, the `X-Forwarded-*` headers, the backend chosen
     /// by Host; `defaults` and the backend section get the extra lines.
     pub(super) fn haproxy_http(
         &self,
         port: u16,
         nproc: usize,
+        alpn: &str,
         backend: SocketAddr,
         defaults_extra: &str,
         backend_extra: &str,
@@ -63,7 +65,7 @@ impl Bench<'_> {
             "global\n  nbthread {nproc}\n  maxconn {maxconn}\n  tune.ssl.cachesize 0\n\
              defaults\n  mode http\n  maxconn {maxconn}\n  option http-keep-alive\n  timeout connect 5s\n  \
              timeout client 1h\n  timeout server 1h\n  timeout http-request 10s\n  timeout http-keep-alive 1h\n{defaults_extra}\
-             frontend https_in\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1 no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n  \
+             frontend https_in\n  bind 127.0.0.1:{port} ssl crt {} alpn {alpn} no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3\n  \
              option forwardfor\n  http-request set-header X-Forwarded-Proto https\n  \
              http-request set-header X-Forwarded-Host %[req.hdr(host)]\n  \
              http-request set-header X-Forwarded-Port %[dst_port]\n  \
@@ -75,17 +77,20 @@ impl Bench<'_> {
 
     /// `http { server { listen … ssl; location / { proxy_pass } } }` to an
     /// `upstream` with a keep-alive pool, HTTP/1.1 upstream, the request
-    /// limits per connection raised (both default to 1000), access log off.
+    /// limits per connection raised (both default to 1000, for h2 too),
+    /// access log off; `h2`: `listen … ssl http2` (nginx 1.22's form).
     pub(super) fn nginx_http_config(
         &self,
         port: u16,
         nproc: usize,
         prefix: &Path,
+        h2: bool,
     ) -> Result<String> {
         self.nginx_http(
             port,
             nproc,
             prefix,
+            if h2 { " http2" } else { "" },
             self.http,
             &format!(
                 "    keepalive {POOL};\n    keepalive_requests 10000000;\n    keepalive_timeout 1h;\n"
@@ -94,15 +99,17 @@ impl Bench<'_> {
         )
     }
 
-    /// The HTTP scenarios' nginx: TLS as in the terminate scenarios,
-    /// `keepalive_requests` raised on the client side, HTTP/1.1 to the
-    /// `upstream` (with the `upstream_extra` lines), `Host` kept and the
-    /// `X-Forwarded-*` headers set, plus the `location_extra` lines.
+    /// The HTTP scenarios' nginx: TLS as in the terminate scenarios
+    /// (`listen_extra` after `ssl`), `keepalive_requests` raised on the
+    /// client side, HTTP/1.1 to the `upstream` (with the `upstream_extra`
+    /// lines), `Host` kept and the `X-Forwarded-*` headers set, plus the
+    /// `location_extra` lines.
     pub(super) fn nginx_http(
         &self,
         port: u16,
         nproc: usize,
         prefix: &Path,
+        listen_extra: &str,
         backend: SocketAddr,
         upstream_extra: &str,
         location_extra: &str,
@@ -117,7 +124,7 @@ impl Bench<'_> {
         Ok(format!(
             "{}http {{\n  access_log off;\n{temps}  \
              upstream plain {{\n    server {backend};\n{upstream_extra}  }}\n  \
-             server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name {CERT_NAME};\n    \
+             server {{\n    listen 127.0.0.1:{port} ssl{listen_extra};\n    server_name {CERT_NAME};\n    \
              ssl_certificate {};\n    ssl_certificate_key {};\n    \
              ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets off;\n    ssl_session_cache off;\n    \
              keepalive_requests 10000000;\n    keepalive_timeout 1h;\n    \
@@ -132,11 +139,13 @@ impl Bench<'_> {
         ))
     }
 
-    /// `requests` requests over the scenario's keep-alive connections.
+    /// `requests` requests over the scenario's keep-alive connections, or
+    /// with `close` each on a new connection (`connection: close`).
     pub(super) fn https_requests(
         &self,
         to: SocketAddr,
         requests: usize,
+        close: bool,
     ) -> Result<BTreeMap<String, String>> {
         let mut args = vec!["https-keepalive".to_owned()];
         args.extend(Self::target(to, ECHO));
@@ -148,7 +157,32 @@ impl Bench<'_> {
             "--max-secs".into(),
             "600".into(),
         ]);
+        if close {
+            args.push("--close".into());
+        }
         self.loadgen(&args)
+    }
+
+    /// `https-new`: proxy CPU per 10 000 requests that each came on a new
+    /// TLS connection (a full handshake, then one request).
+    pub(super) fn https_new(
+        &self,
+        p: &Proc,
+        addr: SocketAddr,
+        f: &mut Figures,
+    ) -> Result<BTreeMap<String, String>> {
+        let pids = p.pids();
+        let before = cpu_secs(&pids, self.ticks);
+        let r = self.https_requests(addr, self.load.https_new, true)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu_secs(&pids, self.ticks) - before;
+        let ok = num(&r, "ok");
+        f.insert("cpu_s_per_10k".into(), used / ok * 1e4);
+        f.insert("conns_per_s".into(), num(&r, "req_per_s"));
+        for k in ["p50_us", "p99_us", "client_cores", "resumed"] {
+            f.insert(k.into(), num(&r, k));
+        }
+        Ok(r)
     }
 
     /// The measured run: proxy CPU per 100 000 requests, the backend
@@ -162,16 +196,12 @@ impl Bench<'_> {
     ) -> Result<BTreeMap<String, String>> {
         let pids = p.pids();
         // Scraped outside the CPU window: the scrape is the proxy's work too.
-        let hook = |admin: Option<SocketAddr>| admin.map(routes_call_time).transpose();
-        let admin = matches!(proxy, Proxy::Turnout | Proxy::TurnoutCluster)
-            .then(|| self.admin.get())
-            .flatten();
-        let (conns0, hook0) = (backend_conns(self.http)?, hook(admin)?);
+        let (conns0, hook0) = (backend_conns(self.http)?, self.plugin_times(proxy)?);
         let before = cpu_secs(&pids, self.ticks);
-        let r = self.https_requests(addr, self.load.http_requests)?;
+        let r = self.https_requests(addr, self.load.http_requests, false)?;
         std::thread::sleep(Duration::from_millis(500));
         let used = cpu_secs(&pids, self.ticks) - before;
-        let (conns1, hook1) = (backend_conns(self.http)?, hook(admin)?);
+        let (conns1, hook1) = (backend_conns(self.http)?, self.plugin_times(proxy)?);
         let ok = num(&r, "ok");
         f.insert("cpu_s_per_100k".into(), used / ok * 1e5);
         // The second `/_stats` connection came after the first count.
@@ -187,12 +217,54 @@ impl Bench<'_> {
         ] {
             f.insert(k.into(), num(&r, k));
         }
-        if let (Some((calls0, secs0)), Some((calls1, secs1))) = (hook0, hook1) {
-            let (calls, secs) = (calls1 - calls0, secs1 - secs0);
+        hook_share(&hook0, &hook1, used, f);
+        Ok(r)
+    }
+
+    /// Turnout's request plugins' calls and call time so far: `routes`,
+    /// and `hdr` in turnout-hook (nothing for the peers).
+    pub(super) fn plugin_times(&self, proxy: Proxy) -> Result<Vec<(&'static str, f64, f64)>> {
+        let admin = matches!(
+            proxy,
+            Proxy::Turnout | Proxy::TurnoutCluster | Proxy::TurnoutHook
+        )
+        .then(|| self.admin.get())
+        .flatten();
+        let Some(admin) = admin else {
+            return Ok(Vec::new());
+        };
+        let mut names = vec!["routes"];
+        if proxy == Proxy::TurnoutHook {
+            names.push(super::hook::NAME);
+        }
+        names
+            .into_iter()
+            .map(|n| plugin_call_time(admin, n).map(|(calls, secs)| (n, calls, secs)))
+            .collect()
+    }
+}
+
+/// From the request plugins' counters before and after a run: the
+/// `routes` plugin's time per call and share of the proxy's CPU (`used`
+/// seconds), and turnout-hook's `hdr` calls per request and time per call.
+pub(super) fn hook_share(
+    before: &[(&str, f64, f64)],
+    after: &[(&str, f64, f64)],
+    used: f64,
+    f: &mut Figures,
+) {
+    let routes_calls = after.first().zip(before.first()).map(|(a, b)| a.1 - b.1);
+    for ((name, calls1, secs1), (_, calls0, secs0)) in after.iter().zip(before) {
+        let (calls, secs) = (calls1 - calls0, secs1 - secs0);
+        if *name == "routes" {
             f.insert("hook_us_per_call".into(), secs / calls * 1e6);
             f.insert("hook_pct".into(), secs / used * 100.0);
+        } else {
+            f.insert("hdr_us_per_call".into(), secs / calls * 1e6);
+            if let Some(r) = routes_calls {
+                f.insert("hdr_calls_per_routes_call".into(), calls / r);
+            }
         }
-        Ok(r)
     }
 }
 
@@ -229,10 +301,11 @@ pub(super) fn backend_conns(backend: SocketAddr) -> Result<f64> {
     Ok(conns)
 }
 
-/// The `routes` plugin's calls and call time in seconds, from Turnout's
-/// `/metrics` (`…plugin_call_duration_seconds_{count,sum}`; every hook,
-/// so also the few connection-level `route` calls).
-fn routes_call_time(admin: SocketAddr) -> Result<(f64, f64)> {
+/// A plugin's calls and call time in seconds, from Turnout's `/metrics`
+/// (`…plugin_call_duration_seconds_{count,sum}`; every hook, so also the
+/// few connection-level `route` calls).
+pub(super) fn plugin_call_time(admin: SocketAddr, plugin: &str) -> Result<(f64, f64)> {
+    let label = format!("plugin=\"{plugin}\"");
     let text = http_get(admin, "/metrics")?;
     let value = |suffix: &str| {
         text.lines()
@@ -241,11 +314,13 @@ fn routes_call_time(admin: SocketAddr) -> Result<(f64, f64)> {
                 l.split('{')
                     .next()
                     .is_some_and(|n| n.ends_with(&format!("plugin_call_duration_seconds_{suffix}")))
-                    && l.contains("plugin=\"routes\"")
+                    && l.contains(&label)
             })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("no routes plugin_call_duration_seconds_{suffix} in /metrics"))
+            .with_context(|| {
+                format!("no {plugin} plugin_call_duration_seconds_{suffix} in /metrics")
+            })
     };
     Ok((value("count")?, value("sum")?))
 }

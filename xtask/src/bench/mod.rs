@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: Turnout against HAProxy and nginx, same machine,
-//! same backends, same loads, in one run.
+//! `cargo xtask bench`: Turnout against HAProxy, nginx and Caddy (the
+//! HTTP scenarios only, see [`caddy`]), same machine, same backends, same
+//! loads, in one run.
 //!
 //! 1. Builds `turnout` and `turnout-loadgen` (benches crate) in release.
 //! 2. Installs HAProxy, nginx and nginx's stream module from Debian's
@@ -30,7 +31,9 @@
 //!
 //! `--cluster` adds `turnout-cluster`, Turnout with its cluster store on a
 //! Redis the bench starts, run beside `turnout` in every repeat (see
-//! [`cluster`]).
+//! [`cluster`]); `--hook` adds `turnout-hook`, Turnout with one more
+//! request plugin, in the HTTP scenarios (see [`hook`]). `h2` runs
+//! `h2load` (see [`h2`]).
 //!
 //! Everything started is stopped on success, on error (guards' `Drop`) and
 //! when this process dies (children run under `setpriv --pdeathsig TERM`;
@@ -50,8 +53,11 @@ pub(crate) use abuse::abuse;
 pub(crate) use soak::soak;
 
 mod abuse;
+mod caddy;
 mod cluster;
+mod h2;
 mod harness;
+mod hook;
 mod http;
 mod options;
 mod peers;
@@ -83,20 +89,38 @@ enum Proxy {
     Turnout,
     /// Turnout with the cluster store (`--cluster` only).
     TurnoutCluster,
+    /// Turnout with one more request plugin (`--hook` only).
+    TurnoutHook,
     Haproxy,
     Nginx,
+    Caddy,
 }
 
 impl Proxy {
-    /// The default set; `--cluster` adds [`Proxy::TurnoutCluster`].
-    const ALL: [Proxy; 3] = [Proxy::Turnout, Proxy::Haproxy, Proxy::Nginx];
+    /// The default set; `--cluster` adds [`Proxy::TurnoutCluster`] and
+    /// `--hook` [`Proxy::TurnoutHook`].
+    const ALL: [Proxy; 4] = [Proxy::Turnout, Proxy::Haproxy, Proxy::Nginx, Proxy::Caddy];
 
     fn name(self) -> &'static str {
         match self {
             Proxy::Turnout => "turnout",
             Proxy::TurnoutCluster => "turnout-cluster",
+            Proxy::TurnoutHook => "turnout-hook",
             Proxy::Haproxy => "haproxy",
             Proxy::Nginx => "nginx",
+            Proxy::Caddy => "caddy",
+        }
+    }
+
+    /// Whether it runs scenarios of this kind: Debian's Caddy has no
+    /// layer-4 proxying (that is the `layer4` plugin, not packaged), and
+    /// the request hook exists on HTTP only.
+    fn runs(self, front: Front) -> bool {
+        let http = matches!(front, Front::TerminateHttp | Front::TerminateH2);
+        match self {
+            Proxy::Caddy => http || front == Front::TerminateWs,
+            Proxy::TurnoutHook => http,
+            _ => true,
         }
     }
 }
@@ -110,8 +134,16 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
         .join("release");
-    if opts.proxies.contains(&Proxy::Haproxy) || opts.proxies.contains(&Proxy::Nginx) {
-        ensure_peers(opts.install)?;
+    let peers: Vec<Proxy> = opts
+        .proxies
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, Proxy::Haproxy | Proxy::Nginx | Proxy::Caddy))
+        .filter(|p| opts.scenarios.iter().any(|s| p.runs(s.front())))
+        .collect();
+    ensure_peers(&peers, opts.install)?;
+    if opts.scenarios.contains(&Scenario::H2) {
+        h2::ensure_h2load(opts.install)?;
     }
     let dir = std::env::temp_dir().join(format!("turnout-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -171,6 +203,8 @@ struct Bench<'a> {
     ws: SocketAddr,
     /// The Redis of `turnout-cluster`, with `--cluster`.
     redis: Option<cluster::Redis>,
+    /// The plugins directory of `turnout-hook`, with `--hook`.
+    hook_plugins: Option<PathBuf>,
     /// The running Turnout's admin API, in the HTTP scenario.
     admin: std::cell::Cell<Option<SocketAddr>>,
     /// The directory with `cert.pem`, `key.pem`, `bundle.pem`, when a
@@ -201,6 +235,10 @@ impl<'a> Bench<'a> {
         let redis = opts
             .cluster
             .then(|| cluster::Redis::start(dir))
+            .transpose()?;
+        let hook_plugins = opts
+            .hook
+            .then(|| hook::write_plugins(bin, dir))
             .transpose()?;
         let cert = if opts.scenarios.iter().any(|s| s.terminates()) {
             step(&format!(
@@ -236,6 +274,7 @@ impl<'a> Bench<'a> {
             http,
             ws,
             redis,
+            hook_plugins,
             admin: std::cell::Cell::new(None),
             cert,
             runs: Vec::new(),
@@ -247,6 +286,7 @@ impl<'a> Bench<'a> {
         for &scenario in &self.opts.scenarios {
             for repeat in 0..self.opts.repeats {
                 let mut order = self.opts.proxies.clone();
+                order.retain(|p| p.runs(scenario.front()));
                 let n = order.len();
                 order.rotate_left(repeat % n.max(1));
                 for proxy in order {
@@ -322,7 +362,8 @@ impl<'a> Bench<'a> {
         let (p, addr) = self.start_proxy(proxy, scenario.front())?;
         let pids = p.pids();
         let warm = match scenario.front() {
-            Front::TerminateHttp => self.https_requests(addr, self.load.http_warmup)?,
+            Front::TerminateHttp => self.https_requests(addr, self.load.http_warmup, false)?,
+            Front::TerminateH2 => self.h2_requests(addr, self.load.h2_requests / 10)?,
             Front::TerminateWs => self.ws_messages(addr, self.load.ws_warmup)?,
             Front::Passthrough | Front::TerminateTcp => self.tls_conns(addr, self.load.warmup)?,
         };
@@ -385,6 +426,8 @@ impl<'a> Bench<'a> {
                 r
             }
             Scenario::HttpsKeepalive => self.https_keepalive(proxy, &p, addr, &mut f)?,
+            Scenario::HttpsNew => self.https_new(&p, addr, &mut f)?,
+            Scenario::H2 => self.h2(proxy, &p, addr, &mut f)?,
             Scenario::WsEcho => self.ws_echo(&p, addr, &mut f)?,
             Scenario::Latency => {
                 let mut args = vec!["latency".to_owned()];
@@ -511,14 +554,15 @@ impl<'a> Bench<'a> {
         let log = self.dir.join(format!("{stem}.log"));
         let nproc = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut p = match proxy {
-            Proxy::Turnout | Proxy::TurnoutCluster => {
+            Proxy::Turnout | Proxy::TurnoutCluster | Proxy::TurnoutHook => {
                 let cfg = self.dir.join(format!("{stem}.json"));
                 let text = match front {
                     Front::Passthrough => self.turnout_config(port),
                     Front::TerminateTcp => self.turnout_terminate_config(port)?,
-                    Front::TerminateHttp => self.turnout_http_config(port)?,
+                    Front::TerminateHttp | Front::TerminateH2 => self.turnout_http_config(port)?,
                     Front::TerminateWs => self.turnout_ws_config(port)?,
                 };
+                let text = self.hook_variant(proxy, text)?;
                 std::fs::write(&cfg, self.turnout_variant(proxy, text)?)?;
                 let mut cmd = command(
                     &self.bin.join("turnout"),
@@ -532,7 +576,8 @@ impl<'a> Bench<'a> {
                 let text = match front {
                     Front::Passthrough => self.haproxy_config(port, nproc),
                     Front::TerminateTcp => self.haproxy_terminate_config(port, nproc)?,
-                    Front::TerminateHttp => self.haproxy_http_config(port, nproc)?,
+                    Front::TerminateHttp => self.haproxy_http_config(port, nproc, false)?,
+                    Front::TerminateH2 => self.haproxy_http_config(port, nproc, true)?,
                     Front::TerminateWs => self.haproxy_ws_config(port, nproc)?,
                 };
                 std::fs::write(&cfg, text)?;
@@ -549,7 +594,8 @@ impl<'a> Bench<'a> {
                 let text = match front {
                     Front::Passthrough => self.nginx_config(port, nproc, &prefix),
                     Front::TerminateTcp => self.nginx_terminate_config(port, nproc, &prefix)?,
-                    Front::TerminateHttp => self.nginx_http_config(port, nproc, &prefix)?,
+                    Front::TerminateHttp => self.nginx_http_config(port, nproc, &prefix, false)?,
+                    Front::TerminateH2 => self.nginx_http_config(port, nproc, &prefix, true)?,
                     Front::TerminateWs => self.nginx_ws_config(port, nproc, &prefix)?,
                 };
                 std::fs::write(&cfg, text)?;
@@ -566,6 +612,22 @@ impl<'a> Bench<'a> {
                 );
                 // Its stderr and its error log (`-e`) share the file.
                 Proc::spawn("nginx", cmd, Some(log))?
+            }
+            Proxy::Caddy => {
+                let home = self.dir.join(&stem);
+                std::fs::create_dir_all(&home)?;
+                let cfg = home.join("caddy.json");
+                std::fs::write(&cfg, self.caddy_config(port, front, &home)?)?;
+                let mut cmd = command(
+                    Path::new("caddy"),
+                    &["run".into(), "--config".into(), cfg.display().to_string()],
+                );
+                // Its data and config dirs (it writes an instance id there),
+                // not the user's.
+                cmd.env("HOME", &home)
+                    .env("XDG_DATA_HOME", &home)
+                    .env("XDG_CONFIG_HOME", &home);
+                Proc::spawn("caddy", cmd, Some(log))?
             }
         };
         let end = Instant::now() + Duration::from_secs(60);

@@ -6,11 +6,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::Proxy;
 use super::scenario::Scenario;
 
-pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice] [--cluster] [--ws-conns N] [--ws-messages N] [--ws-window N]
+pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NAME…]] [--proxies turnout,haproxy,nginx,caddy] [--repeats N] [--no-install] [--keep] [--no-build] [--haproxy-splice] [--cluster] [--hook] [--ws-conns N] [--ws-messages N] [--ws-window N]
   scenarios: new-tls, bulk (= bulk-1 + bulk-64), bulk-1, bulk-64, idle, latency,
              new-tls-terminate, idle-terminate (= terminate), https-keepalive (= http),
-             ws-echo (= ws)
-             (default: all)
+             ws-echo (= ws), https-new, h2
+             (default: all; `web` = https-keepalive, https-new, h2, ws-echo)
+  caddy        runs the HTTP scenarios only (https-keepalive, https-new, h2, ws-echo):
+               Debian's Caddy has no layer-4 proxying
   --quick      tiny loads, 1 repeat: checks the harness, measures nothing worth keeping
   --repeats N  repeats per scenario and proxy (default 3, the minimum for a median and spread)
   --keep       keep the temporary directory (configs, proxy logs)
@@ -23,6 +25,12 @@ pub(super) const USAGE: &str = "cargo xtask bench [--quick] [--scenario NAME[,NA
                the load), so each new connection of turnout-cluster does one Redis round trip
                before `admit` and the cluster store is the only difference (issue 18);
                naming turnout-cluster in --proxies implies it
+  --hook       adds the proxy turnout-hook beside turnout in the HTTP scenarios: the same
+               config plus a second request plugin first in the chain (a copy of the
+               embedded routes plugin whose one route is on another port and declares one
+               request header), so each request gets one more hook call that is handed
+               that header and passes; the report gives the extra CPU per request;
+               naming turnout-hook in --proxies implies it
   --ws-conns N     ws-echo: WebSocket connections (default 50; --quick 8)
   --ws-messages N  ws-echo: 1 KiB messages echoed in each measured run (default 100000; --quick 2000)
   --ws-window N    ws-echo: messages awaiting their echo per connection, 1 to 64 (default 1)";
@@ -41,6 +49,8 @@ pub(super) struct Options {
     pub(super) haproxy_splice: bool,
     /// Run `turnout-cluster` beside `turnout` (see [`super::cluster`]).
     pub(super) cluster: bool,
+    /// Run `turnout-hook` beside `turnout` (see [`super::hook`]).
+    pub(super) hook: bool,
     /// ws-echo's load, where given: connections, messages, window.
     pub(super) ws_conns: Option<usize>,
     pub(super) ws_messages: Option<usize>,
@@ -60,6 +70,7 @@ impl Options {
             build: true,
             haproxy_splice: false,
             cluster: false,
+            hook: false,
             ws_conns: None,
             ws_messages: None,
             ws_window: None,
@@ -78,6 +89,7 @@ impl Options {
                 "--no-build" => o.build = false,
                 "--haproxy-splice" => o.haproxy_splice = true,
                 "--cluster" => o.cluster = true,
+                "--hook" => o.hook = true,
                 "--repeats" => o.repeats = value()?.parse().context("--repeats")?,
                 "--ws-conns" => o.ws_conns = Some(positive(a, &value()?)?),
                 "--ws-messages" => o.ws_messages = Some(positive(a, &value()?)?),
@@ -104,6 +116,14 @@ impl Options {
                             }
                             "https-keepalive" | "http" => vec![Scenario::HttpsKeepalive],
                             "ws-echo" | "ws" => vec![Scenario::WsEcho],
+                            "https-new" => vec![Scenario::HttpsNew],
+                            "h2" => vec![Scenario::H2],
+                            "web" => vec![
+                                Scenario::HttpsKeepalive,
+                                Scenario::HttpsNew,
+                                Scenario::H2,
+                                Scenario::WsEcho,
+                            ],
                             _ => bail!("unknown scenario {name:?}\n\n{USAGE}"),
                         });
                     }
@@ -114,7 +134,7 @@ impl Options {
                         .map(|n| {
                             Proxy::ALL
                                 .into_iter()
-                                .chain([Proxy::TurnoutCluster])
+                                .chain([Proxy::TurnoutCluster, Proxy::TurnoutHook])
                                 .find(|p| p.name() == n)
                                 .ok_or_else(|| anyhow!("unknown proxy {n:?}\n\n{USAGE}"))
                         })
@@ -131,15 +151,21 @@ impl Options {
             o.scenarios = Scenario::ALL.to_vec();
         }
         o.cluster |= o.proxies.contains(&Proxy::TurnoutCluster);
-        if o.cluster && !o.proxies.contains(&Proxy::TurnoutCluster) {
-            // Beside `turnout`, so the two are next to each other in every
-            // repeat's (rotated) order and in the tables.
-            let at = o
-                .proxies
-                .iter()
-                .position(|p| *p == Proxy::Turnout)
-                .map_or(o.proxies.len(), |i| i + 1);
-            o.proxies.insert(at, Proxy::TurnoutCluster);
+        o.hook |= o.proxies.contains(&Proxy::TurnoutHook);
+        for (on, variant) in [
+            (o.hook, Proxy::TurnoutHook),
+            (o.cluster, Proxy::TurnoutCluster),
+        ] {
+            if on && !o.proxies.contains(&variant) {
+                // Beside `turnout`, so the two are next to each other in
+                // every repeat's (rotated) order and in the tables.
+                let at = o
+                    .proxies
+                    .iter()
+                    .position(|p| *p == Proxy::Turnout)
+                    .map_or(o.proxies.len(), |i| i + 1);
+                o.proxies.insert(at, variant);
+            }
         }
         if o.repeats == 0 {
             o.repeats = if o.quick { 1 } else { 3 };
@@ -169,6 +195,10 @@ pub(super) struct Load {
     pub(super) http_conns: usize,
     pub(super) http_requests: usize,
     pub(super) http_warmup: usize,
+    /// https-new: requests measured, each on its own connection.
+    pub(super) https_new: usize,
+    /// h2: requests measured (and a tenth of it as the warm-up).
+    pub(super) h2_requests: usize,
     /// ws-echo: WebSocket connections, messages measured and of the
     /// warm-up, bytes per message, messages in flight per connection.
     pub(super) ws_conns: usize,
@@ -192,6 +222,8 @@ impl Load {
                 http_conns: 8,
                 http_requests: 2_000,
                 http_warmup: 200,
+                https_new: 300,
+                h2_requests: 2_000,
                 ws_conns: 8,
                 ws_messages: 2_000,
                 ws_warmup: 200,
@@ -209,6 +241,8 @@ impl Load {
                 http_conns: 50,
                 http_requests: 100_000,
                 http_warmup: 5_000,
+                https_new: 10_000,
+                h2_requests: 200_000,
                 ws_conns: 50,
                 ws_messages: 100_000,
                 ws_warmup: 5_000,

@@ -1,6 +1,6 @@
-//! The peers' setup: installing HAProxy and nginx, and the three proxies'
-//! equivalent configurations: SNI routing with passthrough, and TLS
-//! termination to a plain backend.
+//! The peers' setup: installing HAProxy, nginx and Caddy, and the
+//! proxies' equivalent configurations: SNI routing with passthrough, and
+//! TLS termination to a plain backend (Caddy's, HTTP only, in `caddy.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,11 +8,11 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::procs::output;
-use super::{BULK, Bench, CERT_NAME, DECOYS, ECHO, NOWHERE, WILD};
+use super::{BULK, Bench, CERT_NAME, DECOYS, ECHO, NOWHERE, Proxy, WILD};
 use crate::step;
 
-/// Installs what is missing from Debian's packages.
-pub(super) fn ensure_peers(install: bool) -> Result<()> {
+/// Installs the peers in `peers` that are missing, from Debian's packages.
+pub(super) fn ensure_peers(peers: &[Proxy], install: bool) -> Result<()> {
     let have = |cmd: &str, arg: &str| {
         Command::new(cmd)
             .arg(arg)
@@ -21,17 +21,35 @@ pub(super) fn ensure_peers(install: bool) -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let stream = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").is_file()
-        || output(Command::new("nginx").arg("-V")).is_ok_and(|v| v.contains("--with-stream "));
-    if have("haproxy", "-v") && have("nginx", "-v") && stream {
+    let stream = || {
+        Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").is_file()
+            || output(Command::new("nginx").arg("-V")).is_ok_and(|v| v.contains("--with-stream "))
+    };
+    let mut missing = Vec::new();
+    for p in peers {
+        match p {
+            Proxy::Haproxy if !have("haproxy", "-v") => missing.push("haproxy"),
+            Proxy::Nginx if !(have("nginx", "-v") && stream()) => {
+                missing.extend(["nginx", "libnginx-mod-stream"]);
+            }
+            Proxy::Caddy if !have("caddy", "version") => missing.push("caddy"),
+            _ => {}
+        }
+    }
+    install_packages(&missing, install)
+}
+
+/// `apt-get install` of `packages` (none: nothing to do), refused by name
+/// with `--no-install`.
+pub(super) fn install_packages(packages: &[&str], install: bool) -> Result<()> {
+    if packages.is_empty() {
         return Ok(());
     }
+    let list = packages.join(" ");
     if !install {
-        bail!(
-            "haproxy, nginx or nginx's stream module is missing (apt-get install haproxy nginx libnginx-mod-stream)"
-        );
+        bail!("missing: {list} (apt-get install {list})");
     }
-    step("installing haproxy, nginx and nginx's stream module (Debian packages)");
+    step(&format!("installing {list} (Debian packages)"));
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -39,11 +57,12 @@ pub(super) fn ensure_peers(install: bool) -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let pkgs = ["install", "-y", "haproxy", "nginx", "libnginx-mod-stream"];
+    let mut args = vec!["install", "-y"];
+    args.extend(packages);
     // A stale package index is the usual reason for a failed install.
-    let installed = apt(&pkgs) || (apt(&["update"]) && apt(&pkgs));
+    let installed = apt(&args) || (apt(&["update"]) && apt(&args));
     if !installed {
-        bail!("apt-get install haproxy nginx libnginx-mod-stream failed (root needed)");
+        bail!("apt-get install {list} failed (root needed)");
     }
     Ok(())
 }

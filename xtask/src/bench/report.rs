@@ -51,7 +51,7 @@ fn summary(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     Some((median, v[0], v[n - 1]))
 }
 
-fn cell(v: Vec<f64>) -> String {
+pub(super) fn cell(v: Vec<f64>) -> String {
     match summary(v) {
         None => "—".to_owned(),
         Some((m, lo, hi)) if lo == hi => fmt_num(m),
@@ -66,7 +66,7 @@ impl Bench<'_> {
             .collect()
     }
 
-    fn value(&self, s: Scenario, p: Proxy, repeat: usize, key: &str) -> f64 {
+    pub(super) fn value(&self, s: Scenario, p: Proxy, repeat: usize, key: &str) -> f64 {
         self.runs
             .iter()
             .find(|x| x.scenario == s && x.proxy == p && x.repeat == repeat)
@@ -184,6 +184,8 @@ impl Bench<'_> {
             ),
             ("haproxy", sh("haproxy", &["-v"])),
             ("nginx", sh("nginx", &["-v"])),
+            ("caddy", sh("caddy", &["version"])),
+            ("h2load", sh("h2load", &["--version"])),
             ("rustc", sh("rustc", &["-V"])),
         ]
         .into_iter()
@@ -196,7 +198,11 @@ impl Bench<'_> {
         let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
         let proxies = &self.opts.proxies;
         let has_haproxy = proxies.contains(&Proxy::Haproxy);
-        writeln!(md, "# Turnout vs HAProxy vs nginx — {}\n", date.trim())?;
+        writeln!(
+            md,
+            "# Turnout vs HAProxy vs nginx vs Caddy — {}\n",
+            date.trim()
+        )?;
         writeln!(
             md,
             "`cargo xtask bench {}` — {} repeat(s) per scenario and proxy, proxy order rotated every repeat; took {:.0} min.\n",
@@ -217,7 +223,7 @@ impl Bench<'_> {
         let l = &self.load;
         writeln!(
             md,
-            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; https-keepalive {} requests over {} keep-alive conns; ws-echo {} messages of {} bytes over {} WebSockets, {} in flight on each; warm-up {} conns per proxy start ({} requests for https-keepalive, {} messages for ws-echo)\n",
+            "* load: new-tls and new-tls-terminate {} conns at concurrency {}; bulk {} MiB in total per run; idle and idle-terminate {} conns; latency {} conns per path; https-keepalive {} requests over {} keep-alive conns; https-new {} requests, each on a new conn, {} at a time; h2 {} requests ({} for the warm-up); ws-echo {} messages of {} bytes over {} WebSockets, {} in flight on each; warm-up {} conns per proxy start ({} requests for https-keepalive, {} messages for ws-echo)\n",
             l.tls_conns,
             l.concurrency,
             l.bulk_total >> 20,
@@ -225,6 +231,10 @@ impl Bench<'_> {
             l.latency,
             l.http_requests,
             l.http_conns,
+            l.https_new,
+            l.http_conns,
+            l.h2_requests,
+            l.h2_requests / 10,
             l.ws_messages,
             l.ws_message_bytes,
             l.ws_conns,
@@ -277,6 +287,7 @@ impl Bench<'_> {
         }
 
         self.cluster_section(&mut md)?;
+        self.hook_section(&mut md)?;
 
         writeln!(
             md,
@@ -373,6 +384,18 @@ impl Bench<'_> {
         }
         if self.opts.scenarios.contains(&Scenario::WsEcho) {
             writeln!(md, "{METHOD_WS}")?;
+        }
+        if self.opts.scenarios.contains(&Scenario::HttpsNew) {
+            writeln!(md, "{METHOD_HTTPS_NEW}")?;
+        }
+        if self.opts.scenarios.contains(&Scenario::H2) {
+            writeln!(md, "{METHOD_H2}")?;
+        }
+        if self.opts.proxies.contains(&Proxy::Caddy) {
+            writeln!(md, "{METHOD_CADDY}")?;
+        }
+        if self.opts.hook {
+            writeln!(md, "{METHOD_HOOK}")?;
         }
         if self.opts.cluster {
             writeln!(md, "{METHOD_CLUSTER}")?;
@@ -519,6 +542,58 @@ FIN). Headline: proxy CPU-s per 100 000 echoed messages (each crosses the \
 proxy twice: 1 KiB decrypted client → backend and 1 KiB encrypted back); \
 goal ≤ 0.8× HAProxy's (issue 15). \"backend \
 connections opened\" should equal the client's WebSockets.
+";
+
+const METHOD_HTTPS_NEW: &str = "\
+* https-new: the https-keepalive setup (same configs, same backend), but \
+the client (`turnout-loadgen https-keepalive --close`) sends every \
+request with `connection: close` on a new TLS connection — a full \
+handshake (never resumed), one `GET /`, the response, the proxy's close \
+— with as many connections at a time as https-keepalive keeps open. \
+Headline: proxy CPU-s per 10 000 such connections; goal ≤ 0.7× HAProxy's \
+(issue 17). Latencies are request → response after the handshake.
+";
+
+const METHOD_H2: &str = "\
+* h2: the https-keepalive setup (same backend, same `Host` routing and \
+`X-Forwarded-*` headers, same upstream pools) with h2 offered by ALPN: \
+Turnout's terminate route as it is (h2 and http/1.1 by ALPN is its \
+default), HAProxy `alpn h2,http/1.1`, nginx `listen … ssl http2` (1.22's \
+form; `keepalive_requests` raised, which bounds h2 requests per \
+connection too), Caddy `protocols [h1, h2]`. The client is `h2load` \
+(nghttp2-client): `-t 1 -c 10 -m 10 -n N --connect-to=127.0.0.1:PORT \
+https://echo.bench.test:PORT/`, so 10 connections with up to 10 \
+concurrent streams each, SNI and `:authority` `echo.bench.test`; a run \
+that negotiates anything but h2 is an error. Every proxy speaks HTTP/1.1 \
+to the backend. Headline: proxy CPU-s per 100 000 requests; goal ≤ 0.8× \
+HAProxy's (issue 17). \"mean µs per request\" is h2load's.
+";
+
+const METHOD_CADDY: &str = "\
+* Caddy (Debian's 2.6 package, the Go proxy): in the HTTP scenarios \
+only (https-keepalive, https-new, h2, ws-echo) — Debian's build has no \
+layer-4 proxying, so it has no passthrough or TCP-termination column. A \
+JSON config (`caddy run --config`): admin API off, log level WARN and no \
+access log, the same certificate loaded from files, `session_tickets \
+disabled`, `protocol_min tls1.2`, `automatic_https disable`, protocols \
+`h1` (`h1`, `h2` in h2; never h3), one route matching `Host` \
+`*.bench.test` to `reverse_proxy` with the backend as upstream, an idle \
+pool of 128 (`keep_alive max_idle_conns[_per_host]`), its default \
+`X-Forwarded-For`/`-Proto`/`-Host` plus `X-Forwarded-Port` set. \
+WebSocket upgrades are handled by `reverse_proxy` natively. Go's \
+`GOMAXPROCS` defaults to the cores, as the others' thread counts.
+";
+
+const METHOD_HOOK: &str = "\
+* `--hook` (issue 17's request-hook scenario): `turnout-hook` is \
+`turnout` plus a plugins directory holding `hdr.wasm` — the embedded \
+`routes` plugin written out by `turnout-loadgen plugin` — placed first by \
+`plugins.order`, configured with one plaintext HTTP route on another \
+port that declares one request header (`match.headers` \
+`x-bench-variant`). Each request on the bench's port thus gets one more \
+`request` call, handed that header in its slot, that passes (wrong port) \
+before `routes` forwards. The section above gives turnout-hook's CPU per \
+request minus turnout's, per repeat.
 ";
 
 const METHOD_CLUSTER: &str = "\

@@ -21,6 +21,12 @@ pub(super) enum Scenario {
     /// 1 KiB WebSocket messages echoed over TLS connections the proxy
     /// terminates and upgrades, to a plain WebSocket backend.
     WsEcho,
+    /// A new TLS connection per HTTP/1.1 request (`connection: close`),
+    /// terminated by the proxy and proxied to the plain HTTP/1.1 backend.
+    HttpsNew,
+    /// HTTP/2 over TLS (ALPN h2), 10 connections × 10 concurrent streams
+    /// (`h2load`), proxied to the plain HTTP/1.1 backend.
+    H2,
 }
 
 /// What the proxies are configured to do in a scenario.
@@ -35,6 +41,9 @@ pub(super) enum Front {
     /// Terminate TLS, proxy HTTP/1.1 WebSocket upgrades to the WebSocket
     /// backend and relay the frames.
     TerminateWs,
+    /// Terminate TLS offering h2 by ALPN, proxy HTTP/2 requests to the
+    /// HTTP/1.1 backend.
+    TerminateH2,
 }
 
 /// A scenario's headline figure and the goal for its ratio to HAProxy.
@@ -45,7 +54,7 @@ pub(super) struct Headline {
 }
 
 impl Scenario {
-    pub(super) const ALL: [Scenario; 9] = [
+    pub(super) const ALL: [Scenario; 11] = [
         Scenario::NewTls,
         Scenario::Bulk1,
         Scenario::Bulk64,
@@ -55,6 +64,8 @@ impl Scenario {
         Scenario::IdleTerminate,
         Scenario::HttpsKeepalive,
         Scenario::WsEcho,
+        Scenario::HttpsNew,
+        Scenario::H2,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -68,6 +79,8 @@ impl Scenario {
             Scenario::IdleTerminate => "idle-terminate",
             Scenario::HttpsKeepalive => "https-keepalive",
             Scenario::WsEcho => "ws-echo",
+            Scenario::HttpsNew => "https-new",
+            Scenario::H2 => "h2",
         }
     }
 
@@ -80,7 +93,8 @@ impl Scenario {
     pub(super) fn front(self) -> Front {
         match self {
             Scenario::NewTlsTerminate | Scenario::IdleTerminate => Front::TerminateTcp,
-            Scenario::HttpsKeepalive => Front::TerminateHttp,
+            Scenario::HttpsKeepalive | Scenario::HttpsNew => Front::TerminateHttp,
+            Scenario::H2 => Front::TerminateH2,
             Scenario::WsEcho => Front::TerminateWs,
             _ => Front::Passthrough,
         }
@@ -105,6 +119,17 @@ impl Scenario {
             Scenario::HttpsKeepalive => (
                 "cpu_s_per_100k",
                 "proxy CPU-s per 100 000 keep-alive HTTPS requests",
+                0.8,
+            ),
+            // Issue 17's goals.
+            Scenario::HttpsNew => (
+                "cpu_s_per_10k",
+                "proxy CPU-s per 10 000 new HTTPS connections, one request each",
+                0.7,
+            ),
+            Scenario::H2 => (
+                "cpu_s_per_100k",
+                "proxy CPU-s per 100 000 HTTP/2 requests (10 conns × 10 streams)",
                 0.8,
             ),
             // Issue 15's goal.
@@ -159,6 +184,14 @@ impl Scenario {
                     "hook_us_per_call",
                     "µs per request-hook call (turnout, /metrics)",
                 ),
+                (
+                    "hdr_us_per_call",
+                    "µs per hdr call (turnout-hook, /metrics)",
+                ),
+                (
+                    "hdr_calls_per_routes_call",
+                    "hdr calls per routes call (turnout-hook: 1 = every request)",
+                ),
             ],
             Scenario::WsEcho => &[
                 ("msg_per_s", "messages echoed/s"),
@@ -168,6 +201,31 @@ impl Scenario {
                 ("backend_conns", "backend connections opened (measured run)"),
                 ("client_conns", "client WebSockets opened"),
                 ("lost", "messages lost with a failed connection"),
+            ],
+            Scenario::HttpsNew => &[
+                ("conns_per_s", "connections (= requests)/s"),
+                ("p50_us", "p50 µs request→response (after the handshake)"),
+                ("p99_us", "p99 µs request→response (after the handshake)"),
+                ("client_cores", "client CPU, cores (of 2)"),
+                ("resumed", "resumed handshakes"),
+            ],
+            Scenario::H2 => &[
+                ("req_per_s", "requests/s"),
+                ("mean_us", "mean µs per request (h2load)"),
+                ("backend_conns", "backend connections opened (measured run)"),
+                ("hook_pct", "request hook's share of proxy CPU (turnout)"),
+                (
+                    "hook_us_per_call",
+                    "µs per request-hook call (turnout, /metrics)",
+                ),
+                (
+                    "hdr_us_per_call",
+                    "µs per hdr call (turnout-hook, /metrics)",
+                ),
+                (
+                    "hdr_calls_per_routes_call",
+                    "hdr calls per routes call (turnout-hook: 1 = every request)",
+                ),
             ],
             Scenario::Latency => &[
                 ("added_p50_us", "added p50 µs"),

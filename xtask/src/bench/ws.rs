@@ -35,7 +35,14 @@ impl Bench<'_> {
     /// HAProxy's HTTP config to the WebSocket backend, with `timeout
     /// tunnel` (what applies once a connection is upgraded).
     pub(super) fn haproxy_ws_config(&self, port: u16, nproc: usize) -> Result<String> {
-        self.haproxy_http(port, nproc, self.ws, "  timeout tunnel 1h\n", "")
+        self.haproxy_http(
+            port,
+            nproc,
+            "http/1.1",
+            self.ws,
+            "  timeout tunnel 1h\n",
+            "",
+        )
     }
 
     /// nginx's HTTP config to the WebSocket backend, with the upgrade
@@ -46,6 +53,7 @@ impl Bench<'_> {
             port,
             nproc,
             prefix,
+            "",
             self.ws,
             "",
             "      proxy_set_header Upgrade $http_upgrade;\n      \
