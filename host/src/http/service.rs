@@ -81,7 +81,12 @@ pub(super) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         r
     } else {
-        answer(&session, &state, req, &mut outcome).await
+        // Boxed: the answer's future (the plugin call, the upstream
+        // exchange, the hyper-util client's) is several KB, and hyper moves
+        // this service future into place for every request — into a
+        // spawned task for each h2 stream. Measured: memmove was 7 % of the
+        // proxy's CPU under h2 load with it inline.
+        Box::pin(answer(&session, &state, req, &mut outcome)).await
     };
     if outcome.error.is_none() && is_proxy_error(&resp) {
         outcome.error = Some(error_label(resp.status()));
