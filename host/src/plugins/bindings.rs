@@ -175,9 +175,15 @@ fn thread_cpu() -> std::time::Duration {
 impl Budget {
     /// A budget of `limit` starting now.
     pub(crate) fn start(limit: std::time::Duration) -> Self {
+        Self::start_at(limit, std::time::Instant::now())
+    }
+
+    /// A budget of `limit` starting at `wall_start` (a call's own start:
+    /// one clock read less per call).
+    pub(crate) fn start_at(limit: std::time::Duration, wall_start: std::time::Instant) -> Self {
         Self {
             limit,
-            wall_start: std::time::Instant::now(),
+            wall_start,
             cpu_mark: None,
         }
     }

@@ -326,7 +326,8 @@ impl LoadedPlugin {
         let _running = self.runtime.enter_call();
         let result = self.take().and_then(|mut inst| {
             if self.runtime.config.deadlines {
-                inst.store.data_mut().budget = Budget::start(self.runtime.config.call_deadline);
+                inst.store.data_mut().budget =
+                    Budget::start_at(self.runtime.config.call_deadline, start);
                 inst.store.set_epoch_deadline(self.deadline_ticks);
             }
             match f(&inst.bindings, &mut inst.store) {
