@@ -12,6 +12,13 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use turnout::plugins::{NoCounters, Origin, PluginSet, PluginSettings, Runtime, RuntimeConfig};
 
+/// mimalloc rather than glibc's malloc: on the request paths (hyper's
+/// buffers and header maps, the upstream client's per-request state)
+/// glibc's malloc, free and consolidation were ~11 % of the proxy's CPU
+/// under HTTP/2 load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "turnout",
