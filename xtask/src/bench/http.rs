@@ -21,6 +21,17 @@ use anyhow::{Context, Result, bail};
 use super::procs::{Proc, cpu_secs, free_port};
 use super::{Bench, CERT_NAME, ECHO, Figures, Proxy, num};
 
+/// What differs between the HTTP scenarios' nginx configs.
+pub(super) struct NginxSite<'a> {
+    /// After `listen … ssl`.
+    pub(super) listen_extra: &'a str,
+    pub(super) backend: SocketAddr,
+    /// Lines in the `upstream` block.
+    pub(super) upstream_extra: &'a str,
+    /// Lines in `location /`.
+    pub(super) location_extra: &'a str,
+}
+
 /// Idle backend connections each proxy may keep: above the client's
 /// concurrency, so that no proxy churns backend connections (peers.md).
 const POOL: usize = 128;
@@ -90,30 +101,35 @@ impl Bench<'_> {
             port,
             nproc,
             prefix,
-            if h2 { " http2" } else { "" },
-            self.http,
-            &format!(
-                "    keepalive {POOL};\n    keepalive_requests 10000000;\n    keepalive_timeout 1h;\n"
-            ),
-            "      proxy_set_header Connection \"\";\n",
+            &NginxSite {
+                listen_extra: if h2 { " http2" } else { "" },
+                backend: self.http,
+                upstream_extra: &format!(
+                    "    keepalive {POOL};\n    keepalive_requests 10000000;\n    keepalive_timeout 1h;\n"
+                ),
+                location_extra: "      proxy_set_header Connection \"\";\n",
+            },
         )
     }
 
     /// The HTTP scenarios' nginx: TLS as in the terminate scenarios
-    /// (`listen_extra` after `ssl`), `keepalive_requests` raised on the
-    /// client side, HTTP/1.1 to the `upstream` (with the `upstream_extra`
-    /// lines), `Host` kept and the `X-Forwarded-*` headers set, plus the
-    /// `location_extra` lines.
+    /// (`site.listen_extra` after `ssl`), `keepalive_requests` raised on
+    /// the client side, HTTP/1.1 to the `upstream` (with the
+    /// `site.upstream_extra` lines), `Host` kept and the `X-Forwarded-*`
+    /// headers set, plus the `site.location_extra` lines.
     pub(super) fn nginx_http(
         &self,
         port: u16,
         nproc: usize,
         prefix: &Path,
-        listen_extra: &str,
-        backend: SocketAddr,
-        upstream_extra: &str,
-        location_extra: &str,
+        site: &NginxSite<'_>,
     ) -> Result<String> {
+        let NginxSite {
+            listen_extra,
+            backend,
+            upstream_extra,
+            location_extra,
+        } = site;
         let (cert, key) = (self.cert_file("cert.pem")?, self.cert_file("key.pem")?);
         let p = prefix.display();
         // Debian's compiled-in temp paths (/var/lib/nginx/…) may not exist.

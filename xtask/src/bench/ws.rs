@@ -53,12 +53,14 @@ impl Bench<'_> {
             port,
             nproc,
             prefix,
-            "",
-            self.ws,
-            "",
-            "      proxy_set_header Upgrade $http_upgrade;\n      \
-             proxy_set_header Connection \"upgrade\";\n      \
-             proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n",
+            &super::http::NginxSite {
+                listen_extra: "",
+                backend: self.ws,
+                upstream_extra: "",
+                location_extra: "      proxy_set_header Upgrade $http_upgrade;\n      \
+                    proxy_set_header Connection \"upgrade\";\n      \
+                    proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n",
+            },
         )
     }
 
