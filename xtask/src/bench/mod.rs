@@ -41,7 +41,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ mod h2;
 mod harness;
 mod hook;
 mod http;
+mod launch;
+mod method;
 mod options;
 mod peers;
 mod procs;
@@ -69,7 +71,7 @@ mod ws;
 
 use options::{Load, Options};
 use peers::ensure_peers;
-use procs::{Proc, command, cpu_secs, free_port, nofile_limits, output, rss_kib};
+use procs::{Proc, command, cpu_secs, nofile_limits, output, rss_kib};
 use report::fmt_num;
 use scenario::{Front, Scenario};
 
@@ -542,112 +544,5 @@ impl<'a> Bench<'a> {
         let mut report = done;
         report.insert("ok".into(), ok.to_string());
         Ok(report)
-    }
-
-    /// Starts `proxy` on a free port: SNI routing and passthrough, TLS
-    /// termination to the plain echo, HTTPS to the HTTP backend, or
-    /// WebSockets over TLS to the WebSocket echo.
-    fn start_proxy(&self, proxy: Proxy, front: Front) -> Result<(Proc, SocketAddr)> {
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let stem = format!("{}-{port}", proxy.name());
-        let log = self.dir.join(format!("{stem}.log"));
-        let nproc = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut p = match proxy {
-            Proxy::Turnout | Proxy::TurnoutCluster | Proxy::TurnoutHook => {
-                let cfg = self.dir.join(format!("{stem}.json"));
-                let text = match front {
-                    Front::Passthrough => self.turnout_config(port),
-                    Front::TerminateTcp => self.turnout_terminate_config(port)?,
-                    Front::TerminateHttp | Front::TerminateH2 => self.turnout_http_config(port)?,
-                    Front::TerminateWs => self.turnout_ws_config(port)?,
-                };
-                let text = self.hook_variant(proxy, text)?;
-                std::fs::write(&cfg, self.turnout_variant(proxy, text)?)?;
-                let mut cmd = command(
-                    &self.bin.join("turnout"),
-                    &["run".into(), "-c".into(), cfg.display().to_string()],
-                );
-                cmd.env("RUST_LOG", "warn");
-                Proc::spawn("turnout", cmd, Some(log))?
-            }
-            Proxy::Haproxy => {
-                let cfg = self.dir.join(format!("{stem}.cfg"));
-                let text = match front {
-                    Front::Passthrough => self.haproxy_config(port, nproc),
-                    Front::TerminateTcp => self.haproxy_terminate_config(port, nproc)?,
-                    Front::TerminateHttp => self.haproxy_http_config(port, nproc, false)?,
-                    Front::TerminateH2 => self.haproxy_http_config(port, nproc, true)?,
-                    Front::TerminateWs => self.haproxy_ws_config(port, nproc)?,
-                };
-                std::fs::write(&cfg, text)?;
-                let cmd = command(
-                    Path::new("haproxy"),
-                    &["-db".into(), "-f".into(), cfg.display().to_string()],
-                );
-                Proc::spawn("haproxy", cmd, Some(log))?
-            }
-            Proxy::Nginx => {
-                let prefix = self.dir.join(&stem);
-                std::fs::create_dir_all(&prefix)?;
-                let cfg = prefix.join("nginx.conf");
-                let text = match front {
-                    Front::Passthrough => self.nginx_config(port, nproc, &prefix),
-                    Front::TerminateTcp => self.nginx_terminate_config(port, nproc, &prefix)?,
-                    Front::TerminateHttp => self.nginx_http_config(port, nproc, &prefix, false)?,
-                    Front::TerminateH2 => self.nginx_http_config(port, nproc, &prefix, true)?,
-                    Front::TerminateWs => self.nginx_ws_config(port, nproc, &prefix)?,
-                };
-                std::fs::write(&cfg, text)?;
-                let cmd = command(
-                    Path::new("nginx"),
-                    &[
-                        "-p".into(),
-                        prefix.display().to_string(),
-                        "-c".into(),
-                        cfg.display().to_string(),
-                        "-e".into(),
-                        log.display().to_string(),
-                    ],
-                );
-                // Its stderr and its error log (`-e`) share the file.
-                Proc::spawn("nginx", cmd, Some(log))?
-            }
-            Proxy::Caddy => {
-                let home = self.dir.join(&stem);
-                std::fs::create_dir_all(&home)?;
-                let cfg = home.join("caddy.json");
-                std::fs::write(&cfg, self.caddy_config(port, front, &home)?)?;
-                let mut cmd = command(
-                    Path::new("caddy"),
-                    &["run".into(), "--config".into(), cfg.display().to_string()],
-                );
-                // Its data and config dirs (it writes an instance id there),
-                // not the user's.
-                cmd.env("HOME", &home)
-                    .env("XDG_DATA_HOME", &home)
-                    .env("XDG_CONFIG_HOME", &home);
-                Proc::spawn("caddy", cmd, Some(log))?
-            }
-        };
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                bail!("{} exited ({status}):\n{}", proxy.name(), p.log_tail());
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                // nginx binds in the master; give the workers a moment.
-                std::thread::sleep(Duration::from_millis(200));
-                return Ok((p, addr));
-            }
-            if Instant::now() > end {
-                bail!(
-                    "{} does not listen on {addr}:\n{}",
-                    proxy.name(),
-                    p.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
