@@ -45,8 +45,6 @@ impl TargetArgs {
 
 #[derive(Subcommand)]
 enum Mode {
-    /// Writes a self-signed ECDSA P-256 certificate: DIR/cert.pem,
-    /// DIR/key.pem, DIR/bundle.pem (both).
     /// Writes one of Turnout's embedded plugins (`routes`, `guard`,
     /// `keepalive`) as a `.wasm` file, for a bench that loads a second
     /// copy from a plugins directory.
@@ -56,6 +54,8 @@ enum Mode {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Writes a self-signed ECDSA P-256 certificate: DIR/cert.pem,
+    /// DIR/key.pem, DIR/bundle.pem (both).
     Cert {
         #[arg(long)]
         out: PathBuf,

@@ -84,8 +84,8 @@ pub(super) async fn handle(
         // Boxed: the answer's future (the plugin call, the upstream
         // exchange, the hyper-util client's) is several KB, and hyper moves
         // this service future into place for every request — into a
-        // spawned task for each h2 stream. Measured: memmove was 7 % of the
-        // proxy's CPU under h2 load with it inline.
+        // spawned task for each h2 stream. Measured under h2 load: memmove
+        // 7.4 % of the proxy's samples inline, 6.2 % boxed.
         Box::pin(answer(&session, &state, req, &mut outcome)).await
     };
     if outcome.error.is_none() && is_proxy_error(&resp) {

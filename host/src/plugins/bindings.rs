@@ -178,8 +178,10 @@ impl Budget {
         Self::start_at(limit, std::time::Instant::now())
     }
 
-    /// A budget of `limit` starting at `wall_start` (a call's own start:
-    /// one clock read less per call).
+    /// A budget of `limit` starting at `wall_start`: a call's own start,
+    /// one clock read less per call. (Read before the call takes its
+    /// instance, so the wall-clock backstop — [`WALL_FACTOR`] × `limit` —
+    /// also counts creating one when the pool is empty, far below it.)
     pub(crate) fn start_at(limit: std::time::Duration, wall_start: std::time::Instant) -> Self {
         Self {
             limit,

@@ -4,10 +4,12 @@
 //! `turnout-loadgen https-keepalive`. Besides the proxy's CPU it reads the
 //! backend's connection count (did the pool hold?) and, for Turnout, the
 //! `routes` plugin's call time from `/metrics` (the request hook's share).
+//! `https-new` is the same setup with a new TLS connection per request.
 //!
-//! The three do the same per-request work: pick the backend by `Host`
+//! The proxies do the same per-request work: pick the backend by `Host`
 //! (`*.bench.test`), keep `Host`, set `X-Forwarded-For`/`-Proto`/`-Host`/
-//! `-Port` (Turnout does by default; HAProxy and nginx are told to), log
+//! `-Port` (Turnout does by default; HAProxy, nginx and Caddy are told to
+//! where it is not their default, see `caddy.rs`), log
 //! nothing.
 
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@
 //!    plain echo, bulk, plain HTTP/1.1 and plain WebSocket echo servers)
 //!    and, for the `*-terminate`, `https-keepalive` and `ws-echo` scenarios,
 //!    writes one ECDSA P-256 certificate for `*.bench.test`
-//!    (`turnout-loadgen cert`) that all three proxies serve; then for every
+//!    (`turnout-loadgen cert`) that every proxy serves; then for every
 //!    scenario, repeat and proxy — the proxy order rotating each repeat —
 //!    starts that proxy fresh with equivalent SNI routing (passthrough) or
 //!    equivalent TLS termination to the plain echo (`*-terminate`) or
