@@ -8,13 +8,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::http::{backend_conns, hook_share};
 use super::peers::install_packages;
-use super::procs::{Proc, cpu_secs, output};
+use super::procs::{Proc, output};
 use super::{Bench, ECHO, Figures, Proxy, num};
 
 const CONNS: usize = 10;
@@ -64,21 +62,12 @@ impl Bench<'_> {
         addr: SocketAddr,
         f: &mut Figures,
     ) -> Result<BTreeMap<String, String>> {
-        let pids = p.pids();
-        let (conns0, hook0) = (backend_conns(self.http)?, self.plugin_times(proxy)?);
-        let before = cpu_secs(&pids, self.ticks);
-        let r = self.h2_requests(addr, self.load.h2_requests)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let used = cpu_secs(&pids, self.ticks) - before;
-        let (conns1, hook1) = (backend_conns(self.http)?, self.plugin_times(proxy)?);
-        let ok = num(&r, "ok");
-        f.insert("cpu_s_per_100k".into(), used / ok * 1e5);
-        // The second `/_stats` connection came after the first count.
-        f.insert("backend_conns".into(), conns1 - conns0 - 1.0);
+        let r = self.measured_http(proxy, p, self.http, f, || {
+            self.h2_requests(addr, self.load.h2_requests)
+        })?;
         for k in ["req_per_s", "mean_us"] {
             f.insert(k.into(), num(&r, k));
         }
-        hook_share(&hook0, &hook1, used, f);
         Ok(r)
     }
 }

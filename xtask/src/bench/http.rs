@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::procs::{Proc, cpu_secs, free_port};
+use super::procs::{Proc, free_port};
 use super::{Bench, CERT_NAME, ECHO, Figures, Proxy, num};
 
 /// What differs between the HTTP scenarios' nginx configs.
@@ -189,13 +189,9 @@ impl Bench<'_> {
         addr: SocketAddr,
         f: &mut Figures,
     ) -> Result<BTreeMap<String, String>> {
-        let pids = p.pids();
-        let before = cpu_secs(&pids, self.ticks);
-        let r = self.https_requests(addr, self.load.https_new, true)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let used = cpu_secs(&pids, self.ticks) - before;
-        let ok = num(&r, "ok");
-        f.insert("cpu_s_per_10k".into(), used / ok * 1e4);
+        let (r, used) =
+            self.cpu_during(p, || self.https_requests(addr, self.load.https_new, true))?;
+        f.insert("cpu_s_per_10k".into(), used / num(&r, "ok") * 1e4);
         f.insert("conns_per_s".into(), num(&r, "req_per_s"));
         for k in ["p50_us", "p99_us", "client_cores", "resumed"] {
             f.insert(k.into(), num(&r, k));
@@ -212,18 +208,9 @@ impl Bench<'_> {
         addr: SocketAddr,
         f: &mut Figures,
     ) -> Result<BTreeMap<String, String>> {
-        let pids = p.pids();
-        // Scraped outside the CPU window: the scrape is the proxy's work too.
-        let (conns0, hook0) = (backend_conns(self.http)?, self.plugin_times(proxy)?);
-        let before = cpu_secs(&pids, self.ticks);
-        let r = self.https_requests(addr, self.load.http_requests, false)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let used = cpu_secs(&pids, self.ticks) - before;
-        let (conns1, hook1) = (backend_conns(self.http)?, self.plugin_times(proxy)?);
-        let ok = num(&r, "ok");
-        f.insert("cpu_s_per_100k".into(), used / ok * 1e5);
-        // The second `/_stats` connection came after the first count.
-        f.insert("backend_conns".into(), conns1 - conns0 - 1.0);
+        let r = self.measured_http(proxy, p, self.http, f, || {
+            self.https_requests(addr, self.load.http_requests, false)
+        })?;
         f.insert("client_conns".into(), num(&r, "conns_opened"));
         for k in [
             "req_per_s",
@@ -235,6 +222,28 @@ impl Bench<'_> {
         ] {
             f.insert(k.into(), num(&r, k));
         }
+        Ok(r)
+    }
+
+    /// A measured run of an HTTP scenario (`load`, through `proxy` to
+    /// `backend`): the proxy's CPU per 100 000 answers (`ok`), the backend
+    /// connections opened meanwhile, and Turnout's request-plugin figures.
+    /// The backend's count and `/metrics` are read outside the CPU window:
+    /// a scrape is the proxy's work too.
+    pub(super) fn measured_http(
+        &self,
+        proxy: Proxy,
+        p: &Proc,
+        backend: SocketAddr,
+        f: &mut Figures,
+        load: impl FnOnce() -> Result<BTreeMap<String, String>>,
+    ) -> Result<BTreeMap<String, String>> {
+        let (conns0, hook0) = (backend_conns(backend)?, self.plugin_times(proxy)?);
+        let (r, used) = self.cpu_during(p, load)?;
+        let (conns1, hook1) = (backend_conns(backend)?, self.plugin_times(proxy)?);
+        f.insert("cpu_s_per_100k".into(), used / num(&r, "ok") * 1e5);
+        // The second `/_stats` connection came after the first count.
+        f.insert("backend_conns".into(), conns1 - conns0 - 1.0);
         hook_share(&hook0, &hook1, used, f);
         Ok(r)
     }

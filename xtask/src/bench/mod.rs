@@ -83,6 +83,9 @@ const WILD: &str = "*.wild.bench.test";
 const DECOYS: usize = 8;
 /// Nothing listens there.
 const NOWHERE: &str = "127.0.0.1:9";
+/// How long after a load ends the proxy's CPU is read again: its
+/// connections finish closing, and that work is the load's.
+const SETTLE: Duration = Duration::from_millis(500);
 /// The name in the certificate the terminating proxies serve.
 const CERT_NAME: &str = "*.bench.test";
 
@@ -362,7 +365,6 @@ impl<'a> Bench<'a> {
 
     fn measure(&self, scenario: Scenario, proxy: Proxy, repeat: usize) -> Result<RunResult> {
         let (p, addr) = self.start_proxy(proxy, scenario.front())?;
-        let pids = p.pids();
         let warm = match scenario.front() {
             Front::TerminateHttp => self.https_requests(addr, self.load.http_warmup, false)?,
             Front::TerminateH2 => self.h2_requests(addr, self.load.h2_requests / 10)?,
@@ -377,17 +379,14 @@ impl<'a> Bench<'a> {
                 p.log_tail()
             );
         }
-        let settle = || std::thread::sleep(Duration::from_millis(500));
-        settle();
-        let cpu = || cpu_secs(&pids, self.ticks);
+        // The warm-up's connections finish closing outside the measured window.
+        std::thread::sleep(SETTLE);
         let mut f = Figures::new();
         let scripts_before = self.redis_scripts(proxy)?;
         let report = match scenario {
             Scenario::NewTls | Scenario::NewTlsTerminate => {
-                let before = cpu();
-                let r = self.tls_conns(addr, self.load.tls_conns)?;
-                settle();
-                let used = cpu() - before;
+                let (r, used) =
+                    self.cpu_during(&p, || self.tls_conns(addr, self.load.tls_conns))?;
                 f.insert("cpu_s_per_10k".into(), used / num(&r, "ok") * 1e4);
                 for k in [
                     "conns_per_s",
@@ -412,10 +411,7 @@ impl<'a> Bench<'a> {
                     "--bytes".into(),
                     (self.load.bulk_total / streams).to_string(),
                 ]);
-                let before = cpu();
-                let r = self.loadgen(&args)?;
-                settle();
-                let used = cpu() - before;
+                let (r, used) = self.cpu_during(&p, || self.loadgen(&args))?;
                 f.insert("cpu_s_per_gb".into(), used / (num(&r, "bytes") / 1e9));
                 f.insert("gb_per_s".into(), num(&r, "gb_per_s"));
                 r
@@ -430,7 +426,7 @@ impl<'a> Bench<'a> {
             Scenario::HttpsKeepalive => self.https_keepalive(proxy, &p, addr, &mut f)?,
             Scenario::HttpsNew => self.https_new(&p, addr, &mut f)?,
             Scenario::H2 => self.h2(proxy, &p, addr, &mut f)?,
-            Scenario::WsEcho => self.ws_echo(&p, addr, &mut f)?,
+            Scenario::WsEcho => self.ws_echo(proxy, &p, addr, &mut f)?,
             Scenario::Latency => {
                 let mut args = vec!["latency".to_owned()];
                 args.extend(Self::target(addr, ECHO));
@@ -480,6 +476,16 @@ impl<'a> Bench<'a> {
             errors: num(&report, "errors"),
             first_error: report.get("first_error").cloned(),
         })
+    }
+
+    /// Runs `load` and returns its result with the CPU seconds the proxy
+    /// `p` used from just before it until [`SETTLE`] after it.
+    fn cpu_during<T>(&self, p: &Proc, load: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+        let pids = p.pids();
+        let before = cpu_secs(&pids, self.ticks);
+        let r = load()?;
+        std::thread::sleep(SETTLE);
+        Ok((r, cpu_secs(&pids, self.ticks) - before))
     }
 
     /// Opens the idle connections, reads RSS while they are held, releases.

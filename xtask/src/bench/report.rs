@@ -300,7 +300,7 @@ impl Bench<'_> {
         let (head, rule) = table_head(proxies);
         writeln!(md, "{head}\n{rule}")?;
         for &s in &self.opts.scenarios {
-            for (key, label) in s.side() {
+            for (key, label) in s.beside() {
                 let mut row = format!("| {} | {label} |", s.name());
                 for &p in proxies {
                     row += &format!(" {} |", cell(self.values(s, p, key)));

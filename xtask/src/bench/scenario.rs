@@ -142,8 +142,19 @@ impl Scenario {
         Headline { key, label, goal }
     }
 
-    /// Figures reported beside the headline: (key, label).
-    pub(super) fn side(self) -> &'static [(&'static str, &'static str)] {
+    /// Figures reported beside the headline, (key, label): the
+    /// scenario's own, then Turnout's plugin figures for the HTTP runs
+    /// that read them (`Bench::measured_http`).
+    pub(super) fn beside(self) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+        let plugins: &[_] = match self {
+            Scenario::HttpsKeepalive | Scenario::H2 | Scenario::WsEcho => PLUGIN_FIGURES,
+            _ => &[],
+        };
+        self.side().iter().chain(plugins)
+    }
+
+    /// The scenario's own figures beside the headline.
+    fn side(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Scenario::NewTls => &[
                 ("conns_per_s", "conns/s"),
@@ -179,19 +190,6 @@ impl Scenario {
                 ("client_cores", "client CPU, cores (of 2)"),
                 ("backend_conns", "backend connections opened (measured run)"),
                 ("client_conns", "client connections opened"),
-                ("hook_pct", "request hook's share of proxy CPU (turnout)"),
-                (
-                    "hook_us_per_call",
-                    "µs per request-hook call (turnout, /metrics)",
-                ),
-                (
-                    "hdr_us_per_call",
-                    "µs per hdr call (turnout-hook, /metrics)",
-                ),
-                (
-                    "hdr_calls_per_routes_call",
-                    "hdr calls per routes call (turnout-hook: 1 = every request)",
-                ),
             ],
             Scenario::WsEcho => &[
                 ("msg_per_s", "messages echoed/s"),
@@ -213,19 +211,6 @@ impl Scenario {
                 ("req_per_s", "requests/s"),
                 ("mean_us", "mean µs per request (h2load)"),
                 ("backend_conns", "backend connections opened (measured run)"),
-                ("hook_pct", "request hook's share of proxy CPU (turnout)"),
-                (
-                    "hook_us_per_call",
-                    "µs per request-hook call (turnout, /metrics)",
-                ),
-                (
-                    "hdr_us_per_call",
-                    "µs per hdr call (turnout-hook, /metrics)",
-                ),
-                (
-                    "hdr_calls_per_routes_call",
-                    "hdr calls per routes call (turnout-hook: 1 = every request)",
-                ),
             ],
             Scenario::Latency => &[
                 ("added_p50_us", "added p50 µs"),
@@ -237,3 +222,20 @@ impl Scenario {
         }
     }
 }
+
+/// Turnout's plugin figures from `/metrics` around a measured HTTP run.
+const PLUGIN_FIGURES: &[(&str, &str)] = &[
+    ("hook_pct", "routes plugin's share of proxy CPU (turnout)"),
+    (
+        "hook_us_per_call",
+        "µs per routes-plugin call (turnout, /metrics)",
+    ),
+    (
+        "hdr_us_per_call",
+        "µs per hdr call (turnout-hook, /metrics)",
+    ),
+    (
+        "hdr_calls_per_routes_call",
+        "hdr calls per routes call (turnout-hook: 1 = every request)",
+    ),
+];

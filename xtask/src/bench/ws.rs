@@ -16,13 +16,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
 
-use super::http::backend_conns;
-use super::procs::{Proc, cpu_secs};
-use super::{Bench, ECHO, Figures, num};
+use super::procs::Proc;
+use super::{Bench, ECHO, Figures, Proxy, num};
 
 impl Bench<'_> {
     /// The terminate route (protocol http, the default) for `*.bench.test`
@@ -87,25 +85,19 @@ impl Bench<'_> {
         self.loadgen(&args)
     }
 
-    /// The measured run: proxy CPU per 100 000 echoed messages and the
-    /// backend connections it opened.
+    /// The measured run: proxy CPU per 100 000 echoed messages, the
+    /// backend connections it opened, and for Turnout its plugins' share
+    /// (only connection-level calls here: an upgrade is one request).
     pub(super) fn ws_echo(
         &self,
+        proxy: Proxy,
         p: &Proc,
         addr: SocketAddr,
         f: &mut Figures,
     ) -> Result<BTreeMap<String, String>> {
-        let pids = p.pids();
-        let conns0 = backend_conns(self.ws)?;
-        let before = cpu_secs(&pids, self.ticks);
-        let r = self.ws_messages(addr, self.load.ws_messages)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let used = cpu_secs(&pids, self.ticks) - before;
-        let conns1 = backend_conns(self.ws)?;
-        let ok = num(&r, "ok");
-        f.insert("cpu_s_per_100k".into(), used / ok * 1e5);
-        // The second `/_stats` connection came after the first count.
-        f.insert("backend_conns".into(), conns1 - conns0 - 1.0);
+        let r = self.measured_http(proxy, p, self.ws, f, || {
+            self.ws_messages(addr, self.load.ws_messages)
+        })?;
         f.insert("client_conns".into(), num(&r, "conns_opened"));
         for k in [
             "msg_per_s",
