@@ -136,18 +136,21 @@ async fn https_keepalive_runs_through_a_terminating_http_route() {
     let mut ports = Ports::default();
     let port = ports.take();
     let app = RunningApp::start_with(&terminate_config(port, b.http, &dir), ports).await;
-    let r = http_client::https_keepalive(&http_client::HttpsKeepalive {
-        target: client::Target {
-            addr: ([127, 0, 0, 1], port).into(),
-            sni: "echo.bench.test".to_owned(),
-        },
-        conns: 4,
-        requests: 200,
-        path: "/".to_owned(),
-        close: false,
-        max_time: Duration::from_secs(20),
-    })
-    .await;
+    let run = |requests, close| async move {
+        http_client::https_keepalive(&http_client::HttpsKeepalive {
+            target: client::Target {
+                addr: ([127, 0, 0, 1], port).into(),
+                sni: "echo.bench.test".to_owned(),
+            },
+            conns: 4,
+            requests,
+            path: "/".to_owned(),
+            close,
+            max_time: Duration::from_secs(20),
+        })
+        .await
+    };
+    let r = run(200, false).await;
     assert_clean(&r, 200.0);
     assert_eq!(r.num("conns_opened"), Some(4.0), "keep-alive held: {r}");
     assert!(
@@ -156,18 +159,7 @@ async fn https_keepalive_runs_through_a_terminating_http_route() {
         "{r}"
     );
     // `https-new`: one request per connection, every one a full handshake.
-    let r = http_client::https_keepalive(&http_client::HttpsKeepalive {
-        target: client::Target {
-            addr: ([127, 0, 0, 1], port).into(),
-            sni: "echo.bench.test".to_owned(),
-        },
-        conns: 4,
-        requests: 40,
-        path: "/".to_owned(),
-        close: true,
-        max_time: Duration::from_secs(20),
-    })
-    .await;
+    let r = run(40, true).await;
     assert_clean(&r, 40.0);
     assert_eq!(
         r.num("conns_opened"),
