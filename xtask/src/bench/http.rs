@@ -42,13 +42,20 @@ impl Bench<'_> {
     /// One terminate route for `*.bench.test` (protocol http, the default)
     /// to the HTTP backend; the admin API on for `/metrics`.
     pub(super) fn turnout_http_config(&self, port: u16) -> Result<String> {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        self.admin.set(Some(admin));
         let route = self.terminate_route(port, "", self.http)?;
         let extra = format!(
-            "  \"http\": {{ \"upstreamMaxIdle\": {POOL} }},\n  \"admin\": {{ \"listen\": \"{admin}\" }},\n"
+            "  \"http\": {{ \"upstreamMaxIdle\": {POOL} }},\n{}",
+            self.turnout_admin()?
         );
         Ok(super::peers::turnout_config(&[route], &extra))
+    }
+
+    /// The `admin` line of an HTTP scenario's Turnout config, on a free
+    /// port that [`Self::plugin_times`] then reads `/metrics` from.
+    pub(super) fn turnout_admin(&self) -> Result<String> {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        self.admin.set(Some(admin));
+        Ok(format!("  \"admin\": {{ \"listen\": \"{admin}\" }},\n"))
     }
 
     /// `mode http`, TLS as in the terminate scenarios with ALPN http/1.1

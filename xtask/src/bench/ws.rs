@@ -24,10 +24,13 @@ use super::{Bench, ECHO, Figures, Proxy, num};
 
 impl Bench<'_> {
     /// The terminate route (protocol http, the default) for `*.bench.test`
-    /// to the WebSocket backend.
+    /// to the WebSocket backend; the admin API on for `/metrics`.
     pub(super) fn turnout_ws_config(&self, port: u16) -> Result<String> {
         let route = self.terminate_route(port, "", self.ws)?;
-        Ok(super::peers::turnout_config(&[route], ""))
+        Ok(super::peers::turnout_config(
+            &[route],
+            &self.turnout_admin()?,
+        ))
     }
 
     /// HAProxy's HTTP config to the WebSocket backend, with `timeout
