@@ -162,6 +162,9 @@ fn run(
     stopped_accepting: oneshot::Sender<()>,
 ) -> Work {
     Box::pin(async move {
+        // Dropped (and so aborted) with this future, wherever it runs.
+        let mut sentinel = tokio::task::JoinSet::new();
+        sentinel.spawn(timer_sentinel());
         let mut loops = tokio::task::JoinSet::new();
         let stop = accepting.clone();
         loop {
@@ -178,6 +181,26 @@ fn run(
         let _ = stopped_accepting.send(());
         let _ = finish.wait_for(|done| *done).await;
     })
+}
+
+/// The longest a worker's runtime sleeps with no timer due.
+const SENTINEL_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps a deadline at most [`SENTINEL_PERIOD`] away in the worker's timer
+/// wheel. tokio wakes its driver (an eventfd write, and one more
+/// `epoll_wait` to consume it) whenever a timer is registered that is due
+/// before the driver's planned wake-up; with only long relay timers
+/// pending, that was every new connection's `initialDataTimeout` — 1.2
+/// `write`s per new connection where HAProxy makes 0.16
+/// (`benches/results/2026-12-02-profile.md`). With this one, every timer
+/// longer than a second is due after the planned wake-up and registers
+/// without a wake. Its price: one wake-up a second per idle worker.
+async fn timer_sentinel() {
+    let mut tick = tokio::time::interval(SENTINEL_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 /// `n` more listening sockets for the address `first` listens on. With
