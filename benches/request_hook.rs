@@ -147,7 +147,7 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("routes/plugin-call", |b| {
-        b.iter(|| forwarded(routes.request(black_box(&filled), &mut hdrs).expect("call")))
+        b.iter(|| forwarded(routes.request(black_box(&mut filled), &mut hdrs).expect("call")))
     });
     group.bench_function("routes/chain-per-request", |b| {
         b.iter(|| per_request(&chain, &mut hdrs))
@@ -156,7 +156,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             forwarded(
                 probe
-                    .request(black_box(&probe_head), &mut hdrs)
+                    .request(black_box(&mut probe_head), &mut hdrs)
                     .expect("call"),
             )
         })
@@ -164,13 +164,13 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     percentiles("request/routes/plugin-call", 200_000, || {
-        forwarded(routes.request(&filled, &mut hdrs).expect("call"))
+        forwarded(routes.request(&mut filled, &mut hdrs).expect("call"))
     });
     percentiles("request/routes/chain-per-request", 200_000, || {
         per_request(&chain, &mut hdrs)
     });
     percentiles("request/probe/forward", 200_000, || {
-        forwarded(probe.request(&probe_head, &mut hdrs).expect("call"))
+        forwarded(probe.request(&mut probe_head, &mut hdrs).expect("call"))
     });
 
     for p in chain.plugins().iter().chain([&probe]) {

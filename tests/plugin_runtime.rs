@@ -332,10 +332,10 @@ fn a_plugin_built_for_wit_0_1_keeps_working_and_never_sees_requests() {
         panic!("the 0.1 route hook answers")
     };
     assert_eq!(f.route, "legacy-7000");
-    let head = RequestHead::new("10.0.0.1:5".parse().unwrap(), 7000, Method::Get, "a", "/");
+    let mut head = RequestHead::new("10.0.0.1:5".parse().unwrap(), 7000, Method::Get, "a", "/");
     let mut headers = http::HeaderMap::new();
     assert_eq!(
-        p.request(&head, &mut headers).unwrap(),
+        p.request(&mut head, &mut headers).unwrap(),
         RequestDecision::Pass
     );
     // And through a chain: a 0.1 plugin is never asked.

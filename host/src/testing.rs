@@ -142,7 +142,7 @@ impl Target for WasmTarget {
         let mut head = request.head_for(&self.plugin.info().interest);
         head.headers = self.plugin.request_slot_values(&headers);
         self.plugin
-            .request(&head, &mut headers)
+            .request(&mut head, &mut headers)
             .map_err(to_call_error)
     }
     fn response(&mut self, head: &ResponseHead) -> Result<ResponseDecision, CallError> {

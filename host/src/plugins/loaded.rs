@@ -432,19 +432,24 @@ impl LoadedPlugin {
 
     /// Calls `request` with the request's headers, which the plugin reads
     /// through `header`/`header-names` during the call (moved into the
-    /// instance's state and back, never copied). A 0.1 plugin passes.
+    /// instance's state and back, never copied). `head` is `mut` for the
+    /// same reason: its strings are moved into the call and back. A 0.1
+    /// plugin passes.
     pub fn request(
         &self,
-        head: &RequestHead,
+        head: &mut RequestHead,
         headers: &mut http::HeaderMap,
     ) -> Result<RequestDecision, CallFailure> {
         let d = self.call("request", |b, s| match b {
             Bindings::V01(_) => Ok(RequestDecision::Pass),
             Bindings::V02(p) => {
-                let arg = v02::wit_http::request_head_to_wit(head);
+                // The head's strings and the headers are lent to the call
+                // and come back whatever it returns.
+                let arg = v02::wit_http::request_head_lend(head);
                 s.data_mut().headers = std::mem::take(headers);
                 let r = p.turnout_plugin_hooks().call_request(&mut *s, &arg);
                 *headers = std::mem::take(&mut s.data_mut().headers);
+                v02::wit_http::request_head_restore(head, arg);
                 r.map(v02::wit_http::request_from_wit)
             }
         })?;

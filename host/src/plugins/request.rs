@@ -51,14 +51,14 @@ impl HeadSlots {
         &mut self,
         plugin: &LoadedPlugin,
         headers: &HeaderMap,
-    ) -> &RequestHead {
+    ) -> &mut RequestHead {
         let names = plugin.request_slots();
         let key = (names.as_ptr() as usize, names.len());
         if self.filled_for != Some(key) {
             self.head.headers = fill(names, headers);
             self.filled_for = Some(key);
         }
-        &self.head
+        &mut self.head
     }
 }
 
