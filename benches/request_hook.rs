@@ -147,7 +147,13 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("routes/plugin-call", |b| {
-        b.iter(|| forwarded(routes.request(black_box(&mut filled), &mut hdrs).expect("call")))
+        b.iter(|| {
+            forwarded(
+                routes
+                    .request(black_box(&mut filled), &mut hdrs)
+                    .expect("call"),
+            )
+        })
     });
     group.bench_function("routes/chain-per-request", |b| {
         b.iter(|| per_request(&chain, &mut hdrs))

@@ -73,12 +73,11 @@ pub fn http_head(data: &[u8]) {
     headers::set_forwarded(
         &mut h,
         &Forwarded {
-            client,
+            values: &headers::ForwardedValues::new(client, 443),
             peer: client,
             trusted: &IpList::default(),
             https: split & 1 == 1,
             authority: &authority,
-            port: 443,
         },
     );
 }

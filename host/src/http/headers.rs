@@ -56,16 +56,36 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
 
 /// What the forwarding headers say about one request.
 pub(crate) struct Forwarded<'a> {
-    /// The client (a trusted PROXY header's, or the peer).
-    pub(crate) client: IpAddr,
+    /// The client's address and the port it connected to, as values.
+    pub(crate) values: &'a ForwardedValues,
     /// The previous hop (the client as a trusted PROXY header named it, or
     /// the socket peer): only a trusted one may extend `X-Forwarded-For`.
     pub(crate) peer: IpAddr,
     pub(crate) trusted: &'a IpList,
     pub(crate) https: bool,
     pub(crate) authority: &'a str,
+}
+
+/// A connection's `X-Forwarded-For` and `-Port` values, made once per
+/// connection: formatting the address and allocating both values on every
+/// request was per-request work with a per-connection answer.
+#[derive(Debug, Clone)]
+pub struct ForwardedValues {
+    /// The client (a trusted PROXY header's, or the peer).
+    client: HeaderValue,
     /// The port the client connected to.
-    pub(crate) port: u16,
+    port: HeaderValue,
+}
+
+impl ForwardedValues {
+    /// The values for `client` connected to `port`.
+    pub fn new(client: IpAddr, port: u16) -> Self {
+        Self {
+            client: HeaderValue::try_from(client.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            port: HeaderValue::from(port),
+        }
+    }
 }
 
 /// Sets `X-Forwarded-For` (appended to when the previous hop is a trusted
@@ -77,24 +97,26 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
     const PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-    let client = f.client.to_string();
+    let client = &f.values.client;
     let trusted = f.trusted.matches(f.peer);
-    let xff = if trusted {
-        let prior: Vec<&str> = headers
+    let prior: Vec<&str> = if trusted {
+        headers
             .get_all(&XFF)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            client
-        } else {
-            format!("{}, {client}", prior.join(", "))
-        }
+            .collect()
     } else {
-        client
+        Vec::new()
+    };
+    let xff = if prior.is_empty() {
+        // The common case: a clone of the connection's value, no allocation.
+        Some(client.clone())
+    } else {
+        let client = client.to_str().unwrap_or_default();
+        HeaderValue::try_from(format!("{}, {client}", prior.join(", "))).ok()
     };
     headers.remove(&XFF);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(XFF, v);
     }
     if !(trusted && headers.contains_key(&PROTO)) {
@@ -109,7 +131,7 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
         headers.insert(HOST, v);
     }
     if !(trusted && headers.contains_key(&PORT)) {
-        headers.insert(PORT, HeaderValue::from(f.port));
+        headers.insert(PORT, f.values.port.clone());
     }
 }
 
@@ -179,12 +201,11 @@ mod tests {
         set_forwarded(
             headers,
             &Forwarded {
-                client: "203.0.113.9".parse().unwrap(),
+                values: &ForwardedValues::new("203.0.113.9".parse().unwrap(), 8443),
                 peer: peer.parse().unwrap(),
                 trusted,
                 https: true,
                 authority: "example.com:8443",
-                port: 8443,
             },
         );
     }

@@ -64,6 +64,9 @@ pub struct Session {
     /// The socket peer.
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// `X-Forwarded-For`/`-Port` for `client` and `local`'s port (see
+    /// [`Session::forwarded_values`]).
+    pub forwarded: headers::ForwardedValues,
     pub sni: Option<String>,
     /// TLS terminated here.
     pub https: bool,
@@ -82,6 +85,14 @@ pub struct Session {
     /// An ACME validation let in before `admit`: its challenge is
     /// answered, with `Connection: close`, and nothing else is.
     pub acme_only: bool,
+}
+
+impl Session {
+    /// The `X-Forwarded-For`/`-Port` values of a connection from `client`
+    /// to `local`.
+    pub fn forwarded_values(client: SocketAddr, local: SocketAddr) -> headers::ForwardedValues {
+        headers::ForwardedValues::new(headers::ip(client), local.port())
+    }
 }
 
 /// How an HTTP connection ended.

@@ -443,14 +443,13 @@ fn prepare_request(s: &Session, h: &mut http::HeaderMap, authority: &str, f: &Ht
     headers::set_forwarded(
         h,
         &Forwarded {
-            client: headers::ip(s.client),
+            values: &s.forwarded,
             // The previous hop: the client, or what a trusted PROXY header
             // named (an L4 balancer adds no X-Forwarded-For of its own).
             peer: headers::ip(s.client),
             trusted: &s.trusted,
             https: s.https,
             authority,
-            port: s.local.port(),
         },
     );
     headers::apply(h, &f.request_edits);

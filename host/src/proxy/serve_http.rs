@@ -71,6 +71,7 @@ where
         client: held.client,
         peer: conn.peer,
         local: conn.local,
+        forwarded: http::Session::forwarded_values(held.client, conn.local),
         sni: held.sni.clone(),
         https: conn.https,
         alpn: conn.alpn,
