@@ -233,17 +233,14 @@ pub(super) async fn accept_loop(
     } = l;
     // Registers with this worker's runtime: the reason the listener
     // travels as a std socket.
-    // SAFETY: the `AsyncFd` owns the listener, and so its descriptor, until
-    // `into_inner` below or its drop; nothing else closes it meanwhile.
-    #[allow(unsafe_code)]
-    let listener = match unsafe { tokio::io::unix::AsyncFd::register(socket) } {
+    let listener = match TcpListener::from_std(socket) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "a worker cannot accept on a listener");
             return;
         }
     };
-    let local = match listener.get_ref().local_addr() {
+    let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "listener has no local address");
@@ -256,7 +253,7 @@ pub(super) async fn accept_loop(
     let inherited = {
         let s = proxy.settings.load();
         socket::prepare_listener(
-            listener.get_ref(),
+            &listener,
             socket::Inherited {
                 no_delay: s.no_delay,
                 keep_alive: s.default_policy.tcp_keep_alive.map(Duration::from_millis),
@@ -290,7 +287,7 @@ pub(super) async fn accept_loop(
     };
     loop {
         tokio::select! {
-            r = socket::accept(&listener) => match take(r) {
+            r = listener.accept() => match take(r) {
                 None => {}
                 Some(e) if is_resource_exhaustion(&e) => {
                     tracing::error!(listener = %local, error = %e, "accept failed: out of resources; backing off 100 ms");
@@ -306,7 +303,9 @@ pub(super) async fn accept_loop(
     // already completed on it; take them first (at most a full backlog).
     // A plain non-blocking `accept` until it would block: tokio's cached
     // readiness may not have seen the last arrivals.
-    let socket = listener.into_inner();
+    let Ok(socket) = listener.into_std() else {
+        return;
+    };
     for _ in 0..BACKLOG {
         let r = socket.accept().and_then(|(stream, peer)| {
             stream.set_nonblocking(true)?;

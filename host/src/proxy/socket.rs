@@ -1,39 +1,8 @@
-//! Socket options tokio does not expose, and the accept that does not
-//! assume readiness.
+//! Socket options tokio does not expose.
 
-use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
-
-/// Accepts one connection (cancel-safe: the `accept4` runs whole or not at
-/// all). Not tokio's `TcpListener::accept`, which marks every accepted
-/// stream readable before the kernel says so: a TLS client's ClientHello
-/// is rarely there yet when its connection is accepted, so the first read
-/// of nearly every connection was an `EAGAIN` — 8.0 `recvfrom` per
-/// passthrough connection where HAProxy makes 6.1
-/// (`benches/results/2026-12-02-profile.md`). A stream registered here
-/// waits for its first readiness event, which the epoll wait that follows
-/// delivers anyway.
-pub(crate) async fn accept(
-    listener: &AsyncFd<std::net::TcpListener>,
-) -> io::Result<(TcpStream, SocketAddr)> {
-    loop {
-        let mut ready = listener.readable().await?;
-        let accepted = ready.try_io(|l| {
-            socket2::SockRef::from(l.get_ref()).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-        });
-        // `Err`: it would block, and the readiness is cleared.
-        let Ok(accepted) = accepted else { continue };
-        let (socket, addr) = accepted?;
-        let peer = addr.as_socket().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket")
-        })?;
-        return Ok((TcpStream::from_std(socket.into())?, peer));
-    }
-}
 
 /// Turns on OS TCP keep-alive with this idle time. Best effort: a socket
 /// that refuses (already closed) is about to fail anyway.
@@ -60,7 +29,7 @@ pub(crate) struct Inherited {
 /// Sets `want` on a listener and returns what its accepted sockets will
 /// have: what the listener reports back, or the fresh-socket defaults if it
 /// cannot say (then every connection sets its own).
-pub(crate) fn prepare_listener(listener: &std::net::TcpListener, want: Inherited) -> Inherited {
+pub(crate) fn prepare_listener(listener: &tokio::net::TcpListener, want: Inherited) -> Inherited {
     let sock = socket2::SockRef::from(listener);
     let _ = sock.set_tcp_nodelay(want.no_delay);
     match want.keep_alive {
@@ -128,10 +97,8 @@ mod tests {
                 keep_alive: None,
             },
         ] {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             assert_eq!(prepare_listener(&l, want), want);
-            l.set_nonblocking(true).unwrap();
-            let l = tokio::net::TcpListener::from_std(l).unwrap();
             let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
                 .await
                 .unwrap();
@@ -143,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn apply_changes_only_what_differs() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let had = prepare_listener(
             &l,
             Inherited {
@@ -151,8 +118,6 @@ mod tests {
                 keep_alive: Some(Duration::from_secs(30)),
             },
         );
-        l.set_nonblocking(true).unwrap();
-        let l = tokio::net::TcpListener::from_std(l).unwrap();
         let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
@@ -163,53 +128,5 @@ mod tests {
         };
         super::apply(&s, had, want);
         assert_eq!(read_back(&socket2::SockRef::from(&s)).unwrap(), want);
-    }
-
-    fn listener(addr: &str) -> tokio::io::unix::AsyncFd<std::net::TcpListener> {
-        let l = std::net::TcpListener::bind(addr).unwrap();
-        l.set_nonblocking(true).unwrap();
-        // SAFETY: as in `accept_loop`: the `AsyncFd` owns the listener.
-        #[allow(unsafe_code)]
-        unsafe {
-            tokio::io::unix::AsyncFd::register(l).unwrap()
-        }
-    }
-
-    /// The stream `accept` hands over is not assumed readable, so its reads
-    /// must come from readiness events: bytes sent before the accept (already
-    /// queued when the socket is registered) and after it both arrive, and
-    /// the peer is the client's address, on IPv4 and IPv6.
-    #[tokio::test]
-    async fn accepted_streams_read_what_came_before_and_after_the_accept() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        for addr in ["127.0.0.1:0", "[::1]:0"] {
-            let Ok(probe) = std::net::TcpListener::bind(addr) else {
-                continue; // no IPv6 on this machine
-            };
-            drop(probe);
-            let l = listener(addr);
-            let to = l.get_ref().local_addr().unwrap();
-            let mut c = tokio::net::TcpStream::connect(to).await.unwrap();
-            c.write_all(b"early").await.unwrap();
-            let (mut s, peer) = super::accept(&l).await.unwrap();
-            assert_eq!(peer, c.local_addr().unwrap());
-            let mut got = [0u8; 5];
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .expect("bytes queued before the accept are read")
-                .unwrap();
-            assert_eq!(&got, b"early");
-            let late = tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                c.write_all(b"late!").await.unwrap();
-                c
-            });
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .expect("bytes sent after the accept wake the reader")
-                .unwrap();
-            assert_eq!(&got, b"late!");
-            drop(late.await.unwrap());
-        }
     }
 }
