@@ -12,7 +12,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
@@ -176,8 +176,34 @@ pub(super) async fn pump(
                 bulk = true;
                 break;
             }
+            if n < BUF && fin_seen(&from) {
+                // The read that would return 0, skipped: as above.
+                if !finished.swap(true, Ordering::Relaxed) {
+                    let _ = to.shutdown().await;
+                }
+                return Ok(());
+            }
         }
     }
+}
+
+/// Whether tokio's cached readiness already holds the peer's FIN
+/// (`EPOLLRDHUP`) and no socket error, asked right after a read shorter
+/// than the buffer. TCP queues every byte before a FIN before it reports
+/// the FIN, and that read emptied the queue: the next read could only
+/// return 0, one `recvfrom` per direction of every connection (HAProxy
+/// skips it the same way: 6 `recvfrom` per passthrough connection against
+/// Turnout's 8, `benches/results/2026-12-02-profile.md`). A reset is left
+/// for that read to report, with its error.
+fn fin_seen(from: &ReadHalf<'_>) -> bool {
+    use futures_util::FutureExt;
+    let stream = from.as_ref();
+    // Each answers at once from the cache; when the bit is not set the
+    // future is pending and is dropped at once.
+    matches!(
+        stream.ready(Interest::READABLE).now_or_never(),
+        Some(Ok(r)) if r.is_read_closed()
+    ) && stream.ready(Interest::ERROR).now_or_never().is_none()
 }
 
 /// Reads what is there now: `None` when nothing is (the socket's
@@ -259,5 +285,80 @@ where
         // A TLS writer buffers: what was written must reach the socket
         // before this direction waits for more.
         to.flush().await.map_err(|e| (dst, e.kind()))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{Side, pump};
+    use crate::metrics::Traffic;
+
+    /// A connected pair: the end the test drives, the end the relay uses.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (relays, _) = l.accept().await.unwrap();
+        (ours, relays)
+    }
+
+    /// Relays `from` → `to` once the peer's last bytes and how it ended have
+    /// reached `from` (so the first readiness event carries them, which is
+    /// when a short read may stand for the read that returns 0).
+    async fn relay_after_the_end(
+        from: &mut TcpStream,
+        to: &mut TcpStream,
+    ) -> Result<(), (Side, io::ErrorKind)> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (traffic, finished) = (Traffic::default(), AtomicBool::new(false));
+        let (r, _) = from.split();
+        let (_, w) = to.split();
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            pump(r, w, true, &traffic, started, &finished),
+        )
+        .await
+        .expect("the relay ends")
+    }
+
+    #[tokio::test]
+    async fn bytes_and_fin_that_arrive_together_pass_on_in_order() {
+        let (mut peer, mut from) = pair().await;
+        let (mut sink, mut to) = pair().await;
+        peer.write_all(b"last words").await.unwrap();
+        peer.shutdown().await.unwrap();
+        assert_eq!(relay_after_the_end(&mut from, &mut to).await, Ok(()));
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), sink.read_to_end(&mut got))
+            .await
+            .expect("the FIN is passed on")
+            .unwrap();
+        assert_eq!(got, b"last words");
+    }
+
+    /// A reset right after the last bytes is no FIN: the bytes are passed
+    /// on and the reset is reported, not taken for a clean end.
+    #[tokio::test]
+    async fn bytes_then_a_reset_pass_on_and_the_reset_is_reported() {
+        let (mut peer, mut from) = pair().await;
+        let (mut sink, mut to) = pair().await;
+        peer.write_all(b"bye").await.unwrap();
+        // SO_LINGER 0 makes the close a reset.
+        peer.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer);
+        assert_eq!(
+            relay_after_the_end(&mut from, &mut to).await,
+            Err((Side::Client, io::ErrorKind::ConnectionReset))
+        );
+        let mut got = [0u8; 3];
+        sink.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"bye");
     }
 }
