@@ -350,8 +350,12 @@ mod tests {
         let (mut peer, mut from) = pair().await;
         let (mut sink, mut to) = pair().await;
         peer.write_all(b"bye").await.unwrap();
-        // SO_LINGER 0 makes the close a reset.
-        peer.set_linger(Some(Duration::ZERO)).unwrap();
+        // SO_LINGER 0 makes the close a reset (socket2's: tokio's
+        // `set_linger` is deprecated for blocking on drop, which a zero
+        // linger does not).
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(peer);
         assert_eq!(
             relay_after_the_end(&mut from, &mut to).await,
