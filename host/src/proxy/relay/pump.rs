@@ -146,6 +146,9 @@ pub(super) async fn pump(
                 Err(splice::Error::Write(e)) => return Err((dst, e.kind())),
             }
         }
+        // Asked before the read, never after it: only a FIN known before
+        // the read started is sure to have all its bytes queued for it.
+        let mut fin_known = fin_seen(&from);
         let mut buf = Buffer::take();
         loop {
             // One poll of `poll_read`, not `try_read`: after a short read
@@ -176,30 +179,34 @@ pub(super) async fn pump(
                 bulk = true;
                 break;
             }
-            if n < BUF && fin_seen(&from) {
+            if n < BUF && fin_known {
                 // The read that would return 0, skipped: as above.
                 if !finished.swap(true, Ordering::Relaxed) {
                     let _ = to.shutdown().await;
                 }
                 return Ok(());
             }
+            fin_known = false;
         }
     }
 }
 
 /// Whether tokio's cached readiness already holds the peer's FIN
-/// (`EPOLLRDHUP`) and no socket error, asked right after a read shorter
-/// than the buffer. TCP queues every byte before a FIN before it reports
-/// the FIN, and that read emptied the queue: the next read could only
-/// return 0, one `recvfrom` per direction of every connection (HAProxy
-/// skips it the same way: 6 `recvfrom` per passthrough connection against
-/// Turnout's 8, `benches/results/2026-12-02-profile.md`). A reset is left
-/// for that read to report, with its error.
+/// (`EPOLLRDHUP`) and no socket error. Asked just before a read: TCP
+/// queues every byte before a FIN before it reports the FIN, so if that
+/// read is shorter than the buffer it emptied the queue for good and the
+/// next read could only return 0 — one `recvfrom` per direction of every
+/// connection, which HAProxy skips the same way (6 `recvfrom` per
+/// passthrough connection against Turnout's 8,
+/// `benches/results/2026-12-02-profile.md`). Asked after the read instead,
+/// a FIN that came in meanwhile would stand for bytes not read yet. A
+/// reset is left for a read to report, with its error.
 fn fin_seen(from: &ReadHalf<'_>) -> bool {
     use futures_util::FutureExt;
     let stream = from.as_ref();
-    // Each answers at once from the cache; when the bit is not set the
-    // future is pending and is dropped at once.
+    // Just after `poll_read_ready` said ready, the first answers at once
+    // from the cache; the second is asked only at a FIN, and when no error
+    // is set its future is pending and dropped at once.
     matches!(
         stream.ready(Interest::READABLE).now_or_never(),
         Some(Ok(r)) if r.is_read_closed()
@@ -364,5 +371,42 @@ mod tests {
         let mut got = [0u8; 3];
         sink.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"bye");
+    }
+
+    /// The FIN that makes the read returning 0 skippable must be known
+    /// before the short read, not after it: here bytes and a FIN arrive
+    /// while the relay waits to write what it read before them.
+    #[tokio::test]
+    async fn bytes_that_come_with_a_fin_while_a_write_waits_are_not_lost() {
+        let (mut peer, mut from) = pair().await;
+        let (mut sink, mut to) = pair().await;
+        // Fill the way to the sink, which reads nothing yet, until a write
+        // would wait (bounded: loopback buffers are a few MiB).
+        let filler = vec![7u8; 64 * 1024];
+        let mut filled = 0usize;
+        for _ in 0..4096 {
+            match to.try_write(&filler) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling: {e}"),
+            }
+        }
+        peer.write_all(b"abc").await.unwrap();
+        let relay = tokio::spawn(async move { relay_after_the_end(&mut from, &mut to).await });
+        // The relay has read "abc" and waits to write it; then the rest
+        // and the FIN come, and the driver sees them, before the write
+        // can finish.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        peer.write_all(b"def").await.unwrap();
+        peer.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), sink.read_to_end(&mut got))
+            .await
+            .expect("the relay passes everything on, then the FIN")
+            .unwrap();
+        assert_eq!(relay.await.unwrap(), Ok(()));
+        assert_eq!(got.len(), filled + 6);
+        assert_eq!(&got[filled..], b"abcdef");
     }
 }
