@@ -206,7 +206,9 @@ fn fin_seen(from: &ReadHalf<'_>) -> bool {
     let stream = from.as_ref();
     // Just after `poll_read_ready` said ready, the first answers at once
     // from the cache; the second is asked only at a FIN, and when no error
-    // is set its future is pending and dropped at once.
+    // is set its future is pending and dropped at once. Dropping either
+    // takes the socket's uncontended waiter lock: tens of nanoseconds a
+    // chunk, against the `recvfrom` saved once per direction.
     matches!(
         stream.ready(Interest::READABLE).now_or_never(),
         Some(Ok(r)) if r.is_read_closed()
