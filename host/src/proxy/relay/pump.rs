@@ -300,10 +300,11 @@ where
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::sync::atomic::AtomicBool;
-    use std::time::Duration;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::{Side, pump};
@@ -317,21 +318,43 @@ mod tests {
         (ours, relays)
     }
 
-    /// Relays `from` → `to` once the peer's last bytes and how it ended have
-    /// reached `from` (so the first readiness event carries them, which is
-    /// when a short read may stand for the read that returns 0).
-    async fn relay_after_the_end(
+    /// Polls `done` (every millisecond, each a turn of the runtime's
+    /// driver) until it holds, at most 5 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 5 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Until tokio's readiness for `s` holds the peer's end (a FIN or a
+    /// reset): then a read shorter than the buffer may stand for the read
+    /// that returns 0.
+    async fn until_end_seen(s: &TcpStream) {
+        use futures_util::FutureExt;
+        until("the peer's end reaches tokio", || {
+            matches!(
+                s.ready(Interest::READABLE).now_or_never(),
+                Some(Ok(r)) if r.is_read_closed()
+            )
+        })
+        .await;
+    }
+
+    /// Relays `from` → `to` until the direction ends (at most 5 s).
+    async fn relay(
         from: &mut TcpStream,
         to: &mut TcpStream,
+        traffic: &Traffic,
     ) -> Result<(), (Side, io::ErrorKind)> {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (traffic, finished) = (Traffic::default(), AtomicBool::new(false));
+        let finished = AtomicBool::new(false);
         let (r, _) = from.split();
         let (_, w) = to.split();
         let started = tokio::time::Instant::now();
         tokio::time::timeout(
             Duration::from_secs(5),
-            pump(r, w, true, &traffic, started, &finished),
+            pump(r, w, true, traffic, started, &finished),
         )
         .await
         .expect("the relay ends")
@@ -343,7 +366,9 @@ mod tests {
         let (mut sink, mut to) = pair().await;
         peer.write_all(b"last words").await.unwrap();
         peer.shutdown().await.unwrap();
-        assert_eq!(relay_after_the_end(&mut from, &mut to).await, Ok(()));
+        until_end_seen(&from).await;
+        let relayed = relay(&mut from, &mut to, &Traffic::default()).await;
+        assert_eq!(relayed, Ok(()));
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), sink.read_to_end(&mut got))
             .await
@@ -366,8 +391,9 @@ mod tests {
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(peer);
+        until_end_seen(&from).await;
         assert_eq!(
-            relay_after_the_end(&mut from, &mut to).await,
+            relay(&mut from, &mut to, &Traffic::default()).await,
             Err((Side::Client, io::ErrorKind::ConnectionReset))
         );
         let mut got = [0u8; 3];
@@ -393,21 +419,32 @@ mod tests {
                 Err(e) => panic!("filling: {e}"),
             }
         }
+        // The relay's socket, registered a second time: its readiness
+        // events are the relay's, readable here while the relay holds it.
+        let probe = std::net::TcpStream::from(from.as_fd().try_clone_to_owned().unwrap());
+        let probe = TcpStream::from_std(probe).unwrap();
+        let traffic = Traffic::default();
         peer.write_all(b"abc").await.unwrap();
-        let relay = tokio::spawn(async move { relay_after_the_end(&mut from, &mut to).await });
-        // The relay has read "abc" and waits to write it; then the rest
-        // and the FIN come, and the driver sees them, before the write
-        // can finish.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        peer.write_all(b"def").await.unwrap();
-        peer.shutdown().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), sink.read_to_end(&mut got))
-            .await
-            .expect("the relay passes everything on, then the FIN")
-            .unwrap();
-        assert_eq!(relay.await.unwrap(), Ok(()));
+        let steps = async {
+            // The relay has read "abc"; its write of them waits.
+            until("the relay reads the first bytes", || {
+                traffic.bytes_in.load(Ordering::Relaxed) == 3
+            })
+            .await;
+            peer.write_all(b"def").await.unwrap();
+            peer.shutdown().await.unwrap();
+            // The FIN is in the relay socket's readiness before its write
+            // can finish, which the sink's first read below lets happen.
+            until_end_seen(&probe).await;
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), sink.read_to_end(&mut got))
+                .await
+                .expect("the relay passes everything on, then the FIN")
+                .unwrap();
+            got
+        };
+        let (relayed, got) = tokio::join!(relay(&mut from, &mut to, &traffic), steps);
+        assert_eq!(relayed, Ok(()));
         assert_eq!(got.len(), filled + 6);
         assert_eq!(&got[filled..], b"abcdef");
     }
