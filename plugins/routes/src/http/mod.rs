@@ -143,10 +143,19 @@ impl Http {
 /// one with another certificate: the client reused a connection whose
 /// certificate does not cover this Host (RFC 9110 §15.5.20). When the SNI
 /// picks no route of ours the certificate is unknown and the request goes on.
+///
+/// A Host that is the SNI is never misdirected: the certificate was chosen
+/// for that very name, and a 421 would only send the client back with the
+/// same SNI to the same answer. It is also nearly every request, and this
+/// check skips the connection-level selection for it.
 fn misdirected(table: &Table, index: usize, route: &Route, head: &RequestHead) -> bool {
     let (Scheme::Https, Some(sni)) = (head.scheme, head.sni.as_deref()) else {
         return false;
     };
+    let sni_name = sni.strip_suffix('.').unwrap_or(sni);
+    if head.host().eq_ignore_ascii_case(sni_name) {
+        return false;
+    }
     let conn = Connection::tls(
         head.connection_id,
         Peer::new(head.client, head.listener_port),

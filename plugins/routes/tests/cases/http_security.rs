@@ -124,6 +124,37 @@ pub(crate) fn rate_limits(init: Init<'_>) {
     assert_eq!(served(h, &path("/b")), "by-path");
 }
 
+/// A request whose Host is the SNI is never 421, even when the connection
+/// was routed to another route of that domain with another certificate:
+/// the certificate was chosen for that very name, and a 421 would send the
+/// client back to the same answer for ever.
+pub(crate) fn host_that_is_the_sni(init: Init<'_>) {
+    let routes = [
+        r#"{"name": "site", "match": {"ports": 443, "domains": "a.test"},
+            "action": {"type": "forward", "targets": [{"host": "site.internal", "port": 80}],
+                       "tls": {"mode": "terminate", "certificate": {"key": "a.key", "cert": "a.pem"}}}}"#,
+        r#"{"name": "api", "match": {"ports": 443, "domains": "a.test", "path": "/api/*"},
+            "action": {"type": "forward", "targets": [{"host": "api.internal", "port": 80}],
+                       "tls": {"mode": "terminate", "certificate": {"key": "api.key", "cert": "api.pem"}}}}"#,
+        r#"{"name": "b", "match": {"ports": 443, "domains": "b.test"},
+            "action": {"type": "forward", "targets": [{"host": "b.internal", "port": 80}],
+                       "tls": {"mode": "terminate", "certificate": {"key": "b.key", "cert": "b.pem"}}}}"#,
+    ];
+    let routes = routes.map(String::from);
+    let mut h = load(init, &super::config(&routes));
+    let h = &mut h;
+    let req = |sni: &str, host: &str, path: &str| Request::get(host, path).port(443).tls(sni);
+    assert_eq!(served(h, &req("a.test", "a.test", "/")), "site");
+    assert_eq!(served(h, &req("a.test", "a.test", "/api/x")), "api");
+    assert_eq!(
+        served(h, &req("a.test", "A.Test.:443", "/api/x")),
+        "api",
+        "case, port and trailing dot do not make it another name"
+    );
+    assert_eq!(served(h, &req("a.test.", "a.test", "/api/x")), "api");
+    assert_eq!(served(h, &req("b.test", "a.test", "/")), "respond 421");
+}
+
 pub(crate) fn terminated(init: Init<'_>) {
     let route = |name: &str, domain: &str, tls: &str, extra: &str| {
         format!(

@@ -35,6 +35,7 @@ pub(crate) fn all(init: Init<'_>) {
     http_security::basic_auth_and_ip_lists(init);
     http_security::rate_limits(init);
     http_security::terminated(init);
+    http_security::host_that_is_the_sni(init);
     http_security::bad_configs(init);
     certificates::approval(init);
     certificates::declared_only_with_auto_routes(init);
