@@ -39,6 +39,13 @@ fn err(pattern: &str, reason: &'static str) -> PatternError {
 /// Lower-cases, trims surrounding whitespace and drops one trailing dot,
 /// borrowing when the name is already normal.
 pub fn normalize_domain(name: &str) -> Cow<'_, str> {
+    // Per request (and per candidate route) in plugins: one pass over the
+    // bytes answers the usual case, a name that is already normal.
+    // Printable ASCII other than upper case: `!`..=`@` and `[`..=`~`.
+    let normal = |b: &u8| matches!(b, b'!'..=b'@' | b'['..=b'~');
+    if name.as_bytes().iter().all(normal) && !name.ends_with('.') {
+        return Cow::Borrowed(name);
+    }
     let trimmed = name.trim();
     let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
     if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -77,6 +84,8 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DomainPattern {
     normalized: String,
+    /// Whether it contains `*`, asked per request.
+    wildcard: bool,
 }
 
 impl DomainPattern {
@@ -92,7 +101,11 @@ impl DomainPattern {
         {
             return Err(err(pattern, "domains cannot contain whitespace or '/'"));
         }
-        Ok(Self { normalized })
+        let wildcard = normalized.contains('*');
+        Ok(Self {
+            normalized,
+            wildcard,
+        })
     }
 
     /// The normalised pattern text.
@@ -102,16 +115,21 @@ impl DomainPattern {
 
     /// Whether it contains `*`.
     pub fn is_wildcard(&self) -> bool {
-        self.normalized.contains('*')
+        self.wildcard
     }
 
     /// Whether `name` (normalised here) matches.
     pub fn matches(&self, name: &str) -> bool {
-        let name = normalize_domain(name);
-        if self.is_wildcard() {
-            glob_match(&self.normalized, &name)
+        self.matches_normalized(&normalize_domain(name))
+    }
+
+    /// Whether `name`, already normalised ([`normalize_domain`]), matches:
+    /// for a name tried against many patterns.
+    pub fn matches_normalized(&self, name: &str) -> bool {
+        if self.wildcard {
+            glob_match(&self.normalized, name)
         } else {
-            self.normalized == *name
+            self.normalized == name
         }
     }
 }
@@ -335,7 +353,20 @@ mod tests {
             "case and one trailing dot ignored"
         );
         assert!(!exact.matches("example.com.."));
+        assert!(exact.matches_normalized("example.com"));
+        assert!(wild.matches_normalized("a.example.com"));
         assert!(DomainPattern::parse("  ").is_err());
+        for (name, normal) in [
+            ("a-b.example.com", "a-b.example.com"),
+            ("[::1]", "[::1]"),
+            ("A.b", "a.b"),
+            ("a.b.", "a.b"),
+            (" a.b ", "a.b"),
+            ("Ünï.b", "Ünï.b"),
+        ] {
+            assert_eq!(normalize_domain(name), normal, "{name:?}");
+        }
+        assert!(matches!(normalize_domain("a.b"), Cow::Borrowed(_)));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxbyy"));
         assert!(glob_match("*", ""));

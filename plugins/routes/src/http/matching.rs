@@ -144,7 +144,7 @@ fn fit(c: &HttpRoute, route: &Route, head: &RequestHead, host: &str, path: &str)
         route
             .domains
             .iter()
-            .filter(|d| !host.is_empty() && d.matches(host))
+            .filter(|d| !host.is_empty() && d.matches_normalized(host))
             .map(|d| {
                 if d.is_wildcard() {
                     (1, d.as_str().bytes().filter(|&b| b != b'*').count())
