@@ -25,6 +25,14 @@
 //! second pass times calls one by one for p50/p99.
 //!
 //! `cargo bench -p turnout-benches --bench request_hook`
+//!
+//! Times on a shared 2-core machine move by ±30 % from run to run, so
+//! changes to the call path are compared by instructions, which do not:
+//! with `TURNOUT_BENCH_CALLS=N` (and `TURNOUT_BENCH_ONLY=routes|probe|chain`)
+//! the bench makes just N calls, for
+//! `valgrind --tool=callgrind --collect-atstart=no
+//! '--toggle-collect=*LoadedPlugin*request*'` (`routes`, `probe`) to count
+//! per call (Ir ÷ N).
 
 #![allow(clippy::print_stdout)] // a benchmark's output is its report
 
@@ -144,6 +152,18 @@ fn benches(c: &mut Criterion) {
     probe_head.path = "/forward".to_owned();
     probe_head.headers = probe.request_slot_values(&hdrs);
 
+    if let Some(n) = env_calls() {
+        // Instruction counts (see the module docs): just the calls.
+        let which = std::env::var("TURNOUT_BENCH_ONLY").unwrap_or_default();
+        for _ in 0..n {
+            match which.as_str() {
+                "probe" => forwarded(probe.request(&mut probe_head, &mut hdrs).expect("call")),
+                "chain" => per_request(&chain, &mut hdrs),
+                _ => forwarded(routes.request(&mut filled, &mut hdrs).expect("call")),
+            }
+        }
+        return;
+    }
     let mut group = c.benchmark_group("request");
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("routes/plugin-call", |b| {
@@ -189,6 +209,11 @@ fn benches(c: &mut Criterion) {
         );
     }
     assert_eq!(hdrs.len(), 6, "the headers came back from the store intact");
+}
+
+/// `TURNOUT_BENCH_CALLS=N`: make N calls and nothing else.
+fn env_calls() -> Option<usize> {
+    std::env::var("TURNOUT_BENCH_CALLS").ok()?.parse().ok()
 }
 
 criterion_group!(request_hook, benches);
