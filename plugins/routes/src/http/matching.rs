@@ -18,7 +18,6 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 
 use regex::bytes::{Regex, RegexBuilder};
-use turnout_plugin_sdk::matching::normalize_domain;
 use turnout_plugin_sdk::{RequestHead, Scheme, host};
 
 use super::HttpRoute;
@@ -102,13 +101,13 @@ impl Source {
 type Rank = (i64, u8, usize, usize, usize, Reverse<usize>);
 
 /// The best candidate for `head`, if any (`routes`: the whole config, which
-/// candidates index).
+/// candidates index; `host`: the head's host, normalised).
 pub(crate) fn select<'a>(
     candidates: &'a [HttpRoute],
     routes: &[Route],
     head: &RequestHead,
+    host: &str,
 ) -> Option<&'a HttpRoute> {
-    let host = normalize_domain(head.host());
     let path = head.path_only();
     let tls = head.scheme == Scheme::Https;
     let mut best: Option<(Rank, &HttpRoute)> = None;
@@ -125,7 +124,7 @@ pub(crate) fn select<'a>(
         if c.tls != tls || !route.ports.iter().any(|r| r.contains(head.listener_port)) {
             continue;
         }
-        let Some(rank) = fit(c, route, head, &host, path) else {
+        let Some(rank) = fit(c, route, head, host, path) else {
             continue;
         };
         if best.as_ref().is_none_or(|(b, _)| rank > *b) {

@@ -22,6 +22,7 @@ pub(crate) mod websocket;
 
 pub(crate) use build::build;
 
+use turnout_plugin_sdk::matching::normalize_domain;
 use turnout_plugin_sdk::{
     ClientHello, Connection, Field, HeaderEdit, HttpForward, Interest, Peer, PortRange, Redirect,
     RequestDecision, RequestHead, Response, Scheme,
@@ -125,11 +126,12 @@ impl Http {
 
     /// The `request` hook.
     pub(crate) fn request(&self, table: &Table, head: &RequestHead) -> RequestDecision {
-        let Some(c) = matching::select(&self.candidates, table.routes(), head) else {
+        let host = normalize_domain(head.host());
+        let Some(c) = matching::select(&self.candidates, table.routes(), head, &host) else {
             return RequestDecision::Pass;
         };
         let route = table.route(c.index);
-        if misdirected(table, c.index, route, head) {
+        if misdirected(table, c.index, route, head, &host) {
             return RequestDecision::Respond(Response::text(421, "Misdirected Request"));
         }
         if let Some(refusal) = guard(c, route, head) {
@@ -147,13 +149,14 @@ impl Http {
 /// A Host that is the SNI is never misdirected: the certificate was chosen
 /// for that very name, and a 421 would only send the client back with the
 /// same SNI to the same answer. It is also nearly every request, and this
-/// check skips the connection-level selection for it.
-fn misdirected(table: &Table, index: usize, route: &Route, head: &RequestHead) -> bool {
+/// check skips the connection-level selection for it. `host` is the head's
+/// host, normalised.
+fn misdirected(table: &Table, index: usize, route: &Route, head: &RequestHead, host: &str) -> bool {
     let (Scheme::Https, Some(sni)) = (head.scheme, head.sni.as_deref()) else {
         return false;
     };
     let sni_name = sni.strip_suffix('.').unwrap_or(sni);
-    if head.host().eq_ignore_ascii_case(sni_name) {
+    if host.eq_ignore_ascii_case(sni_name) {
         return false;
     }
     let conn = Connection::tls(
@@ -220,6 +223,10 @@ fn act(c: &HttpRoute, route: &Route, head: &RequestHead) -> RequestDecision {
 }
 
 fn edits(list: &[Edit], cx: &Context<'_>) -> Vec<HeaderEdit> {
+    // Per request, and most routes edit nothing (see `edits_to_wit`).
+    if list.is_empty() {
+        return Vec::new();
+    }
     list.iter()
         .map(|e| match &e.value {
             Some(t) => HeaderEdit::set(e.name.clone(), t.expand(cx, Use::Header)),
