@@ -129,6 +129,22 @@ unsafe impl GlobalAlloc for SizeClasses {
         head
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if class(layout).is_none() {
+            // SAFETY: the caller's layout, passed on; the system allocator
+            // may know its memory is already zero (fresh pages).
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // SAFETY: the caller's layout; a recycled block holds old bytes.
+        unsafe {
+            let p = self.alloc(layout);
+            if !p.is_null() {
+                ptr::write_bytes(p, 0, layout.size());
+            }
+            p
+        }
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(c) = class(layout) else {
             // SAFETY: allocated by `System` with this layout (`alloc`).
@@ -233,6 +249,22 @@ mod tests {
         }
         for (p, l, _) in live {
             unsafe { a.dealloc(p, l) };
+        }
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_even_when_recycled() {
+        let a = SizeClasses::new();
+        unsafe {
+            for size in [24, 5000] {
+                let l = layout(size, 8);
+                let p = a.alloc(l);
+                ptr::write_bytes(p, 0xAB, size);
+                a.dealloc(p, l);
+                let z = a.alloc_zeroed(l);
+                assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
+                a.dealloc(z, l);
+            }
         }
     }
 
