@@ -88,9 +88,9 @@
 //! wildcard over none, longer path, more criteria, longer wildcard, config
 //! order. Then:
 //!
-//! 1. on TLS, when the SNI picks another route at connection level whose
-//!    `action.tls.certificate` differs (absent = the default certificate):
-//!    `421 Misdirected Request`;
+//! 1. on TLS, when the Host is not the SNI and the SNI picks another route
+//!    at connection level whose `action.tls.certificate` differs (absent =
+//!    the default certificate): `421 Misdirected Request`;
 //! 2. `ipBlockList` / `ipAllowList` → `403`;
 //! 3. `security.basicAuth: { enabled, users: [{username, password}], realm,
 //!    excludePaths }` (`enabled` defaults to true; realm `"Restricted"`;
