@@ -7,9 +7,10 @@
 //! default allocator (wasi-libc's dlmalloc behind Rust's `System`) that was
 //! about 2 500 of the 11 700 guest instructions of a warm `request` call of
 //! the `routes` plugin, measured with callgrind on
-//! `benches/request_hook.rs`; talc, the wasm allocator crate, measured
-//! slower still at the plugins' `opt-level = "s"` (12 300). A free-list pop
-//! and push are a few instructions: 9 800 with this one.
+//! `benches/request_hook.rs`. Talc, the wasm allocator crate, made it
+//! worse at the plugins' `opt-level = "s"` (12 300). A free-list pop and
+//! push are a few instructions; with this allocator the guest's part fell
+//! to 9 800.
 //!
 //! Blocks of up to [`MAX_SMALL`] bytes (alignment up to 16) come in powers
 //! of two from 16 bytes, carved from chunks the system allocator hands out
