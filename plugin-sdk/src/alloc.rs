@@ -33,11 +33,17 @@ const MIN_SHIFT: u32 = 4;
 /// Size classes: 16, 32, … 2048 bytes.
 const CLASSES: usize = 8;
 /// The largest block served from a class.
-pub(crate) const MAX_SMALL: usize = 1 << (MIN_SHIFT as usize + CLASSES - 1);
+const MAX_SMALL: usize = 1 << (MIN_SHIFT as usize + CLASSES - 1);
 /// What is taken from the system allocator at a time; its unused tail is
 /// at most one block short of `MAX_SMALL`.
 const CHUNK: usize = 32 * 1024;
 const ALIGN: usize = 1 << MIN_SHIFT;
+
+// Outside tests this module is compiled only into a wasm plugin (see
+// `lib.rs`), where it is the allocator.
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: SizeClasses = SizeClasses::new();
 
 /// Size-class free lists over `System`.
 pub(crate) struct SizeClasses {
@@ -68,12 +74,6 @@ impl SizeClasses {
                 end: ptr::null_mut(),
             }),
         }
-    }
-}
-
-impl Default for SizeClasses {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

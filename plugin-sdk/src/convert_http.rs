@@ -131,9 +131,6 @@ macro_rules! __wit_conversions_v02 {
             }
 
             pub fn edits_from_wit(edits: Vec<wit::HeaderEdit>) -> Vec<sdk::HeaderEdit> {
-                if edits.is_empty() {
-                    return Vec::new();
-                }
                 edits
                     .into_iter()
                     .map(|e| match e {

@@ -72,18 +72,16 @@ pub mod export;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-// Compiled everywhere so that its unit tests run natively; installed only
-// in wasm plugins.
-#[allow(dead_code)]
-mod alloc;
-
-#[cfg(all(
-    target_family = "wasm",
-    not(target_feature = "atomics"),
-    feature = "fast-alloc"
+// The wasm plugin's global allocator; its unit tests run natively.
+#[cfg(any(
+    test,
+    all(
+        target_family = "wasm",
+        not(target_feature = "atomics"),
+        feature = "fast-alloc"
+    )
 ))]
-#[global_allocator]
-static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
+mod alloc;
 
 pub use plugin::{Hooks, InitError, Plugin, PluginInfo, PortRange};
 pub use types::*;
