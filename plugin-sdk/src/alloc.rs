@@ -8,7 +8,7 @@
 //! about 2 500 of the 11 700 guest instructions of a warm `request` call of
 //! the `routes` plugin, measured with callgrind on
 //! `benches/request_hook.rs`. Talc, the wasm allocator crate, made it
-//! worse at the plugins' `opt-level = "s"` (12 300). A free-list pop and
+//! worse (12 300; both measured when plugins built at `opt-level = "s"`). A free-list pop and
 //! push are a few instructions; with this allocator the guest's part fell
 //! to 9 800.
 //!
