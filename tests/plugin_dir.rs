@@ -150,7 +150,7 @@ fn start_up_lists_every_problem() {
         "{text:#?}"
     );
     assert!(
-        text[1].contains("\"future\" was built against turnout:plugin@0.3.0"),
+        text[1].contains("\"future\" was built against turnout:plugin@0.9.0"),
         "{text:#?}"
     );
     assert!(

@@ -6,10 +6,11 @@
 //! module `wit_conv` of `*_to_wit` / `*_from_wit` functions. Conversions
 //! never panic: every WIT value maps to an SDK value.
 //!
-//! `__wit_conversions!` covers what 0.1 and 0.2 share (the host applies it
-//! to both packages' bindings); `__wit_conversions_v02!` adds the 0.2-only
-//! types (plugin info with its interest, the HTTP hooks,
-//! `approve-certificate`) as `wit_http`.
+//! `__wit_conversions!` covers what 0.1, 0.2 and 0.3 share (the host applies
+//! it to every package's bindings); `__wit_conversions_v02!` adds the types
+//! 0.2 added and 0.3 kept (plugin info with its interest, the HTTP hooks,
+//! `approve-certificate`) as `wit_http`; `__wit_request_head_v02!` and
+//! `__wit_request_head_v03!` the request head of each as `wit_head`.
 
 #[doc(hidden)]
 #[macro_export]

@@ -1,6 +1,8 @@
-//! Conversions for the 0.2-only types (plugin info with its interest, the
-//! HTTP hooks, `approve-certificate`) between the SDK and WIT-generated bindings: the companion
-//! of `convert.rs`, expanded as `wit_http` beside its `wit_conv`.
+//! Conversions for the types 0.2 added (plugin info with its interest, the
+//! HTTP hooks, `approve-certificate`) between the SDK and WIT-generated
+//! bindings: the companion of `convert.rs`, expanded as `wit_http` beside
+//! its `wit_conv`. The request head, the one type 0.3 changed, has a macro
+//! per version (`wit_head`).
 
 #[doc(hidden)]
 #[macro_export]
@@ -43,67 +45,18 @@ macro_rules! __wit_conversions_v02 {
                 }
             }
 
-            pub fn request_head_to_wit(r: &sdk::RequestHead) -> wit::RequestHead {
-                wit::RequestHead {
-                    connection_id: r.connection_id,
-                    client: addr_to_wit(r.client),
-                    listener_port: r.listener_port,
-                    sni: r.sni.clone(),
-                    method: method_to_wit(&r.method),
-                    scheme: match r.scheme {
-                        sdk::Scheme::Http => wit::Scheme::Http,
-                        sdk::Scheme::Https => wit::Scheme::Https,
-                    },
-                    authority: r.authority.clone(),
-                    path: r.path.clone(),
-                    headers: r.headers.clone(),
+            pub fn scheme_to_wit(s: sdk::Scheme) -> wit::Scheme {
+                match s {
+                    sdk::Scheme::Http => wit::Scheme::Http,
+                    sdk::Scheme::Https => wit::Scheme::Https,
                 }
             }
 
-            /// The head as a WIT record for one call, its strings and slots
-            /// moved rather than copied: [`request_head_restore`] moves them
-            /// back. (Per request, the copies were five allocations.)
-            pub fn request_head_lend(r: &mut sdk::RequestHead) -> wit::RequestHead {
-                wit::RequestHead {
-                    connection_id: r.connection_id,
-                    client: addr_to_wit(r.client),
-                    listener_port: r.listener_port,
-                    sni: r.sni.take(),
-                    method: method_to_wit(&r.method),
-                    scheme: match r.scheme {
-                        sdk::Scheme::Http => wit::Scheme::Http,
-                        sdk::Scheme::Https => wit::Scheme::Https,
-                    },
-                    authority: std::mem::take(&mut r.authority),
-                    path: std::mem::take(&mut r.path),
-                    headers: std::mem::take(&mut r.headers),
-                }
-            }
-
-            /// Gives back what [`request_head_lend`] moved out of `r`.
-            pub fn request_head_restore(r: &mut sdk::RequestHead, lent: wit::RequestHead) {
-                r.sni = lent.sni;
-                r.authority = lent.authority;
-                r.path = lent.path;
-                r.headers = lent.headers;
-            }
-
-            pub fn request_head_from_wit(r: wit::RequestHead) -> sdk::RequestHead {
-                let mut out = sdk::RequestHead::new(
-                    addr_from_wit(r.client),
-                    r.listener_port,
-                    method_from_wit(r.method),
-                    r.authority,
-                    r.path,
-                );
-                out.connection_id = r.connection_id;
-                out.sni = r.sni;
-                out.scheme = match r.scheme {
+            pub fn scheme_from_wit(s: wit::Scheme) -> sdk::Scheme {
+                match s {
                     wit::Scheme::Http => sdk::Scheme::Http,
                     wit::Scheme::Https => sdk::Scheme::Https,
-                };
-                out.headers = r.headers;
-                out
+                }
             }
 
             fn field_to_wit(f: sdk::Field) -> wit::Field {
@@ -345,6 +298,117 @@ macro_rules! __wit_conversions_v02 {
                         .collect(),
                 };
                 info
+            }
+        }
+    };
+}
+
+/// The 0.2 `request-head` (a record of strings and lists) to and from the
+/// SDK's, as `wit_head` beside `wit_http`: the host's side of 0.2 components.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wit_request_head_v02 {
+    ($($wit:tt)*) => {
+        #[allow(dead_code, unreachable_pub)]
+        pub(crate) mod wit_head {
+            use $($wit)* as wit;
+            use $crate::types as sdk;
+            use super::wit_http::{method_from_wit, method_to_wit, scheme_from_wit, scheme_to_wit};
+
+            pub fn request_head_to_wit(r: &sdk::RequestHead) -> wit::RequestHead {
+                wit::RequestHead {
+                    connection_id: r.connection_id,
+                    client: super::wit_conv::addr_to_wit(r.client),
+                    listener_port: r.listener_port,
+                    sni: r.sni.clone(),
+                    method: method_to_wit(&r.method),
+                    scheme: scheme_to_wit(r.scheme),
+                    authority: r.authority.clone(),
+                    path: r.path.clone(),
+                    headers: r.headers.clone(),
+                }
+            }
+
+            /// The head as a WIT record for one call, its strings and slots
+            /// moved rather than copied: [`request_head_restore`] moves them
+            /// back. (Per request, the copies were five allocations.)
+            pub fn request_head_lend(r: &mut sdk::RequestHead) -> wit::RequestHead {
+                wit::RequestHead {
+                    connection_id: r.connection_id,
+                    client: super::wit_conv::addr_to_wit(r.client),
+                    listener_port: r.listener_port,
+                    sni: r.sni.take(),
+                    method: method_to_wit(&r.method),
+                    scheme: scheme_to_wit(r.scheme),
+                    authority: std::mem::take(&mut r.authority),
+                    path: std::mem::take(&mut r.path),
+                    headers: std::mem::take(&mut r.headers),
+                }
+            }
+
+            /// Gives back what [`request_head_lend`] moved out of `r`.
+            pub fn request_head_restore(r: &mut sdk::RequestHead, lent: wit::RequestHead) {
+                r.sni = lent.sni;
+                r.authority = lent.authority;
+                r.path = lent.path;
+                r.headers = lent.headers;
+            }
+
+            pub fn request_head_from_wit(r: wit::RequestHead) -> sdk::RequestHead {
+                let mut out = sdk::RequestHead::new(
+                    super::wit_conv::addr_from_wit(r.client),
+                    r.listener_port,
+                    method_from_wit(r.method),
+                    r.authority,
+                    r.path,
+                );
+                out.connection_id = r.connection_id;
+                out.sni = r.sni;
+                out.scheme = scheme_from_wit(r.scheme);
+                out.headers = r.headers;
+                out
+            }
+        }
+    };
+}
+
+/// The 0.3 `request-head` (flat fields and one packed buffer, see
+/// [`crate::packed`]) to and from the SDK's, as `wit_head` beside
+/// `wit_http`: the host packs, the SDK's export glue unpacks.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wit_request_head_v03 {
+    ($($wit:tt)*) => {
+        #[allow(dead_code, unreachable_pub)]
+        pub(crate) mod wit_head {
+            use $($wit)* as wit;
+            use $crate::types as sdk;
+            use super::wit_http::{method_from_wit, method_to_wit, scheme_from_wit, scheme_to_wit};
+
+            /// The head as a 0.3 record, its packed part written into `buf`
+            /// (the caller's, handed back with the record and reused).
+            pub fn request_head_to_wit(r: &sdk::RequestHead, mut buf: Vec<u8>) -> wit::RequestHead {
+                $crate::packed::pack(r, &mut buf);
+                wit::RequestHead {
+                    connection_id: r.connection_id,
+                    listener_port: r.listener_port,
+                    method: method_to_wit(&r.method),
+                    scheme: scheme_to_wit(r.scheme),
+                    packed: buf,
+                }
+            }
+
+            /// Reads a 0.3 record into `out`, reusing the allocations `out`
+            /// holds.
+            pub fn request_head_into(
+                h: wit::RequestHead,
+                out: &mut sdk::RequestHead,
+            ) -> Result<(), $crate::packed::Malformed> {
+                out.connection_id = h.connection_id;
+                out.listener_port = h.listener_port;
+                out.method = method_from_wit(h.method);
+                out.scheme = scheme_from_wit(h.scheme);
+                $crate::packed::unpack_into(&h.packed, out)
             }
         }
     };

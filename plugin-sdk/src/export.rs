@@ -22,6 +22,7 @@ pub mod bindings {
 
 crate::__wit_conversions!(crate::export::bindings::turnout::plugin::types);
 crate::__wit_conversions_v02!(crate::export::bindings::turnout::plugin::types);
+crate::__wit_request_head_v03!(crate::export::bindings::turnout::plugin::types);
 
 use bindings::exports::turnout::plugin::hooks::Guest;
 use bindings::turnout::plugin::types as wit;
@@ -30,6 +31,9 @@ thread_local! {
     // One plugin value per instance, created by `init`. Wasm instances are
     // single-threaded, so a thread-local is the instance's global.
     static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    // The request head handed to `Plugin::request`, refilled per call so its
+    // strings and slots keep their allocations (see `crate::packed`).
+    static HEAD: RefCell<Option<crate::RequestHead>> = const { RefCell::new(None) };
 }
 
 fn with_plugin<P: Plugin, R>(otherwise: R, f: impl FnOnce(&P) -> R) -> R {
@@ -91,10 +95,20 @@ impl<P: Plugin> Guest for Adapter<P> {
     }
 
     fn request(head: wit::RequestHead) -> wit::RequestDecision {
-        let head = wit_http::request_head_from_wit(head);
-        wit_http::request_to_wit(with_plugin::<P, _>(crate::RequestDecision::Pass, |p| {
-            p.request(&head)
-        }))
+        HEAD.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let ours = slot.get_or_insert_with(|| {
+                let nowhere = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+                crate::RequestHead::new(nowhere, 0, crate::Method::Get, "", "")
+            });
+            // Only a broken host packs a bad head; "no opinion" cannot harm.
+            if wit_head::request_head_into(head, ours).is_err() {
+                return wit::RequestDecision::Pass;
+            }
+            wit_http::request_to_wit(with_plugin::<P, _>(crate::RequestDecision::Pass, |p| {
+                p.request(ours)
+            }))
+        })
     }
 
     fn response(head: wit::ResponseHead) -> wit::ResponseDecision {

@@ -1,4 +1,4 @@
-//! What the HTTP hooks receive and return (WIT 0.2): request and response
+//! What the HTTP hooks receive and return (added in WIT 0.2): request and response
 //! heads with declared header slots, decisions, and the interest a plugin
 //! declares at `init`.
 

@@ -62,6 +62,7 @@ pub mod host;
 mod http;
 pub mod kv;
 pub mod matching;
+pub mod packed;
 mod plugin;
 pub mod types;
 
@@ -87,7 +88,7 @@ pub use plugin::{Hooks, InitError, Plugin, PluginInfo, PortRange};
 pub use types::*;
 
 /// The version of the WIT package this SDK speaks (`turnout:plugin@…`).
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// Everything a plugin usually needs: `use turnout_plugin_sdk::prelude::*;`.
 pub mod prelude {

@@ -3,7 +3,7 @@
 //! about any other connection, so the rest of the chain (the default
 //! `routes` plugin) decides those.
 //!
-//! It also shows the per-request hook (WIT 0.2): on the routes the host
+//! It also shows the per-request hook (WIT 0.2 and later): on the routes the host
 //! serves HTTP for, a request for one of `domains` that carries the header
 //! `x-{{name}}` is answered by the plugin itself; every other request is
 //! left to the chain.

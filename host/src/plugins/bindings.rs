@@ -1,6 +1,6 @@
-//! wasmtime's generated bindings for `wit/plugin.wit` (0.2) and
-//! `wit/v0.1/plugin.wit`, the per-Store state, and the host side of the
-//! `host` interface for both.
+//! wasmtime's generated bindings for `wit/plugin.wit` (0.3),
+//! `wit/v0.2/plugin.wit` and `wit/v0.1/plugin.wit`, the per-Store state,
+//! and the host side of the `host` interface for each.
 
 use std::sync::Arc;
 
@@ -8,15 +8,37 @@ use turnout_plugin_sdk::host::HostApi;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// The current contract (`wit/plugin.wit`, 0.2).
-pub(crate) mod v02 {
+/// The current contract (`wit/plugin.wit`, 0.3): 0.2 with the request
+/// head packed.
+pub(crate) mod v03 {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../wit",
     });
 
+    turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::v03::turnout::plugin::types);
+    turnout_plugin_sdk::__wit_conversions_v02!(
+        crate::plugins::bindings::v03::turnout::plugin::types
+    );
+    turnout_plugin_sdk::__wit_request_head_v03!(
+        crate::plugins::bindings::v03::turnout::plugin::types
+    );
+}
+
+/// The 0.2 contract (`wit/v0.2/plugin.wit`): components built against it
+/// keep loading and see every hook; their request head is lowered field by
+/// field.
+pub(crate) mod v02 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit/v0.2",
+    });
+
     turnout_plugin_sdk::__wit_conversions!(crate::plugins::bindings::v02::turnout::plugin::types);
     turnout_plugin_sdk::__wit_conversions_v02!(
+        crate::plugins::bindings::v02::turnout::plugin::types
+    );
+    turnout_plugin_sdk::__wit_request_head_v02!(
         crate::plugins::bindings::v02::turnout::plugin::types
     );
 }
@@ -68,12 +90,14 @@ pub(crate) mod v01 {
 pub(crate) enum Bindings {
     V01(v01::Plugin),
     V02(v02::Plugin),
+    V03(v03::Plugin),
 }
 
 /// A component linked ahead of instantiation, by contract version.
 pub(crate) enum Pre {
     V01(v01::PluginPre<StoreState>),
     V02(v02::PluginPre<StoreState>),
+    V03(v03::PluginPre<StoreState>),
 }
 
 impl Pre {
@@ -84,12 +108,13 @@ impl Pre {
         Ok(match self {
             Pre::V01(p) => Bindings::V01(p.instantiate(store)?),
             Pre::V02(p) => Bindings::V02(p.instantiate(store)?),
+            Pre::V03(p) => Bindings::V03(p.instantiate(store)?),
         })
     }
 }
 
 /// Runs `$body` with `$g` the version's `hooks` guest and `$conv` its
-/// conversion module (`wit_conv`), for the hooks both versions share.
+/// conversion module (`wit_conv`), for the hooks every version has.
 macro_rules! each_version {
     ($bindings:expr, |$g:ident, $conv:ident| $body:expr) => {
         match $bindings {
@@ -103,10 +128,41 @@ macro_rules! each_version {
                 use $crate::plugins::bindings::v02::wit_conv as $conv;
                 $body
             }
+            $crate::plugins::bindings::Bindings::V03(p) => {
+                let $g = p.turnout_plugin_hooks();
+                use $crate::plugins::bindings::v03::wit_conv as $conv;
+                $body
+            }
         }
     };
 }
 pub(crate) use each_version;
+
+/// Runs `$body` for the hooks 0.2 added (and 0.3 kept), with `$g` the
+/// `hooks` guest and `$conv`/`$http` the version's `wit_conv`/`wit_http`;
+/// a 0.1 component's bindings go to `$v01` instead, as `$old`.
+macro_rules! http_versions {
+    ($bindings:expr, |$g:ident, $conv:ident, $http:ident| $body:expr, |$old:ident| $v01:expr) => {
+        match $bindings {
+            $crate::plugins::bindings::Bindings::V01($old) => $v01,
+            $crate::plugins::bindings::Bindings::V02(p) => {
+                let $g = p.turnout_plugin_hooks();
+                // Not every hook converts an argument.
+                #[allow(unused_imports)]
+                use $crate::plugins::bindings::v02::{wit_conv as $conv, wit_http as $http};
+                $body
+            }
+            $crate::plugins::bindings::Bindings::V03(p) => {
+                let $g = p.turnout_plugin_hooks();
+                // Not every hook converts an argument.
+                #[allow(unused_imports)]
+                use $crate::plugins::bindings::v03::{wit_conv as $conv, wit_http as $http};
+                $body
+            }
+        }
+    };
+}
+pub(crate) use http_versions;
 
 /// Caps one instance's linear memories (each) and tables, and remembers
 /// whether the cap was hit so the failure is reported as a memory limit
@@ -215,6 +271,8 @@ pub(crate) struct StoreState {
     /// The request `request` is running for: moved in for the call and
     /// back out after it (never copied), for the `header` imports.
     pub(crate) headers: http::HeaderMap,
+    /// The buffer a 0.3 request head is packed into, kept between calls.
+    pub(crate) packed: Vec<u8>,
 }
 
 impl StoreState {
@@ -230,6 +288,7 @@ impl StoreState {
             host,
             budget: Budget::start(std::time::Duration::ZERO),
             headers: http::HeaderMap::new(),
+            packed: Vec::new(),
         }
     }
 }
@@ -243,7 +302,7 @@ impl WasiView for StoreState {
     }
 }
 
-/// The `host` functions both versions share, for version `$v`.
+/// The `host` functions every version has, for version `$v`.
 macro_rules! shared_host_imports {
     ($v:ident) => {
         fn log(&mut self, level: $v::turnout::plugin::types::LogLevel, message: String) {
@@ -311,38 +370,51 @@ macro_rules! shared_host_imports {
 
 impl v01::turnout::plugin::types::Host for StoreState {}
 impl v02::turnout::plugin::types::Host for StoreState {}
+impl v03::turnout::plugin::types::Host for StoreState {}
 
 impl v01::turnout::plugin::host::Host for StoreState {
     shared_host_imports!(v01);
 }
 
+/// The `header` imports 0.2 added (0.3 kept them).
+macro_rules! header_imports {
+    () => {
+        fn header(&mut self, name: String) -> Vec<Vec<u8>> {
+            // A name that is not a header name is simply absent.
+            match http::header::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => self
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.as_bytes().to_vec())
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+
+        fn header_names(&mut self) -> Vec<String> {
+            self.headers.keys().map(|k| k.as_str().to_owned()).collect()
+        }
+    };
+}
+
 impl v02::turnout::plugin::host::Host for StoreState {
     shared_host_imports!(v02);
+    header_imports!();
+}
 
-    fn header(&mut self, name: String) -> Vec<Vec<u8>> {
-        // A name that is not a header name is simply absent.
-        match http::header::HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => self
-                .headers
-                .get_all(name)
-                .iter()
-                .map(|v| v.as_bytes().to_vec())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn header_names(&mut self) -> Vec<String> {
-        self.headers.keys().map(|k| k.as_str().to_owned()).collect()
-    }
+impl v03::turnout::plugin::host::Host for StoreState {
+    shared_host_imports!(v03);
+    header_imports!();
 }
 
 /// Registers the `host` interface and WASI (empty context) on `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    // Both versions' imports: their names differ by version, so a 0.1 and
-    // a 0.2 component link against the same linker.
+    // Every version's imports: their names differ by version, so 0.1, 0.2
+    // and 0.3 components link against the same linker.
     v01::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
     v02::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
+    v03::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)?;
     Ok(())
 }

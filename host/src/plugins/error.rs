@@ -30,7 +30,7 @@ pub enum LoadError {
     },
     /// Built against another version of the WIT contract.
     #[error(
-        "plugin {plugin:?} was built against turnout:plugin@{found}, but this host speaks turnout:plugin@0.2.x (and 0.1.x); rebuild it with turnout-plugin-sdk {expected}"
+        "plugin {plugin:?} was built against turnout:plugin@{found}, but this host speaks turnout:plugin@0.3.x (and 0.2.x, 0.1.x); rebuild it with turnout-plugin-sdk {expected}"
     )]
     IncompatibleVersion {
         /// Plugin name.

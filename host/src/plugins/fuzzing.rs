@@ -9,7 +9,8 @@ use turnout_plugin_sdk::{
     RequestHead, ResponseDecision, Scheme,
 };
 
-use super::bindings::v02::{wit_conv, wit_http};
+use super::bindings::v02::wit_head as wit_head_v02;
+use super::bindings::v03::{wit_conv, wit_head, wit_http};
 
 /// Short lists: what matters is every shape, not size.
 fn len(u: &mut Unstructured<'_>) -> Result<usize> {
@@ -142,8 +143,10 @@ fn request_head(u: &mut Unstructured<'_>) -> Result<RequestHead> {
     Ok(head)
 }
 
-/// Every SDK value the 0.2 interface carries comes back from its WIT form
-/// unchanged (IP addresses in their canonical form, as the SDK keeps them).
+/// Every SDK value the 0.2 and 0.3 interfaces carry comes back from its WIT
+/// form unchanged (IP addresses in their canonical form, as the SDK keeps
+/// them); and any bytes as a packed 0.3 head are an answer or an error,
+/// never a panic.
 pub(crate) fn wit_round_trip(u: &mut Unstructured<'_>) -> Result<()> {
     let head = request_head(u)?;
     let mut expected = head.clone();
@@ -152,9 +155,21 @@ pub(crate) fn wit_round_trip(u: &mut Unstructured<'_>) -> Result<()> {
         head.client.port(),
     );
     assert_eq!(
-        wit_http::request_head_from_wit(wit_http::request_head_to_wit(&head)),
+        wit_head_v02::request_head_from_wit(wit_head_v02::request_head_to_wit(&head)),
         expected
     );
+    let mut unpacked = RequestHead::new(
+        "0.0.0.0:0".parse().expect("an address"),
+        0,
+        Method::Get,
+        "",
+        "",
+    );
+    let packed = wit_head::request_head_to_wit(&head, Vec::new());
+    wit_head::request_head_into(packed, &mut unpacked).expect("what the host packs unpacks");
+    assert_eq!(unpacked, expected);
+    let junk: Vec<u8> = u.arbitrary()?;
+    let _ = turnout_plugin_sdk::packed::unpack_into(&junk, &mut unpacked);
     let addr = head.client;
     assert_eq!(
         wit_conv::addr_from_wit(wit_conv::addr_to_wit(addr)),

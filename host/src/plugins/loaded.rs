@@ -14,7 +14,9 @@ use turnout_plugin_sdk::{
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::{Bindings, Budget, Pre, StoreState, each_version, v01, v02};
+use super::bindings::{
+    Bindings, Budget, Pre, StoreState, each_version, http_versions, v01, v02, v03,
+};
 use super::engine::Runtime;
 use super::error::{CallFailure, FailureKind, LoadError};
 use super::metrics::PluginMetrics;
@@ -131,16 +133,16 @@ impl Prepared<'_> {
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(&store, &e, FailureKind::Instantiate))?;
-        let info = match &bindings {
-            Bindings::V01(p) => p
+        let info = http_versions!(
+            &bindings,
+            |g, _conv, http| g
+                .call_init(&mut store, self.config)
+                .map(|r| r.map(http::info_from_wit)),
+            |old| old
                 .turnout_plugin_hooks()
                 .call_init(&mut store, self.config)
-                .map(|r| r.map(v01::info_from_wit)),
-            Bindings::V02(p) => p
-                .turnout_plugin_hooks()
-                .call_init(&mut store, self.config)
-                .map(|r| r.map(v02::wit_http::info_from_wit)),
-        }
+                .map(|r| r.map(v01::info_from_wit))
+        )
         .map_err(|e| classify(&store, &e, FailureKind::Init))?
         .map_err(|msg| CallFailure::new(FailureKind::Init, msg))?;
         validate::info(&info).map_err(|m| CallFailure::new(FailureKind::Malformed, m))?;
@@ -175,17 +177,18 @@ impl LoadedPlugin {
             .linker
             .instantiate_pre(&component)
             .and_then(|pre| {
-                Ok(if minor == 1 {
-                    Pre::V01(v01::PluginPre::new(pre)?)
-                } else {
-                    // 0.2.0 grew within its version (e.g. `approve-certificate`):
-                    // a component built with an older SDK lacks an export.
-                    Pre::V02(v02::PluginPre::new(pre).map_err(|e| {
-                        e.context(format!(
-                            "its hooks do not match this host's turnout:plugin@{WIT_VERSION}; \
-                             rebuild it with turnout-plugin-sdk {WIT_VERSION}"
-                        ))
-                    })?)
+                // 0.2.0 grew within its version (e.g. `approve-certificate`):
+                // a component built with an older SDK lacks an export.
+                let stale = |e: wasmtime::Error| {
+                    e.context(format!(
+                        "its hooks do not match this host's turnout:plugin@0.{minor}.0; \
+                         rebuild it with turnout-plugin-sdk {WIT_VERSION}"
+                    ))
+                };
+                Ok(match minor {
+                    1 => Pre::V01(v01::PluginPre::new(pre)?),
+                    2 => Pre::V02(v02::PluginPre::new(pre).map_err(stale)?),
+                    _ => Pre::V03(v03::PluginPre::new(pre).map_err(stale)?),
                 })
             })
             .map_err(|e| LoadError::Link {
@@ -440,18 +443,30 @@ impl LoadedPlugin {
         head: &mut RequestHead,
         headers: &mut http::HeaderMap,
     ) -> Result<RequestDecision, CallFailure> {
-        let d = self.call("request", |b, s| match b {
-            Bindings::V01(_) => Ok(RequestDecision::Pass),
-            Bindings::V02(p) => {
-                // The head's strings and the headers are lent to the call
-                // and come back whatever it returns.
-                let arg = v02::wit_http::request_head_lend(head);
-                s.data_mut().headers = std::mem::take(headers);
-                let r = p.turnout_plugin_hooks().call_request(&mut *s, &arg);
-                *headers = std::mem::take(&mut s.data_mut().headers);
-                v02::wit_http::request_head_restore(head, arg);
-                r.map(v02::wit_http::request_from_wit)
-            }
+        let d = self.call("request", |b, s| {
+            // The headers are lent to the call (for the `header` imports)
+            // and come back whatever it returns.
+            s.data_mut().headers = std::mem::take(headers);
+            let r = match b {
+                Bindings::V01(_) => Ok(RequestDecision::Pass),
+                Bindings::V02(p) => {
+                    // The head's strings are lent too, and come back.
+                    let arg = v02::wit_head::request_head_lend(head);
+                    let r = p.turnout_plugin_hooks().call_request(&mut *s, &arg);
+                    v02::wit_head::request_head_restore(head, arg);
+                    r.map(v02::wit_http::request_from_wit)
+                }
+                Bindings::V03(p) => {
+                    // Packed into the Store's buffer, which comes back.
+                    let buf = std::mem::take(&mut s.data_mut().packed);
+                    let arg = v03::wit_head::request_head_to_wit(head, buf);
+                    let r = p.turnout_plugin_hooks().call_request(&mut *s, &arg);
+                    s.data_mut().packed = arg.packed;
+                    r.map(v03::wit_http::request_from_wit)
+                }
+            };
+            *headers = std::mem::take(&mut s.data_mut().headers);
+            r
         })?;
         let upstreams = self.info.interest.upstreams.len();
         self.malformed("request", validate::request(&d, upstreams))
@@ -460,12 +475,14 @@ impl LoadedPlugin {
 
     /// Calls `response`. A 0.1 plugin passes.
     pub fn response(&self, head: &ResponseHead) -> Result<ResponseDecision, CallFailure> {
-        let d = self.call("response", |b, s| match b {
-            Bindings::V01(_) => Ok(ResponseDecision::Pass),
-            Bindings::V02(p) => p
-                .turnout_plugin_hooks()
-                .call_response(s, &v02::wit_http::response_head_to_wit(head))
-                .map(v02::wit_http::response_from_wit),
+        let d = self.call("response", |b, s| {
+            http_versions!(
+                b,
+                |g, _conv, http| g
+                    .call_response(s, &http::response_head_to_wit(head))
+                    .map(http::response_from_wit),
+                |_old| Ok(ResponseDecision::Pass)
+            )
         })?;
         self.malformed("response", validate::response(&d))
             .map(|()| d)
@@ -478,12 +495,14 @@ impl LoadedPlugin {
         name: &str,
         client: SocketAddr,
     ) -> Result<CertificateDecision, CallFailure> {
-        let d = self.call("approve-certificate", |b, s| match b {
-            Bindings::V01(_) => Ok(CertificateDecision::Pass),
-            Bindings::V02(p) => p
-                .turnout_plugin_hooks()
-                .call_approve_certificate(s, name, v02::wit_conv::addr_to_wit(client))
-                .map(v02::wit_http::certificate_from_wit),
+        let d = self.call("approve-certificate", |b, s| {
+            http_versions!(
+                b,
+                |g, conv, http| g
+                    .call_approve_certificate(s, name, conv::addr_to_wit(client))
+                    .map(http::certificate_from_wit),
+                |_old| Ok(CertificateDecision::Pass)
+            )
         })?;
         self.malformed("approve-certificate", validate::certificate(&d))
             .map(|()| d)
@@ -493,7 +512,7 @@ impl LoadedPlugin {
 /// The WIT package version this host speaks.
 pub const WIT_VERSION: &str = turnout_plugin_sdk::WIT_VERSION;
 
-/// The contract minor version the component was built against (1 or 2),
+/// The contract minor version the component was built against (1 to 3),
 /// or why it cannot be loaded.
 fn check_wit_version(
     runtime: &Runtime,
@@ -532,12 +551,12 @@ fn check_wit_version(
     }
 }
 
-/// The minor version of a supported `0.1.x` / `0.2.x` (semver's rule for
+/// The minor version of a supported `0.1.x` / `0.2.x` / `0.3.x` (semver's rule for
 /// 0.x: the minor is the compatibility line).
 fn compatible(version: &str) -> Option<u32> {
     let mut parts = version.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("0"), Some(minor @ ("1" | "2")), Some(patch), None)
+        (Some("0"), Some(minor @ ("1" | "2" | "3")), Some(patch), None)
             if patch.bytes().all(|b| b.is_ascii_digit()) && !patch.is_empty() =>
         {
             minor.parse().ok()
@@ -562,7 +581,8 @@ mod tests {
         assert_eq!(super::compatible("0.1.7"), Some(1));
         assert_eq!(super::compatible("0.2.0"), Some(2));
         assert_eq!(super::compatible("0.2.13"), Some(2));
-        assert_eq!(super::compatible("0.3.0"), None);
+        assert_eq!(super::compatible("0.3.0"), Some(3));
+        assert_eq!(super::compatible("0.4.0"), None);
         assert_eq!(super::compatible("1.1.0"), None);
         assert_eq!(super::compatible("0.2"), None);
         assert_eq!(super::compatible("garbage"), None);

@@ -1,5 +1,5 @@
 //! A component built against the 0.1 contract (`wit/v0.1`), as plugins
-//! built before 0.2 are: the host must keep loading it and calling its
+//! built before 0.2 were: the host must keep loading it and calling its
 //! connection hooks, and never hand it an HTTP request (it exports 0.1's
 //! `request`, which answers a 418 so a test would see the host call it).
 
