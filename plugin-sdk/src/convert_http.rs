@@ -13,7 +13,7 @@ macro_rules! __wit_conversions_v02 {
             use $($wit)* as wit;
             use $crate::types as sdk;
             use $crate as plg;
-            use super::wit_conv::{addr_from_wit, addr_to_wit, target_from_wit};
+            use super::wit_conv::target_from_wit;
 
             pub fn method_to_wit(m: &sdk::Method) -> wit::Method {
                 match m {
