@@ -436,8 +436,9 @@ impl LoadedPlugin {
     /// Calls `request` with the request's headers, which the plugin reads
     /// through `header`/`header-names` during the call (moved into the
     /// instance's state and back, never copied). `head` is `mut` for the
-    /// same reason: its strings are moved into the call and back. A 0.1
-    /// plugin passes.
+    /// same reason: a 0.2 plugin's head strings are moved into the call and
+    /// back (a 0.3 plugin's are packed into a buffer the Store keeps). A
+    /// 0.1 plugin passes.
     pub fn request(
         &self,
         head: &mut RequestHead,
