@@ -101,8 +101,10 @@ impl<P: Plugin> Guest for Adapter<P> {
                 let nowhere = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
                 crate::RequestHead::new(nowhere, 0, crate::Method::Get, "", "")
             });
-            // Only a broken host packs a bad head; "no opinion" cannot harm.
-            if wit_head::request_head_into(head, ours).is_err() {
+            // Only a broken host packs a bad head: say so (the host logs it
+            // with the plugin's name) and have no opinion, which cannot harm.
+            if let Err(e) = wit_head::request_head_into(head, ours) {
+                crate::host::log(crate::LogLevel::Error, &e.to_string());
                 return wit::RequestDecision::Pass;
             }
             wit_http::request_to_wit(with_plugin::<P, _>(crate::RequestDecision::Pass, |p| {
